@@ -1,0 +1,121 @@
+"""The running exporter: configuration, probe results and the HTTP server, wired together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
+from prometheus_client.registry import CollectorRegistry
+
+from exporter import config as configuration
+from exporter.config import Config, ConfigError
+from exporter.logs import fields
+from exporter.metrics import Store, StoreCollector
+from exporter.probes import ProbeResult
+from exporter.scheduler import Scheduler
+from exporter.web import READY, create_app
+
+log = logging.getLogger("exporter")
+
+
+class Exporter:
+    """Keeps one configuration running; a reload that fails leaves the running one alone."""
+
+    def __init__(self, config_path: str | Path) -> None:
+        self.config_path = Path(config_path)
+        self.config: Config | None = None
+        self.store = Store()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(StoreCollector(self.store))
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
+        self.scheduler = Scheduler(self.record)
+        self._reloading = asyncio.Lock()
+
+    def start(self, config: Config) -> None:
+        self._apply(config)
+
+    async def reload(self) -> str | None:
+        """Load the file again; return the error, or None once the new configuration runs."""
+        async with self._reloading:
+            try:
+                config = configuration.load(self.config_path)
+            except ConfigError as exc:
+                self.store.reload_successful = False
+                log.error(
+                    "reload failed; keeping the previous configuration",
+                    extra=fields(file=str(self.config_path), error=str(exc)),
+                )
+                return str(exc)
+            self._apply(config)
+            log.info(
+                "configuration reloaded",
+                extra=fields(file=str(self.config_path), targets=len(config.targets)),
+            )
+            return None
+
+    def _apply(self, config: Config) -> None:
+        self.config = config
+        self.store.configure(config)
+        self.scheduler.apply(config)
+        self.store.reload_successful = True
+        self.store.reload_success_timestamp = time.time()
+
+    def record(self, result: ProbeResult) -> None:
+        self.store.record(result)
+        phases = " ".join(f"{name}={seconds:.3f}" for name, seconds in result.phases.items())
+        log.log(
+            logging.INFO if result.success else logging.WARNING,
+            "probe finished",
+            extra=fields(
+                target=result.target,
+                check=result.check.value,
+                outcome="success" if result.success else "failure",
+                phase=result.phase.value if result.phase else "",
+                reason=result.reason.value if result.reason else "",
+                duration_seconds=f"{result.duration:.3f}",
+                delivery_seconds=(
+                    "" if result.delivery_seconds is None else f"{result.delivery_seconds:.3f}"
+                ),
+                phases=phases,
+                detail=result.detail,
+            ),
+        )
+
+    async def stop(self) -> None:
+        await self.scheduler.stop()
+
+
+async def serve(exporter: Exporter, config: Config, host: str | None, port: int) -> None:
+    """Run until SIGINT or SIGTERM; SIGHUP reloads the configuration."""
+    app = create_app(exporter.registry, exporter.reload)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host=host, port=port, reuse_address=True)
+    await site.start()
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    reloads: set[asyncio.Task[str | None]] = set()
+
+    def hangup() -> None:
+        task = asyncio.create_task(exporter.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, hangup)
+    loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    loop.add_signal_handler(signal.SIGINT, stopping.set)
+    exporter.start(config)
+    app[READY]["ready"] = True
+    log.info("listening", extra=fields(address=f"{host or ''}:{port}", targets=len(config.targets)))
+    try:
+        await stopping.wait()
+    finally:
+        log.info("shutting down")
+        await exporter.stop()
+        await runner.cleanup()

@@ -1,0 +1,96 @@
+"""Command line: ``mailbox-exporter`` with Prometheus-style flags."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+from collections.abc import Sequence
+
+from exporter import __version__, logs
+from exporter import config as configuration
+from exporter.config import Config, ConfigError, format_duration
+
+DEFAULT_LISTEN = ":10025"
+
+
+def parse_listen_address(text: str) -> tuple[str | None, int]:
+    """``host:port``, ``:port`` (all interfaces) or ``[v6]:port``."""
+    match = re.match(r"^(?:\[([^\]]+)\]|([^:\[\]]*)):(\d{1,5})$", text)
+    if not match or not 0 < int(match.group(3)) < 65536:
+        raise ValueError(f"expected host:port such as :10025 or 127.0.0.1:10025, got {text!r}")
+    host = match.group(1) or match.group(2) or None
+    return host, int(match.group(3))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mailbox-exporter",
+        description="Prometheus exporter that checks mailboxes end to end.",
+    )
+    parser.add_argument(
+        "--config.file",
+        dest="config_file",
+        default="mailbox-exporter.yml",
+        help="configuration file (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen",
+        default=DEFAULT_LISTEN,
+        help="address to serve metrics on (default: %(default)s)",
+    )
+    parser.add_argument("--log.level", dest="log_level", choices=logs.LEVELS, default="info")
+    parser.add_argument("--log.format", dest="log_format", choices=logs.FORMATS, default="logfmt")
+    parser.add_argument(
+        "--config.check",
+        dest="config_check",
+        action="store_true",
+        help="validate the configuration, print a summary and exit",
+    )
+    parser.add_argument("--version", action="version", version=f"mailbox-exporter {__version__}")
+    return parser
+
+
+def summary(config: Config) -> str:
+    lines = [
+        f"{len(config.targets)} target(s), at most {config.max_concurrent_probes} probes at once"
+    ]
+    for target in config.targets:
+        lines.append(
+            f"  {target.name}: checks {', '.join(c.value for c in target.checks)}; "
+            f"every {format_duration(target.interval)}, timeout {format_duration(target.timeout)}; "
+            f"smtp {target.smtp.host}:{target.smtp.port} ({target.smtp.tls}), "
+            f"imap {target.imap.host}:{target.imap.port} ({target.imap.tls}) {target.imap.mailbox}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = configuration.load(args.config_file)
+    except ConfigError as exc:
+        print(f"mailbox-exporter: {args.config_file}: {exc}", file=sys.stderr)
+        return 1
+    if args.config_check:
+        print(f"{args.config_file}: OK\n{summary(config)}")
+        return 0
+    try:
+        host, port = parse_listen_address(args.listen)
+    except ValueError as exc:
+        print(f"mailbox-exporter: --web.listen-address: {exc}", file=sys.stderr)
+        return 1
+    logs.setup(args.log_level, args.log_format)
+    from exporter.app import Exporter, serve
+
+    exporter = Exporter(args.config_file)
+    try:
+        asyncio.run(serve(exporter, config, host, port))
+    except OSError as exc:
+        print(f"mailbox-exporter: cannot listen on {args.listen}: {exc.strerror}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0

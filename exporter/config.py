@@ -1,0 +1,469 @@
+"""Configuration: a YAML file of targets, read into frozen dataclasses.
+
+Every error names the key path and the line it stands on, so a mail admin can fix the file
+without reading code: ``line 12: targets[2].imap.port: expected an integer``.
+Secrets are read when the file is loaded (a reload picks up rotated ones) and are held in
+:class:`Secret`, which never prints its value.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast
+
+import yaml
+
+from exporter.outcome import Check
+
+TlsMode = Literal["starttls", "implicit", "none"]
+TLS_MODES: tuple[TlsMode, ...] = ("starttls", "implicit", "none")
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
+_ADDRESS = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+$")
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
+_DEFAULT_PORTS = {
+    ("smtp", "starttls"): 587,
+    ("smtp", "implicit"): 465,
+    ("smtp", "none"): 25,
+    ("imap", "starttls"): 143,
+    ("imap", "implicit"): 993,
+    ("imap", "none"): 143,
+}
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says where and why."""
+
+    def __init__(self, path: str, message: str, line: int | None = None) -> None:
+        where = f"line {line}: " if line else ""
+        super().__init__(f"{where}{path}: {message}" if path else f"{where}{message}")
+        self.path = path
+        self.line = line
+
+
+class Secret:
+    """A credential that stays out of logs, reprs and error messages."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('<redacted>')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How to reach and log in to one protocol's server."""
+
+    host: str
+    port: int
+    tls: TlsMode
+    username: str
+    password: Secret
+
+
+@dataclass(frozen=True)
+class ImapConfig(ServerConfig):
+    mailbox: str = "INBOX"
+    idle: bool = True
+    poll_interval: float = 1.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """One mailbox to watch, and how often."""
+
+    name: str
+    smtp: ServerConfig
+    imap: ImapConfig
+    mail_from: str
+    mail_to: str
+    checks: tuple[Check, ...]
+    interval: float
+    timeout: float
+
+    def secrets(self) -> tuple[str, ...]:
+        return tuple({self.smtp.password.reveal(), self.imap.password.reveal()} - {""})
+
+
+@dataclass(frozen=True)
+class Config:
+    targets: tuple[Target, ...]
+    max_concurrent_probes: int = 32
+    source: str = field(default="", compare=False)
+
+    def target(self, name: str) -> Target | None:
+        return next((t for t in self.targets if t.name == name), None)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Prometheus-style duration such as ``30s``, ``2m``, ``1m30s`` or ``500ms``."""
+    match = _DURATION.match(text.strip())
+    if not text.strip() or not match or not any(match.groups()):
+        raise ValueError(f"expected a duration such as 30s, 2m or 1h30m, got {text!r}")
+    hours, minutes, seconds, millis = (int(g) if g else 0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds + millis / 1000
+
+
+def format_duration(seconds: float) -> str:
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{int(seconds // 60)}m"
+    return f"{seconds:g}s"
+
+
+# --- reading YAML with line numbers -------------------------------------------------------------
+
+
+class _Lines:
+    """Line numbers of the keys and items of the parsed document, by key path."""
+
+    def __init__(self) -> None:
+        self.by_path: dict[str, int] = {}
+
+    def of(self, path: str) -> int | None:
+        while path:
+            if path in self.by_path:
+                return self.by_path[path]
+            path = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", path)
+        return None
+
+
+def _from_node(node: yaml.Node, path: str, lines: _Lines, constructor: yaml.SafeLoader) -> Any:
+    lines.by_path.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        constructor.flatten_mapping(node)
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = constructor.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                raise ConfigError(
+                    path, f"keys must be strings, got {key!r}", key_node.start_mark.line + 1
+                )
+            child = f"{path}.{key}" if path else key
+            if key in result:
+                raise ConfigError(child, "duplicate key", key_node.start_mark.line + 1)
+            lines.by_path[child] = key_node.start_mark.line + 1
+            result[key] = _from_node(value_node, child, lines, constructor)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [
+            _from_node(item, f"{path}[{index}]", lines, constructor)
+            for index, item in enumerate(node.value)
+        ]
+    return constructor.construct_object(node, deep=True)
+
+
+def _parse_yaml(text: str) -> tuple[Any, _Lines]:
+    lines = _Lines()
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            data = {} if node is None else _from_node(node, "", lines, loader)
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError("", f"invalid YAML: {problem}", line) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError("", f"invalid YAML: {exc}") from None
+    return data, lines
+
+
+# --- validation ---------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class _Reader:
+    """Typed access to the parsed document that reports the key path of every mistake."""
+
+    def __init__(self, lines: _Lines, base_dir: Path, environ: Mapping[str, str]) -> None:
+        self.lines = lines
+        self.base_dir = base_dir
+        self.environ = environ
+
+    def fail(self, path: str, message: str) -> ConfigError:
+        return ConfigError(path, message, self.lines.of(path))
+
+    def mapping(self, value: Any, path: str, allowed: Iterable[str]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(path, f"expected a mapping, got {_kind(value)}")
+        allowed = tuple(allowed)
+        for key in value:
+            if key not in allowed:
+                hint = difflib.get_close_matches(key, allowed, n=1)
+                suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+                known = ", ".join(sorted(allowed))
+                raise self.fail(_join(path, key), f"unknown key{suggestion}; known keys: {known}")
+        return value
+
+    def get(
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        path: str,
+        kind: Callable[..., T],
+        default: T | None = None,
+    ) -> T:
+        child = _join(path, key)
+        if key not in data or data[key] is None:
+            if default is None:
+                raise self.fail(child, "required")
+            return default
+        return kind(data[key], child)
+
+    def string(self, value: Any, path: str) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(path, f"expected a non-empty string, got {_kind(value)}")
+        if any(ch in value for ch in "\r\n\0"):
+            raise self.fail(path, "must not contain line breaks or NUL")
+        return value
+
+    def port(self, value: Any, path: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(path, f"expected an integer, got {_kind(value)}")
+        if not 1 <= value <= 65535:
+            raise self.fail(path, f"expected a port from 1 to 65535, got {value}")
+        return value
+
+    def positive_int(self, value: Any, path: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self.fail(path, f"expected a positive integer, got {value!r}")
+        return value
+
+    def boolean(self, value: Any, path: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(path, f"expected true or false, got {_kind(value)}")
+        return value
+
+    def duration(self, value: Any, path: str) -> float:
+        if not isinstance(value, str):
+            raise self.fail(path, f"expected a duration such as 30s or 2m, got {_kind(value)}")
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            raise self.fail(path, str(exc)) from None
+        if seconds <= 0:
+            raise self.fail(path, "must be longer than zero")
+        return seconds
+
+    def tls(self, value: Any, path: str) -> TlsMode:
+        if value not in TLS_MODES:
+            raise self.fail(path, f"expected one of {', '.join(TLS_MODES)}, got {value!r}")
+        return cast(TlsMode, value)
+
+    def address(self, value: Any, path: str) -> str:
+        text = self.string(value, path)
+        if not _ADDRESS.match(text):
+            raise self.fail(
+                path, f"expected a mail address such as probe@example.com, got {text!r}"
+            )
+        return text
+
+    def name(self, value: Any, path: str) -> str:
+        text = self.string(value, path) if not isinstance(value, int | float) else str(value)
+        if not _NAME.match(text):
+            raise self.fail(
+                path,
+                "expected 1 to 63 letters, digits or '_.:-', starting with a letter or digit, "
+                f"got {text!r}",
+            )
+        return text
+
+    def checks(self, value: Any, path: str) -> tuple[Check, ...]:
+        if not isinstance(value, list) or not value:
+            raise self.fail(path, f"expected a non-empty list of checks, got {_kind(value)}")
+        known = [c.value for c in Check]
+        result: list[Check] = []
+        for index, item in enumerate(value):
+            item_path = f"{path}[{index}]"
+            if item not in known:
+                hint = difflib.get_close_matches(str(item), known, n=1)
+                suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+                raise self.fail(
+                    item_path, f"unknown check {item!r}{suggestion}; known: {', '.join(known)}"
+                )
+            if Check(item) in result:
+                raise self.fail(item_path, f"check {item!r} listed twice")
+            result.append(Check(item))
+        return tuple(result)
+
+    def secret(self, data: Mapping[str, Any], path: str) -> Secret:
+        given = [key for key in ("password", "password_file", "password_env") if key in data]
+        if len(given) != 1:
+            what = "none" if not given else ", ".join(given)
+            raise self.fail(
+                path, f"set exactly one of password, password_file, password_env (found {what})"
+            )
+        key = given[0]
+        key_path = _join(path, key)
+        value = self.string(data[key], key_path)
+        if key == "password":
+            return Secret(value)
+        if key == "password_env":
+            if value not in self.environ:
+                raise self.fail(key_path, f"environment variable {value} is not set")
+            return Secret(self.environ[value])
+        file = Path(value) if Path(value).is_absolute() else self.base_dir / value
+        try:
+            return Secret(file.read_text(encoding="utf-8").rstrip("\r\n"))
+        except OSError as exc:
+            raise self.fail(key_path, f"cannot read {file}: {exc.strerror}") from None
+
+
+SERVER_KEYS = ("host", "port", "tls", "username", "password", "password_file", "password_env")
+IMAP_KEYS = (*SERVER_KEYS, "mailbox", "idle", "poll_interval")
+TARGET_KEYS = ("name", "smtp", "imap", "from", "to", "checks", "interval", "timeout")
+DEFAULT_KEYS = tuple(k for k in TARGET_KEYS if k != "name")
+TOP_KEYS = ("global", "defaults", "targets")
+GLOBAL_KEYS = ("max_concurrent_probes",)
+
+DEFAULT_INTERVAL = 60.0
+DEFAULT_TIMEOUT = 30.0
+
+
+def _server(r: _Reader, data: dict[str, Any], path: str, protocol: str) -> dict[str, Any]:
+    tls = r.get(data, "tls", path, r.tls, "starttls" if protocol == "smtp" else "implicit")
+    return {
+        "host": r.get(data, "host", path, r.string),
+        "port": r.get(data, "port", path, r.port, _DEFAULT_PORTS[(protocol, tls)]),
+        "tls": tls,
+        "username": r.get(data, "username", path, r.string),
+        "password": r.secret(data, path),
+    }
+
+
+def _target(r: _Reader, raw: Any, defaults: dict[str, Any], path: str) -> Target:
+    data = r.mapping(raw, path, TARGET_KEYS)
+    merged = {**defaults, **data}
+    for section in ("smtp", "imap"):
+        merged[section] = {**(defaults.get(section) or {}), **(data.get(section) or {})}
+    name = r.get(merged, "name", path, r.name)
+
+    smtp_path, imap_path = _join(path, "smtp"), _join(path, "imap")
+    smtp_data = r.mapping(merged["smtp"], smtp_path, SERVER_KEYS)
+    imap_data = r.mapping(merged["imap"], imap_path, IMAP_KEYS)
+    if not smtp_data:
+        raise r.fail(smtp_path, "required")
+    if not imap_data:
+        raise r.fail(imap_path, "required")
+    smtp = ServerConfig(**_server(r, smtp_data, smtp_path, "smtp"))
+    imap = ImapConfig(
+        **_server(r, imap_data, imap_path, "imap"),
+        mailbox=r.get(imap_data, "mailbox", imap_path, r.string, "INBOX"),
+        idle=r.get(imap_data, "idle", imap_path, r.boolean, True),
+        poll_interval=r.get(imap_data, "poll_interval", imap_path, r.duration, 1.0),
+    )
+    checks = r.get(merged, "checks", path, r.checks, tuple(Check))
+    needs_mail = Check.ROUNDTRIP in checks
+    mail_from = _mail_address(r, merged, path, "from", smtp.username, needs_mail)
+    mail_to = _mail_address(r, merged, path, "to", imap.username, needs_mail)
+    interval = r.get(merged, "interval", path, r.duration, DEFAULT_INTERVAL)
+    timeout = r.get(merged, "timeout", path, r.duration, min(DEFAULT_TIMEOUT, interval))
+    if timeout > interval:
+        raise r.fail(
+            _join(path, "timeout"),
+            f"{format_duration(timeout)} is longer than the interval {format_duration(interval)}",
+        )
+    return Target(name, smtp, imap, mail_from, mail_to, checks, interval, timeout)
+
+
+def _mail_address(
+    r: _Reader, data: dict[str, Any], path: str, key: str, username: str, needed: bool
+) -> str:
+    if data.get(key) is not None:
+        return r.address(data[key], _join(path, key))
+    if _ADDRESS.match(username) or not needed:
+        return username
+    raise r.fail(
+        _join(path, key), "required for the roundtrip check (the username is not an address)"
+    )
+
+
+def parse(
+    text: str,
+    *,
+    base_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    source: str = "",
+) -> Config:
+    """Validate a configuration document; raise :class:`ConfigError` at the first mistake."""
+    data, lines = _parse_yaml(text)
+    r = _Reader(lines, base_dir or Path.cwd(), os.environ if environ is None else environ)
+    top = r.mapping(data, "", TOP_KEYS)
+    glob = r.mapping(top.get("global"), "global", GLOBAL_KEYS)
+    defaults = r.mapping(top.get("defaults"), "defaults", DEFAULT_KEYS)
+    raw_targets = top.get("targets")
+    if not isinstance(raw_targets, list) or not raw_targets:
+        raise r.fail("targets", "expected a non-empty list of targets")
+    targets: list[Target] = []
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(raw_targets):
+        target = _target(r, raw, defaults, f"targets[{index}]")
+        if target.name in seen:
+            raise r.fail(
+                f"targets[{index}].name",
+                f"duplicate target name {target.name!r} (also targets[{seen[target.name]}])",
+            )
+        seen[target.name] = index
+        targets.append(target)
+    return Config(
+        targets=tuple(targets),
+        max_concurrent_probes=r.get(glob, "max_concurrent_probes", "global", r.positive_int, 32),
+        source=source,
+    )
+
+
+def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a configuration file."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("", f"cannot read {file}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError("", f"{file} is not UTF-8 text") from None
+    return parse(text, base_dir=file.resolve().parent, environ=environ, source=str(file))
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return f"a boolean ({value})"
+    if isinstance(value, int | float):
+        return f"a number ({value})"
+    if isinstance(value, str):
+        return f"a string ({value!r})"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__

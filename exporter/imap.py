@@ -1,0 +1,392 @@
+"""IMAP, step by step, with every failure turned into a :class:`ProbeFailure`.
+
+Built on aioimaplib's protocol class, which returns ``NO``/``BAD`` instead of raising and
+never notices a dropped connection on its own. This module adds what a monitor needs on top:
+every command races the connection's loss, a ``BYE`` or garbage from the server ends the
+session with a reason, STARTTLS is done by upgrading the transport in place, and every
+``EXISTS`` is time-stamped as it arrives so that delivery time does not depend on when the
+probe gets around to looking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import ssl
+import time
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+from aioimaplib import aioimaplib as imaplib
+
+from exporter import classify, net
+from exporter.classify import ImapStage
+from exporter.config import ImapConfig
+from exporter.outcome import ProbeFailure, Reason
+
+MAX_LINE: Final = 64 * 1024
+"""Longest response line accepted; a server sending more is cut off as broken."""
+
+T = TypeVar("T")
+
+_EXISTS = re.compile(rb"^\*\s+(\d+)\s+EXISTS\b", re.IGNORECASE)
+_UIDNEXT = re.compile(rb"\[UIDNEXT\s+(\d+)\]", re.IGNORECASE)
+_FETCH_UID = re.compile(rb"\bUID\s+(\d+)", re.IGNORECASE)
+_FETCH_START = re.compile(rb"^\d+\s+FETCH\s+\(", re.IGNORECASE)
+
+
+def quote(value: str) -> str:
+    """An IMAP quoted string."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def uid_set(uids: Iterable[int]) -> str:
+    return ",".join(str(uid) for uid in sorted(set(uids)))
+
+
+class _Protocol(imaplib.IMAP4ClientProtocol):  # type: ignore[misc]
+    """aioimaplib's protocol, made to report what a monitor needs to know."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.greeting = b""
+        self.greeted = asyncio.Event()
+        self.lost = asyncio.Event()
+        self.broken: str | None = None
+        self.bye = b""
+        self.exists = 0
+        self.exists_at = 0.0
+        self.exists_changed = asyncio.Event()
+
+    async def welcome(self, command: bytes) -> None:
+        self.greeting = command
+        try:
+            if not command.upper().startswith((b"* BYE", b"BYE")):
+                await super().welcome(command)
+        except Exception as exc:
+            self.broken = f"unusable greeting: {exc}"[:300]
+        finally:
+            self.greeted.set()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            super().data_received(data)
+        except Exception as exc:
+            self._break(f"malformed response: {exc}")
+            return
+        if len(self.incomplete_line) > MAX_LINE:
+            self._break(f"response line longer than {MAX_LINE} bytes")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.set()
+        super().connection_lost(exc)
+
+    def _untagged_response(self, line: bytes) -> Any:
+        match = _EXISTS.match(line)
+        if match:
+            self.exists = int(match.group(1))
+            self.exists_at = time.monotonic()
+            self.exists_changed.set()
+        elif line.upper().startswith(b"* BYE"):
+            self.bye = line[5:].strip()[:300]
+        return super()._untagged_response(line)
+
+    def _break(self, why: str) -> None:
+        self.broken = self.broken or why[:300]
+        if self.transport is not None:
+            self.transport.abort()
+        self.lost.set()
+
+
+@dataclass(frozen=True)
+class Selected:
+    """What SELECT told us about the mailbox."""
+
+    exists: int
+    uidnext: int | None
+
+
+class ImapSession:
+    """One IMAP connection. Use as ``async with``: leaving it always closes the socket."""
+
+    def __init__(self, server: ImapConfig) -> None:
+        self.server = server
+        self._sock: socket.socket | None = None
+        self._proto: _Protocol | None = None
+        self._idle: asyncio.Future[Any] | None = None
+
+    async def __aenter__(self) -> ImapSession:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.abort()
+
+    @property
+    def proto(self) -> _Protocol:
+        if self._proto is None:
+            raise ProbeFailure(Reason.PROTOCOL_ERROR, "not connected")
+        return self._proto
+
+    def has(self, capability: str) -> bool:
+        return self._proto is not None and capability in self._proto.capabilities
+
+    def abort(self) -> None:
+        """Drop the connection at once and stop every task it started."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._idle is not None:
+            self._idle.cancel()
+        if self._proto is not None:
+            for task in list(self._proto.tasks):
+                task.cancel()
+            if self._proto.transport is not None:
+                self._proto.transport.abort()
+
+    async def open(self) -> None:
+        """Resolve and connect (TCP only)."""
+        self._sock = await net.open_socket(self.server)
+
+    async def greet(self) -> None:
+        """Wait for the greeting (through implicit TLS where configured)."""
+        loop = asyncio.get_running_loop()
+        proto = _Protocol(loop)
+        sock, self._sock = self._sock, None
+        implicit = self.server.tls == "implicit"
+        try:
+            await loop.create_connection(
+                lambda: proto,
+                sock=sock,
+                ssl=net.tls_context() if implicit else None,
+                server_hostname=self.server.host if implicit else None,
+            )
+        except BaseException as exc:
+            if sock is not None:
+                sock.close()
+            if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+                raise net.tls_failure(exc) from None
+            if isinstance(exc, OSError):
+                raise ProbeFailure(classify.os_error(exc), str(exc.strerror or exc)) from None
+            raise
+        self._proto = proto
+        await self._call(proto.greeted.wait(), "greeting")
+        if proto.greeting.upper().startswith((b"* BYE", b"BYE")):
+            text = _text(proto.greeting.split(b"BYE", 1)[-1])
+            raise ProbeFailure(classify.imap_reply("BYE", text, "greeting"), f"BYE {text}")
+        if proto.broken:
+            raise ProbeFailure(Reason.PROTOCOL_ERROR, proto.broken)
+
+    async def starttls(self) -> None:
+        """Upgrade the connection in place; a server that does not offer STARTTLS fails."""
+        if not self.has("STARTTLS"):
+            raise ProbeFailure(Reason.TLS, "the server does not offer STARTTLS")
+        proto = self.proto
+        command = imaplib.Command("STARTTLS", proto.new_tag(), loop=proto.loop)
+        self._check(await self._call(proto.execute(command), "tls"), "tls")
+        try:
+            transport = await proto.loop.start_tls(
+                proto.transport, proto, net.tls_context(), server_hostname=self.server.host
+            )
+        except (ssl.SSLError, ssl.CertificateError, OSError) as exc:
+            raise net.tls_failure(exc) from None
+        proto.transport = transport
+        await self._call(proto.capability(), "tls")
+
+    async def login(self) -> None:
+        """LOGIN, then ask for capabilities again (some servers list UIDPLUS only after login)."""
+        proto = self.proto
+        response = await self._call(
+            proto.login(self.server.username, self.server.password.reveal()), "auth"
+        )
+        self._check(response, "auth")
+        await self._call(proto.capability(), "auth")
+
+    async def select(self) -> Selected:
+        proto = self.proto
+        response = await self._call(proto.select(quote(self.server.mailbox)), "select")
+        self._check(response, "select")
+        uidnext = None
+        for line in response.lines:
+            if isinstance(line, bytes | bytearray) and (match := _UIDNEXT.search(line)):
+                uidnext = int(match.group(1))
+        return Selected(exists=proto.exists, uidnext=uidnext)
+
+    async def search(self, *criteria: str) -> list[int]:
+        """UIDs matching ``criteria`` (sent without CHARSET, which old Exchange rejects)."""
+        response = await self._call(
+            self.proto.search(*criteria, charset=None, by_uid=True), "mailbox"
+        )
+        self._check(response, "mailbox")
+        # aioimaplib hands over "* SEARCH 3 5" as b"3 5", before the tagged status text.
+        uids: list[int] = []
+        for line in response.lines[:-1]:
+            if isinstance(line, bytes | bytearray):
+                uids.extend(int(word) for word in line.split() if word.isdigit())
+        return uids
+
+    async def header(self, uids: Iterable[int], field: str) -> dict[int, str]:
+        """The value of one header field of each message, by UID, without marking it read."""
+        wanted = uid_set(uids)
+        if not wanted:
+            return {}
+        response = await self._call(
+            self.proto.fetch(wanted, f"(UID BODY.PEEK[HEADER.FIELDS ({field})])", by_uid=True),
+            "mailbox",
+        )
+        self._check(response, "mailbox")
+        values: dict[int, str] = {}
+        uid: int | None = None
+        literal: bytes | None = None
+        for line in response.lines:
+            if isinstance(line, bytearray):
+                literal = bytes(line)
+            elif isinstance(line, bytes):
+                if _FETCH_START.match(line):
+                    uid, literal = None, None
+                if match := _FETCH_UID.search(line):
+                    uid = int(match.group(1))
+            if uid is not None and literal is not None:
+                values[uid] = _header_value(literal, field)
+                uid, literal = None, None
+        return values
+
+    async def delete(self, uids: Iterable[int]) -> bool:
+        """Flag the messages deleted and expunge exactly them (UID EXPUNGE).
+
+        Without UIDPLUS the messages stay flagged and ``False`` is returned: a plain EXPUNGE
+        could remove other clients' deleted mail.
+        """
+        wanted = uid_set(uids)
+        if not wanted:
+            return True
+        proto = self.proto
+        stored = await self._call(
+            proto.store(wanted, "+FLAGS.SILENT", "(\\Deleted)", by_uid=True), "mailbox"
+        )
+        self._check(stored, "mailbox")
+        if not self.has("UIDPLUS"):
+            return False
+        expunged = await self._call(proto.expunge(wanted, by_uid=True), "mailbox")
+        self._check(expunged, "mailbox")
+        return True
+
+    async def noop(self) -> None:
+        self._check(await self._call(self.proto.simple_command("NOOP"), "mailbox"), "mailbox")
+
+    async def idle_start(self) -> None:
+        """Enter IDLE and return once the server has accepted it."""
+        proto = self.proto
+        idle = asyncio.ensure_future(proto.idle())
+        self._idle = idle
+        accepted = asyncio.ensure_future(proto.wait_for_idle_response())
+        try:
+            await self._call(
+                asyncio.wait({idle, accepted}, return_when=asyncio.FIRST_COMPLETED), "mailbox"
+            )
+        finally:
+            accepted.cancel()
+        if idle.done():
+            self._idle = None
+            response = idle.result()
+            raise ProbeFailure(
+                classify.imap_reply(response.result, _last(response), "mailbox"),
+                f"IDLE refused: {response.result} {_last(response)}",
+            )
+
+    async def idle_done(self) -> None:
+        """Leave IDLE and wait for the server to confirm."""
+        idle, self._idle = self._idle, None
+        if idle is None:
+            return
+        self.proto.idle_done()
+        self._check(await self._call(idle, "mailbox"), "mailbox")
+
+    def forget_new_mail(self) -> None:
+        """Ignore EXISTS announcements received so far."""
+        self.proto.exists_changed.clear()
+
+    async def wait_for_new_mail(self, limit: float) -> float | None:
+        """Wait up to ``limit`` seconds for an EXISTS; return when it arrived (monotonic)."""
+        proto = self.proto
+        try:
+            async with asyncio.timeout(limit):
+                await self._call(proto.exists_changed.wait(), "mailbox")
+        except TimeoutError:
+            return None
+        proto.exists_changed.clear()
+        return proto.exists_at
+
+    async def logout(self) -> None:
+        """Say goodbye politely; a server that hangs up first is not a failure."""
+        try:
+            if self._proto is not None and not self._proto.lost.is_set():
+                await self._call(self._proto.logout(), "mailbox")
+        except ProbeFailure:
+            pass
+        finally:
+            self.abort()
+
+    async def _call(self, awaitable: Awaitable[T], stage: ImapStage) -> T:
+        """Await a protocol step, but give up as soon as the connection is gone."""
+        proto = self.proto
+        step = asyncio.ensure_future(awaitable)
+        lost = asyncio.ensure_future(proto.lost.wait())
+        try:
+            await asyncio.wait({step, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+            if not step.done():
+                step.cancel()
+        if step.cancelled() or not step.done():
+            raise self._lost_failure(stage)
+        exc = step.exception()
+        if exc is None:
+            return step.result()
+        if isinstance(exc, ProbeFailure):
+            raise exc
+        if proto.lost.is_set():
+            raise self._lost_failure(stage)
+        if isinstance(exc, TimeoutError | imaplib.CommandTimeout):
+            raise ProbeFailure(Reason.TIMEOUT, "no answer from the server in time")
+        raise ProbeFailure(Reason.PROTOCOL_ERROR, f"{exc}"[:300])
+
+    def _lost_failure(self, stage: ImapStage) -> ProbeFailure:
+        proto = self.proto
+        if proto.broken:
+            return ProbeFailure(Reason.PROTOCOL_ERROR, proto.broken)
+        if proto.bye:
+            text = _text(proto.bye)
+            return ProbeFailure(classify.imap_reply("BYE", text, stage), f"BYE {text}")
+        return ProbeFailure(Reason.NETWORK, "the server closed the connection")
+
+    @staticmethod
+    def _check(response: Any, stage: ImapStage) -> None:
+        if response.result == "OK":
+            return
+        text = _last(response)
+        reason = classify.imap_reply(response.result, text, stage)
+        raise ProbeFailure(reason, f"{response.result} {text}".strip()[:300])
+
+
+def _last(response: Any) -> str:
+    lines = [line for line in response.lines if isinstance(line, bytes)]
+    return _text(lines[-1]) if lines else ""
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace").strip()[:300]
+
+
+def _header_value(raw: bytes, field: str) -> str:
+    prefix = field.lower().encode() + b":"
+    value: list[bytes] = []
+    for line in raw.split(b"\r\n"):
+        if value and line[:1] in (b" ", b"\t"):
+            value.append(line.strip())
+        elif value:
+            break
+        elif line.lower().startswith(prefix):
+            value.append(line[len(prefix) :].strip())
+    return b" ".join(value).decode("ascii", errors="replace")

@@ -1,0 +1,69 @@
+"""The words a probe result is reported in: checks, phases, failure reasons.
+
+These names are label values on the exported metrics, so they are a contract with alerting rules
+and dashboards: add to them, never rename them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Check(StrEnum):
+    """What a probe verifies about a mailbox."""
+
+    ROUNDTRIP = "roundtrip"
+    SMTP_LOGIN = "smtp_login"
+    IMAP_LOGIN = "imap_login"
+
+
+class Phase(StrEnum):
+    """A timed step of a probe.
+
+    Name resolution is part of the ``*_connect`` phase of its protocol. With implicit TLS the
+    server greeting is awaited inside the ``*_tls`` phase, because it arrives encrypted.
+    """
+
+    SMTP_CONNECT = "smtp_connect"
+    SMTP_TLS = "smtp_tls"
+    SMTP_AUTH = "smtp_auth"
+    SMTP_SEND = "smtp_send"
+    IMAP_CONNECT = "imap_connect"
+    IMAP_TLS = "imap_tls"
+    IMAP_AUTH = "imap_auth"
+    IMAP_SELECT = "imap_select"
+    DELIVERY = "delivery"
+    IMAP_FETCH = "imap_fetch"
+    IMAP_CLEANUP = "imap_cleanup"
+
+
+class Reason(StrEnum):
+    """Why a probe failed: exactly one per failed probe."""
+
+    DNS = "dns"
+    CONNECT_REFUSED = "connect_refused"
+    NETWORK = "network"
+    TIMEOUT = "timeout"
+    TLS = "tls"
+    OAUTH_TOKEN = "oauth_token"
+    AUTH_REJECTED = "auth_rejected"
+    AUTH_TEMPORARY = "auth_temporary"
+    THROTTLED = "throttled"
+    MAILBOX_UNAVAILABLE = "mailbox_unavailable"
+    SEND_REJECTED = "send_rejected"
+    NOT_DELIVERED = "not_delivered"
+    PROTOCOL_ERROR = "protocol_error"
+
+
+class ProbeFailure(Exception):
+    """A probe step failed for a known reason.
+
+    ``detail`` is what the server said or what went wrong, short and free of credentials; the
+    phase is filled in by the probe's trace when the failure leaves a phase.
+    """
+
+    def __init__(self, reason: Reason, detail: str, phase: Phase | None = None) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.phase = phase

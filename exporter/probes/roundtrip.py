@@ -1,0 +1,169 @@
+"""roundtrip: does mail sent to the mailbox arrive, and how long does it take?
+
+The probe logs in over IMAP and starts watching (IDLE, or polling where IDLE is not offered)
+before it submits the probe message over SMTP, so that the arrival is seen the moment the
+server announces it. Delivery time runs from the server's reply to DATA to that announcement.
+It then confirms the message by its probe id header and deletes it by UID.
+
+Only messages whose id this process sent are ever deleted. A message that arrives after its
+probe gave up is counted late and deleted by the next probe that sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from typing import Final
+
+from exporter import message
+from exporter.config import Target
+from exporter.imap import ImapSession, quote
+from exporter.outcome import Phase, ProbeFailure, Reason
+from exporter.probes import imap_login, smtp_login
+from exporter.probes.trace import Trace
+from exporter.smtp import SmtpSession
+
+IDLE_RENEWAL: Final = 600.0
+"""Re-issue IDLE this often; hosted providers drop idle sessions after about ten minutes."""
+
+REMEMBERED: Final = 200
+"""Probe ids kept per target for late arrivals; the oldest are forgotten first."""
+
+
+class SentProbes:
+    """Ids of the probe messages this process has sent to one mailbox and not yet deleted."""
+
+    def __init__(self, limit: int = REMEMBERED) -> None:
+        self._limit = limit
+        self._sent: OrderedDict[str, bool] = OrderedDict()
+
+    def add(self, probe_id: str) -> None:
+        self._sent[probe_id] = False
+        while len(self._sent) > self._limit:
+            self._sent.popitem(last=False)
+
+    def __contains__(self, probe_id: object) -> bool:
+        return probe_id in self._sent
+
+    def ids(self) -> list[str]:
+        return list(self._sent)
+
+    def seen(self, probe_id: str) -> bool:
+        """Note that a message was found; True the first time it is found."""
+        first = probe_id in self._sent and not self._sent[probe_id]
+        if first:
+            self._sent[probe_id] = True
+        return first
+
+    def forget(self, probe_ids: list[str]) -> None:
+        for probe_id in probe_ids:
+            self._sent.pop(probe_id, None)
+
+
+def _any_of(probe_ids: list[str]) -> str:
+    """A SEARCH key matching a message that carries any of the ids."""
+    keys = [f"HEADER {message.PROBE_HEADER} {quote(probe_id)}" for probe_id in probe_ids]
+    return "OR " * (len(keys) - 1) + " ".join(keys)
+
+
+async def _find(imap: ImapSession, sent: SentProbes, examined: set[int]) -> list[int]:
+    """UIDs of messages whose header mentions a probe id we sent, not examined before."""
+    return [uid for uid in await imap.search(_any_of(sent.ids())) if uid not in examined]
+
+
+async def _watch(
+    imap: ImapSession, target: Target, sent: SentProbes, examined: set[int], deadline: float
+) -> tuple[float, list[int]]:
+    """Wait until a search finds candidates; return when they arrived and their UIDs.
+
+    With IDLE the mailbox is already being watched when this is called, and is left
+    watched again only when the wait goes on.
+    """
+    idle = imap.has("IDLE") and target.imap.idle
+    while True:
+        arrived: float | None
+        if idle:
+            remaining = deadline - time.monotonic()
+            arrived = await imap.wait_for_new_mail(max(0.0, min(remaining, IDLE_RENEWAL)))
+            await imap.idle_done()
+        else:
+            await imap.noop()
+            arrived = time.monotonic()
+        uids = await _find(imap, sent, examined) if arrived is not None else []
+        if uids:
+            assert arrived is not None
+            return arrived, uids
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ProbeFailure(
+                Reason.NOT_DELIVERED, f"the probe message did not arrive within {target.timeout:g}s"
+            )
+        if idle:
+            await imap.idle_start()
+        else:
+            await asyncio.sleep(min(target.imap.poll_interval, remaining))
+
+
+async def probe(target: Target, trace: Trace, sent: SentProbes) -> None:
+    """Run one round trip; see the module docstring."""
+    started = time.monotonic()
+    deadline = started + target.timeout - min(2.0, target.timeout * 0.1)
+    probe_id = message.new_probe_id()
+    body = message.build(
+        target=target.name, mail_from=target.mail_from, mail_to=target.mail_to, probe_id=probe_id
+    )
+    async with ImapSession(target.imap) as imap:
+        await imap_login.log_in(imap, target.imap, trace)
+        with trace.phase(Phase.IMAP_SELECT):
+            await imap.select()
+            if target.imap.idle and imap.has("IDLE"):
+                await imap.idle_start()
+            imap.forget_new_mail()
+
+        async with SmtpSession(target.smtp) as smtp:
+            await smtp_login.log_in(smtp, target.smtp, trace)
+            with trace.phase(Phase.SMTP_SEND):
+                await smtp.send(target.mail_from, target.mail_to, body)
+            accepted = time.monotonic()
+            sent.add(probe_id)
+            try:
+                async with asyncio.timeout(1.0):
+                    await smtp.quit()
+            except TimeoutError:
+                pass
+
+        examined: set[int] = set()
+        ours: dict[int, str] = {}
+        try:
+            while probe_id not in ours.values():
+                with trace.phase(Phase.DELIVERY):
+                    arrived, candidates = await _watch(imap, target, sent, examined, deadline)
+                with trace.phase(Phase.IMAP_FETCH):
+                    found = await imap.header(candidates, message.PROBE_HEADER)
+                examined.update(candidates)
+                ours.update((uid, found[uid]) for uid in candidates if found.get(uid) in sent)
+        except ProbeFailure as failure:
+            if failure.reason is Reason.NOT_DELIVERED:
+                await imap.logout()
+            raise
+        trace.delivery_seconds = max(0.0, arrived - accepted)
+        trace.phases[Phase.DELIVERY] = trace.delivery_seconds
+
+        trace.late_arrivals = sum(
+            1
+            for probe_id_seen in set(ours.values())
+            if sent.seen(probe_id_seen) and probe_id_seen != probe_id
+        )
+        with trace.phase(Phase.IMAP_CLEANUP):
+            try:
+                expunged = await imap.delete(ours)
+            except ProbeFailure:
+                trace.cleanup_failed = True
+            else:
+                if expunged:
+                    trace.cleanup_deleted = len(ours)
+                    sent.forget(list(ours.values()))
+                else:
+                    trace.cleanup_failed = True
+        await imap.logout()

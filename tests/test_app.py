@@ -1,0 +1,324 @@
+"""The exporter as users run it: a process, its HTTP endpoints, reloads and its logs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import probe_files, target_yaml
+from tests.mailstack import MailStack, MailUser
+
+REASONS = {
+    "dns",
+    "connect_refused",
+    "network",
+    "timeout",
+    "tls",
+    "oauth_token",
+    "auth_rejected",
+    "auth_temporary",
+    "throttled",
+    "mailbox_unavailable",
+    "send_rejected",
+    "not_delivered",
+    "protocol_error",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Running:
+    """A running exporter process and a client for its HTTP endpoints."""
+
+    def __init__(
+        self, process: subprocess.Popen[bytes], port: int, log: Path, session: aiohttp.ClientSession
+    ) -> None:
+        self.process, self.port, self.log, self.session = process, port, log, session
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def get(self, path: str) -> tuple[int, str]:
+        async with self.session.get(self.url + path) as response:
+            return response.status, await response.text()
+
+    async def post(self, path: str) -> tuple[int, str]:
+        async with self.session.post(self.url + path) as response:
+            return response.status, await response.text()
+
+    async def samples(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        status, text = await self.get("/metrics")
+        assert status == 200
+        return {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    async def until(
+        self,
+        predicate: Callable[[dict[tuple[str, frozenset[tuple[str, str]]], float]], bool],
+        seconds: float = 30,
+    ) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"exporter exited:\n{self.log.read_text()}")
+            if predicate(await self.samples()):
+                return
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"condition not met in {seconds}s:\n{self.log.read_text()[-3000:]}")
+
+
+def value(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float | None:
+    return samples.get((name, frozenset(labels.items())))
+
+
+async def start(config: Path, tmp_path: Path, *args: str) -> AsyncIterator[Running]:
+    port = free_port()
+    log = tmp_path / "exporter.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                "--config.file",
+                str(config),
+                "--web.listen-address",
+                f"127.0.0.1:{port}",
+                *args,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).parent.parent,
+        )
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            running = Running(process, port, log, session)
+            for _ in range(100):
+                try:
+                    if (await running.get("/-/ready"))[0] == 200:
+                        break
+                except aiohttp.ClientConnectionError:
+                    pass
+                if process.poll() is not None:
+                    raise AssertionError(log.read_text())
+                await asyncio.sleep(0.1)
+            yield running
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, mailstack: MailStack, user: MailUser) -> Path:
+    path = tmp_path / "mailbox-exporter.yml"
+    path.write_text("targets:\n" + target_yaml(mailstack, user, interval="3s", timeout="3s"))
+    return path
+
+
+@pytest.fixture
+async def exporter(config_file: Path, tmp_path: Path) -> AsyncIterator[Running]:
+    async for running in start(config_file, tmp_path, "--log.level", "debug"):
+        yield running
+
+
+async def test_probes_appear_in_metrics(
+    exporter: Running, mailstack: MailStack, user: MailUser
+) -> None:
+    def all_checks_succeeded(s: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> bool:
+        return all(
+            value(s, "mailbox_probe_success", target="local", check=c) == 1
+            for c in ("roundtrip", "smtp_login", "imap_login")
+        )
+
+    await exporter.until(all_checks_succeeded)
+    samples = await exporter.samples()
+    rt = {"target": "local", "check": "roundtrip"}
+    for phase in (
+        "imap_connect",
+        "imap_auth",
+        "imap_select",
+        "smtp_connect",
+        "smtp_auth",
+        "smtp_send",
+        "delivery",
+        "imap_fetch",
+        "imap_cleanup",
+    ):
+        assert value(samples, "mailbox_probe_phase_duration_seconds", **rt, phase=phase) is not None
+    assert (value(samples, "mailbox_roundtrip_delivery_seconds_count", target="local") or 0) >= 1
+    assert (value(samples, "mailbox_cleanup_deleted_total", target="local") or 0) >= 1
+    for check in ("roundtrip", "smtp_login", "imap_login"):
+        for reason in REASONS:
+            assert (
+                value(
+                    samples,
+                    "mailbox_probe_failures_total",
+                    target="local",
+                    check=check,
+                    reason=reason,
+                )
+                == 0
+            )
+        assert (value(samples, "mailbox_probes_total", target="local", check=check) or 0) >= 1
+        assert value(
+            samples, "mailbox_probe_last_success_timestamp_seconds", target="local", check=check
+        ) == pytest.approx(time.time(), abs=30)
+    assert value(samples, "mailbox_exporter_config_last_reload_successful") == 1
+    assert value(samples, "mailbox_exporter_build_info", version="0.1.0") == 1
+
+    status, page = await exporter.get("/")
+    assert status == 200 and 'href="metrics"' in page
+    assert (await exporter.get("/-/healthy"))[0] == 200
+
+
+async def test_promtool_accepts_the_exposition(exporter: Running) -> None:
+    await exporter.until(
+        lambda s: value(s, "mailbox_probes_total", target="local", check="imap_login") is not None
+    )
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is installed by scripts/bootstrap"
+    _, text = await exporter.get("/metrics")
+    checked = subprocess.run(
+        [promtool, "check", "metrics"], input=text.encode(), capture_output=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+async def test_a_broken_file_on_reload_keeps_the_old_config(
+    exporter: Running, config_file: Path
+) -> None:
+    def probes(s: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> float:
+        return value(s, "mailbox_probes_total", target="local", check="smtp_login") or 0
+
+    good = config_file.read_text()
+    config_file.write_text(good + "    bogus_key: 1\n")
+    status, body = await exporter.post("/-/reload")
+    assert status == 500 and "bogus_key: unknown key" in body
+    samples = await exporter.samples()
+    assert value(samples, "mailbox_exporter_config_last_reload_successful") == 0
+    before = probes(samples)
+    await exporter.until(lambda s: probes(s) >= before + 1, seconds=15)
+
+    config_file.write_text("targets: [\n")
+    exporter.process.send_signal(signal.SIGHUP)
+    await asyncio.sleep(0.5)
+    samples = await exporter.samples()
+    assert value(samples, "mailbox_exporter_config_last_reload_successful") == 0
+    before = probes(samples)
+    await exporter.until(lambda s: probes(s) >= before + 1, seconds=15)
+
+    config_file.write_text(good)
+    status, _ = await exporter.post("/-/reload")
+    assert status == 200
+    assert value(await exporter.samples(), "mailbox_exporter_config_last_reload_successful") == 1
+
+
+async def test_a_target_removed_by_reload_loses_its_series(
+    tmp_path: Path, mailstack: MailStack, user: MailUser
+) -> None:
+    config = tmp_path / "two.yml"
+    two = (
+        "targets:\n"
+        + target_yaml(mailstack, user, name="kept", interval="3s", timeout="3s")
+        + target_yaml(mailstack, user, name="gone", interval="3s", timeout="3s")
+    )
+    config.write_text(
+        two.replace("    timeout: 3s\n", "    timeout: 3s\n    checks: [smtp_login]\n")
+    )
+    async for running in start(config, tmp_path):
+        await running.until(
+            lambda s: (
+                value(s, "mailbox_probes_total", target="gone", check="smtp_login") is not None
+            )
+        )
+        config.write_text(config.read_text().split("  - name: gone")[0])
+        assert (await running.post("/-/reload"))[0] == 200
+        _, text = await running.get("/metrics")
+        assert 'target="gone"' not in text
+        assert 'target="kept"' in text
+
+
+async def test_passwords_stay_out_of_metrics_pages_and_debug_logs(
+    exporter: Running, mailstack: MailStack, user: MailUser, tmp_path: Path
+) -> None:
+    await exporter.until(
+        lambda s: value(s, "mailbox_probe_success", target="local", check="roundtrip") == 1
+    )
+    exposed = [(await exporter.get(path))[1] for path in ("/metrics", "/", "/-/ready")]
+    exporter.process.send_signal(signal.SIGTERM)
+    exporter.process.wait(10)
+    log = exporter.log.read_text()
+    assert "level=debug" in log or "probe finished" in log
+    for text in [*exposed, log]:
+        assert user.password not in text
+    assert probe_files(mailstack, user) == []
+
+
+async def test_wrong_password_fails_every_check_in_its_auth_phase(
+    tmp_path: Path, mailstack: MailStack, user: MailUser
+) -> None:
+    config = tmp_path / "wrong.yml"
+    config.write_text(
+        "targets:\n"
+        + target_yaml(mailstack, user, password="wrong-pw-123", interval="3s", timeout="3s")
+    )
+    async for running in start(config, tmp_path, "--log.level", "debug"):
+        await running.until(
+            lambda s: all(
+                value(
+                    s,
+                    "mailbox_probe_failures_total",
+                    target="local",
+                    check=c,
+                    reason="auth_rejected",
+                )
+                for c in ("roundtrip", "smtp_login", "imap_login")
+            )
+        )
+        samples = await running.samples()
+        for check in ("roundtrip", "smtp_login", "imap_login"):
+            assert value(samples, "mailbox_probe_success", target="local", check=check) == 0
+    log = (tmp_path / "exporter.log").read_text()
+    assert "wrong-pw-123" not in log
+    assert re.search(
+        r"check=smtp_login outcome=failure phase=smtp_auth reason=auth_rejected", log
+    ), log[-2000:]
+
+
+def test_config_check_exits_nonzero_with_the_place(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text("targets:\n  - name: a\n    smtp: {host: h, port: x}\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "exporter", "--config.file", str(bad), "--config.check"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ},
+    )
+    assert run.returncode == 1
+    assert "line 3: targets[0].smtp.port: expected an integer" in run.stderr
+    assert "Traceback" not in run.stderr

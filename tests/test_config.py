@@ -1,0 +1,147 @@
+"""Configuration: valid files load with their defaults; every mistake names its place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from exporter import config
+from exporter.config import ConfigError, Secret, parse_duration
+from exporter.outcome import Check
+
+GOOD = """
+global:
+  max_concurrent_probes: 8
+defaults:
+  interval: 2m
+  timeout: 45s
+  smtp: {host: smtp.example.com, username: probe@example.com, password: s3cret-smtp}
+  imap: {host: imap.example.com, username: probe@example.com, password_env: IMAP_PW}
+targets:
+  - name: corp
+  - name: other
+    checks: [imap_login]
+    imap: {host: other.example.com, port: 1143, tls: none, mailbox: Probes}
+"""
+
+
+def test_a_good_file_loads_with_defaults() -> None:
+    cfg = config.parse(GOOD, environ={"IMAP_PW": "s3cret-imap"})
+    assert cfg.max_concurrent_probes == 8
+    corp, other = cfg.targets
+    assert corp.name == "corp"
+    assert corp.checks == (Check.ROUNDTRIP, Check.SMTP_LOGIN, Check.IMAP_LOGIN)
+    assert (corp.interval, corp.timeout) == (120, 45)
+    assert (corp.smtp.port, corp.smtp.tls) == (587, "starttls")
+    assert (corp.imap.port, corp.imap.tls, corp.imap.mailbox) == (993, "implicit", "INBOX")
+    assert corp.mail_from == corp.mail_to == "probe@example.com"
+    assert corp.imap.password.reveal() == "s3cret-imap"
+    assert other.checks == (Check.IMAP_LOGIN,)
+    assert (other.imap.host, other.imap.port, other.imap.tls) == ("other.example.com", 1143, "none")
+    assert other.imap.mailbox == "Probes"
+
+
+def test_secrets_never_print() -> None:
+    cfg = config.parse(GOOD, environ={"IMAP_PW": "s3cret-imap"})
+    assert "s3cret" not in repr(cfg)
+    assert "s3cret" not in str(cfg.targets[0].smtp.password)
+    assert Secret("a") == Secret("a")
+
+
+def test_password_file_is_read_relative_to_the_config(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("from-file\n")
+    (tmp_path / "c.yml").write_text(
+        "targets:\n"
+        "  - name: t\n"
+        "    checks: [smtp_login]\n"
+        "    smtp: {host: h, username: u, password_file: pw}\n"
+        "    imap: {host: h, username: u, password: x}\n"
+    )
+    cfg = config.load(tmp_path / "c.yml")
+    assert cfg.targets[0].smtp.password.reveal() == "from-file"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("30s", 30), ("2m", 120), ("1h30m", 5400), ("500ms", 0.5), ("1m30s", 90)],
+)
+def test_durations(text: str, expected: float) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "30", "m", "1x", "-5s"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+TARGET = (
+    "targets:\n"
+    "  - name: a\n"
+    "    smtp: {host: h, username: u@x.org, password: p}\n"
+    "    imap: {host: h, username: u@x.org, password: p}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            TARGET + "  - name: b\n    smtp: {host: h, username: u@x.org, password: p}\n"
+            "    imap: {host: h, port: abc, username: u@x.org, password: p}\n",
+            "line 7: targets[1].imap.port: expected an integer, got a string ('abc')",
+        ),
+        (
+            TARGET + TARGET[len("targets:\n") :],
+            "line 5: targets[1].name: duplicate target name 'a' (also targets[0])",
+        ),
+        (
+            TARGET.replace("name: a", "name: a\n    intervall: 1m"),
+            "line 3: targets[0].intervall: unknown key (did you mean 'interval'?)",
+        ),
+        (
+            TARGET.replace("password: p}\n    imap", "password: p, password_env: X}\n    imap"),
+            "line 3: targets[0].smtp: set exactly one of password, password_file, password_env "
+            "(found password, password_env)",
+        ),
+        (
+            TARGET.replace("host: h, username", "host: h, tls: ssl, username", 1),
+            "line 3: targets[0].smtp.tls: expected one of starttls, implicit, none, got 'ssl'",
+        ),
+        (
+            TARGET.replace("name: a", "name: a\n    checks: [roundtrip, smtp_logon]"),
+            "targets[0].checks[1]: unknown check 'smtp_logon' (did you mean 'smtp_login'?)",
+        ),
+        (
+            TARGET.replace("name: a", "name: a\n    interval: 10s\n    timeout: 20s"),
+            "line 4: targets[0].timeout: 20s is longer than the interval 10s",
+        ),
+        (
+            TARGET.replace("name: a", "name: a\n    interval: 30"),
+            "targets[0].interval: expected a duration such as 30s or 2m, got a number (30)",
+        ),
+        (TARGET.replace("u@x.org", "u"), "targets[0].from: required for the roundtrip check"),
+        (
+            TARGET.replace("password: p}\n    imap", "password_file: /nonexistent/pw}\n    imap"),
+            "line 3: targets[0].smtp.password_file: cannot read /nonexistent/pw",
+        ),
+        ("targets:\n  - name: a\n    smtp: [\n", "line 4: invalid YAML"),
+        ("targets: []\n", "line 1: targets: expected a non-empty list of targets"),
+        ("target:\n  - name: a\n", "target: unknown key (did you mean 'targets'?)"),
+        (TARGET.replace("name: a", "name: 'a b'"), "targets[0].name: expected 1 to 63 letters"),
+        (
+            "targets:\n  - name: a\n    imap: {host: h, username: u, password: p}\n",
+            "targets[0].smtp: required",
+        ),
+    ],
+)
+def test_mistakes_name_their_place(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.parse(text, environ={})
+    assert message in str(caught.value)
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match=r"cannot read /nonexistent\.yml"):
+        config.load("/nonexistent.yml")

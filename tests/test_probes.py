@@ -1,0 +1,185 @@
+"""Probes against a real Postfix + Dovecot: success, and each failure with its reason and phase."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from email.message import EmailMessage
+
+import pytest
+
+from exporter import probes
+from exporter.outcome import Check, Phase, Reason
+from exporter.probes.roundtrip import SentProbes
+from tests import fakeserver
+from tests.conftest import make_target, probe_files
+from tests.mailstack import MailStack, MailUser
+
+ALL = (Check.ROUNDTRIP, Check.SMTP_LOGIN, Check.IMAP_LOGIN)
+
+
+def _existing_mail(n: int) -> list[bytes]:
+    out = []
+    for i in range(n):
+        msg = EmailMessage()
+        msg["From"] = "colleague@example.test"
+        msg["To"] = "someone@example.test"
+        msg["Subject"] = f"real mail {i}"
+        msg.set_content(f"body {i}\n")
+        out.append(msg.as_bytes())
+    return out
+
+
+async def test_roundtrip_delivers_and_deletes_only_its_probe(
+    mailstack: MailStack, user: MailUser
+) -> None:
+    for raw in _existing_mail(50):
+        mailstack.put_message(user, raw)
+    before = sorted(p.read_bytes() for p in mailstack.message_files(user))
+    target = make_target(mailstack, user)
+
+    result = await probes.run(target, Check.ROUNDTRIP, SentProbes())
+
+    assert result.success, result
+    assert result.reason is None and result.phase is None
+    expected = {
+        Phase.IMAP_CONNECT,
+        Phase.IMAP_AUTH,
+        Phase.IMAP_SELECT,
+        Phase.SMTP_CONNECT,
+        Phase.SMTP_AUTH,
+        Phase.SMTP_SEND,
+        Phase.DELIVERY,
+        Phase.IMAP_FETCH,
+        Phase.IMAP_CLEANUP,
+    }
+    assert set(result.phases) == expected
+    assert all(seconds >= 0 for seconds in result.phases.values())
+    assert result.delivery_seconds is not None
+    assert 0 <= result.delivery_seconds < 10
+    assert result.phases[Phase.DELIVERY] == result.delivery_seconds
+    assert result.cleanup_deleted == 1 and not result.cleanup_failed
+    assert probe_files(mailstack, user) == []
+    after = sorted(p.read_bytes() for p in mailstack.message_files(user))
+    assert len(after) == 50
+    assert after == before
+
+
+async def test_roundtrip_by_polling_when_idle_is_off(mailstack: MailStack, user: MailUser) -> None:
+    target = make_target(mailstack, user)
+    target = replace(target, imap=replace(target.imap, idle=False))
+    result = await probes.run(target, Check.ROUNDTRIP, SentProbes())
+    assert result.success, result
+    assert probe_files(mailstack, user) == []
+
+
+async def test_login_checks_succeed(mailstack: MailStack, user: MailUser) -> None:
+    target = make_target(mailstack, user)
+    smtp = await probes.run(target, Check.SMTP_LOGIN)
+    imap = await probes.run(target, Check.IMAP_LOGIN)
+    assert smtp.success and imap.success, (smtp, imap)
+    assert set(smtp.phases) == {Phase.SMTP_CONNECT, Phase.SMTP_AUTH}
+    assert set(imap.phases) == {Phase.IMAP_CONNECT, Phase.IMAP_AUTH, Phase.IMAP_SELECT}
+
+
+@pytest.mark.parametrize(
+    ("check", "phase"),
+    [
+        (Check.ROUNDTRIP, Phase.IMAP_AUTH),
+        (Check.SMTP_LOGIN, Phase.SMTP_AUTH),
+        (Check.IMAP_LOGIN, Phase.IMAP_AUTH),
+    ],
+)
+async def test_wrong_password_is_auth_rejected(
+    mailstack: MailStack, user: MailUser, check: Check, phase: Phase
+) -> None:
+    target = make_target(mailstack, user, password="not-the-password")
+    result = await probes.run(target, check, SentProbes())
+    assert (result.success, result.reason, result.phase) == (False, Reason.AUTH_REJECTED, phase)
+    assert "not-the-password" not in result.detail
+
+
+async def test_missing_passwd_file_is_reported_as_each_server_says(
+    mailstack: MailStack, user: MailUser
+) -> None:
+    """Dovecot cannot read its user database.
+
+    Dovecot says so over IMAP (``NO [UNAVAILABLE]``): a temporary failure. Postfix turns the
+    same answer from Dovecot into ``535 5.7.8 ... (reason unavailable)``, the reply it gives
+    for a wrong password, so SMTP can only report a rejection.
+    """
+    target = make_target(mailstack, user)
+    mailstack.break_passwd_file()
+    try:
+        results = {check: await probes.run(target, check, SentProbes()) for check in ALL}
+    finally:
+        mailstack.restore_passwd_file()
+    expected = {
+        Check.IMAP_LOGIN: (Reason.AUTH_TEMPORARY, Phase.IMAP_AUTH),
+        Check.ROUNDTRIP: (Reason.AUTH_TEMPORARY, Phase.IMAP_AUTH),
+        Check.SMTP_LOGIN: (Reason.AUTH_REJECTED, Phase.SMTP_AUTH),
+    }
+    assert {c: (r.reason, r.phase) for c, r in results.items()} == expected, results
+    assert "UNAVAILABLE" in results[Check.IMAP_LOGIN].detail
+    assert "reason unavailable" in results[Check.SMTP_LOGIN].detail
+
+
+async def test_dovecot_stopped_is_connect_refused(mailstack: MailStack, user: MailUser) -> None:
+    target = make_target(mailstack, user)
+    mailstack.stop_dovecot()
+    try:
+        imap = await probes.run(target, Check.IMAP_LOGIN)
+        roundtrip = await probes.run(target, Check.ROUNDTRIP, SentProbes())
+    finally:
+        mailstack.start_dovecot()
+    for result in (imap, roundtrip):
+        assert (result.reason, result.phase) == (Reason.CONNECT_REFUSED, Phase.IMAP_CONNECT)
+
+
+async def test_deferred_delivery_is_not_delivered_then_late(
+    mailstack: MailStack, user: MailUser
+) -> None:
+    target = make_target(mailstack, user, timeout="4s")
+    sent = SentProbes()
+    mailstack.defer_delivery()
+    try:
+        stalled = await probes.run(target, Check.ROUNDTRIP, sent)
+    finally:
+        mailstack.resume_delivery()
+    assert (stalled.reason, stalled.phase) == (Reason.NOT_DELIVERED, Phase.DELIVERY), stalled
+    assert stalled.duration <= target.timeout + 1
+
+    deadline = time.monotonic() + 10
+    while not probe_files(mailstack, user) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert len(probe_files(mailstack, user)) == 1, "the deferred probe was delivered"
+
+    healed = await probes.run(target, Check.ROUNDTRIP, sent)
+    assert healed.success, healed
+    assert healed.late_arrivals == 1
+    assert healed.cleanup_deleted == 2
+    assert probe_files(mailstack, user) == []
+
+
+@pytest.mark.parametrize(
+    ("check", "phase"),
+    [
+        (Check.SMTP_LOGIN, Phase.SMTP_CONNECT),
+        (Check.IMAP_LOGIN, Phase.IMAP_CONNECT),
+        (Check.ROUNDTRIP, Phase.IMAP_CONNECT),
+    ],
+)
+async def test_a_server_that_never_greets_times_out_on_time(
+    mailstack: MailStack, user: MailUser, check: Check, phase: Phase
+) -> None:
+    async with fakeserver.serve(fakeserver.never_greet) as port:
+        target = make_target(mailstack, user, timeout="2s")
+        target = replace(
+            target, smtp=replace(target.smtp, port=port), imap=replace(target.imap, port=port)
+        )
+        started = time.monotonic()
+        result = await probes.run(target, check, SentProbes())
+        elapsed = time.monotonic() - started
+    assert (result.reason, result.phase) == (Reason.TIMEOUT, phase), result
+    assert elapsed <= target.timeout + 1
