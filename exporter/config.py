@@ -359,18 +359,19 @@ def _server(r: _Reader, data: dict[str, Any], path: str, protocol: str) -> dict[
 def _target(r: _Reader, raw: Any, defaults: dict[str, Any], path: str) -> Target:
     data = r.mapping(raw, path, TARGET_KEYS)
     merged = {**defaults, **data}
-    for section in ("smtp", "imap"):
-        merged[section] = {**(defaults.get(section) or {}), **(data.get(section) or {})}
     name = r.get(merged, "name", path, r.name)
 
-    smtp_path, imap_path = _join(path, "smtp"), _join(path, "imap")
-    smtp_data = r.mapping(merged["smtp"], smtp_path, SERVER_KEYS)
-    imap_data = r.mapping(merged["imap"], imap_path, IMAP_KEYS)
-    if not smtp_data:
-        raise r.fail(smtp_path, "required")
-    if not imap_data:
-        raise r.fail(imap_path, "required")
+    def section(key: str, allowed: tuple[str, ...]) -> tuple[dict[str, Any], str]:
+        own_path = _join(path, key)
+        base = r.mapping(defaults.get(key), _join("defaults", key), allowed)
+        values = {**base, **r.mapping(data.get(key), own_path, allowed)}
+        if not values:
+            raise r.fail(own_path, "required")
+        return values, own_path
+
+    smtp_data, smtp_path = section("smtp", SERVER_KEYS)
     smtp = ServerConfig(**_server(r, smtp_data, smtp_path, "smtp"))
+    imap_data, imap_path = section("imap", IMAP_KEYS)
     imap = ImapConfig(
         **_server(r, imap_data, imap_path, "imap"),
         mailbox=r.get(imap_data, "mailbox", imap_path, r.string, "INBOX"),

@@ -93,6 +93,10 @@ TARGET = (
             "line 7: targets[1].imap.port: expected an integer, got a string ('abc')",
         ),
         (
+            TARGET.replace("smtp: {host: h, username: u@x.org, password: p}", "smtp: [h]"),
+            "line 3: targets[0].smtp: expected a mapping, got a list",
+        ),
+        (
             TARGET + TARGET[len("targets:\n") :],
             "line 5: targets[1].name: duplicate target name 'a' (also targets[0])",
         ),
@@ -145,3 +149,13 @@ def test_mistakes_name_their_place(text: str, message: str) -> None:
 def test_missing_file() -> None:
     with pytest.raises(ConfigError, match=r"cannot read /nonexistent\.yml"):
         config.load("/nonexistent.yml")
+
+
+def test_the_shipped_example_is_valid(tmp_path: Path) -> None:
+    example = Path(__file__).parent.parent / "examples" / "mailbox-exporter.yml"
+    (tmp_path / "monitor.password").write_text("pw\n")
+    (tmp_path / "partner.password").write_text("pw\n")
+    text = example.read_text().replace("/etc/mailbox-exporter/", f"{tmp_path}/")
+    cfg = config.parse(text, base_dir=tmp_path, environ={"MONITOR_PASSWORD": "a", "HELPDESK_PW": "b"})
+    assert [t.name for t in cfg.targets] == ["corp-mail", "partner-inbound", "helpdesk-logins"]
+    assert cfg.targets[1].imap.tls == "starttls" and cfg.targets[1].imap.port == 143
