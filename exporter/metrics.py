@@ -48,6 +48,7 @@ class CheckState:
     timeout: float
     last: ProbeResult | None = None
     probes: int = 0
+    consecutive_failures: int = 0
     failures: dict[Reason, int] = field(default_factory=lambda: dict.fromkeys(Reason, 0))
     last_success: float | None = None
 
@@ -103,8 +104,11 @@ class Store:
         state.probes += 1
         if result.success:
             state.last_success = result.started + result.duration
-        elif result.reason is not None:
-            state.failures[result.reason] += 1
+            state.consecutive_failures = 0
+        else:
+            state.consecutive_failures += 1
+            if result.reason is not None:
+                state.failures[result.reason] += 1
         if result.delivery_seconds is not None:
             target.observe_delivery(result.delivery_seconds)
         target.late_arrivals += result.late_arrivals
@@ -139,6 +143,16 @@ class StoreCollector(Collector):
             "mailbox_probe_last_success_timestamp_seconds",
             "When the last successful probe ended.",
             tc,
+        )
+        consecutive = _gauge(
+            "mailbox_probe_consecutive_failures",
+            "Failed probes in a row, up to the last one (0 after a success).",
+            tc,
+        )
+        failed = _gauge(
+            "mailbox_probe_failed_info",
+            "Present (1) while the last probe failed: where and why.",
+            [*tc, "phase", "reason"],
         )
         last_probe = _gauge(
             "mailbox_probe_last_timestamp_seconds",
@@ -177,6 +191,10 @@ class StoreCollector(Collector):
                 if last is None:
                     continue
                 success.add_metric(labels, 1.0 if last.success else 0.0)
+                consecutive.add_metric(labels, state.consecutive_failures)
+                if not last.success and last.reason is not None:
+                    where = last.phase.value if last.phase else ""
+                    failed.add_metric([*labels, where, last.reason.value], 1)
                 duration.add_metric(labels, last.duration)
                 last_probe.add_metric(labels, last.started + last.duration)
                 for phase_name, seconds in last.phases.items():
@@ -197,6 +215,8 @@ class StoreCollector(Collector):
             phase,
             probes,
             failures,
+            consecutive,
+            failed,
             last_success,
             last_probe,
             interval,

@@ -1,0 +1,122 @@
+"""The store and its exposition: what a scrape shows after a sequence of probe results."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter import config
+from exporter.metrics import Store, StoreCollector
+from exporter.outcome import Check, Phase, Reason
+from exporter.probes import ProbeResult
+
+CONFIG = """
+defaults:
+  smtp: {host: h, username: u@x.org, password: p}
+  imap: {host: h, username: u@x.org, password: p}
+targets:
+  - name: a
+  - name: b
+    checks: [smtp_login]
+"""
+
+
+def _scrape(store: Store) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    registry = CollectorRegistry()
+    registry.register(StoreCollector(store))
+    text = generate_latest(registry).decode()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def _result(check: Check, success: bool, **kwargs: object) -> ProbeResult:
+    return ProbeResult(
+        target="a", check=check, success=success, started=time.time(), duration=0.5, **kwargs
+    )  # type: ignore[arg-type]
+
+
+def _key(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
+    return name, frozenset(labels.items())
+
+
+def test_known_series_exist_before_any_probe() -> None:
+    store = Store()
+    store.configure(config.parse(CONFIG))
+    samples = _scrape(store)
+    for reason in Reason:
+        assert (
+            samples[
+                _key(
+                    "mailbox_probe_failures_total",
+                    target="a",
+                    check="roundtrip",
+                    reason=reason.value,
+                )
+            ]
+            == 0
+        )
+    assert samples[_key("mailbox_roundtrip_delivery_seconds_count", target="a")] == 0
+    assert _key("mailbox_roundtrip_delivery_seconds_count", target="b") not in samples
+    assert _key("mailbox_probe_success", target="a", check="roundtrip") not in samples
+
+
+def test_failures_in_a_row_and_what_failed() -> None:
+    store = Store()
+    store.configure(config.parse(CONFIG))
+    rt = {"target": "a", "check": "roundtrip"}
+    for _ in range(2):
+        store.record(
+            _result(Check.ROUNDTRIP, False, reason=Reason.NOT_DELIVERED, phase=Phase.DELIVERY)
+        )
+    samples = _scrape(store)
+    assert samples[_key("mailbox_probe_success", **rt)] == 0
+    assert samples[_key("mailbox_probe_consecutive_failures", **rt)] == 2
+    assert samples[_key("mailbox_probe_failures_total", **rt, reason="not_delivered")] == 2
+    assert (
+        samples[_key("mailbox_probe_failed_info", **rt, phase="delivery", reason="not_delivered")]
+        == 1
+    )
+
+    store.record(
+        _result(
+            Check.ROUNDTRIP,
+            True,
+            delivery_seconds=0.3,
+            cleanup_deleted=2,
+            late_arrivals=1,
+            phases={Phase.DELIVERY: 0.3},
+        )
+    )
+    samples = _scrape(store)
+    assert samples[_key("mailbox_probe_success", **rt)] == 1
+    assert samples[_key("mailbox_probe_consecutive_failures", **rt)] == 0
+    assert not any(name == "mailbox_probe_failed_info" for name, _ in samples)
+    assert samples[_key("mailbox_probe_phase_duration_seconds", **rt, phase="delivery")] == 0.3
+    assert samples[_key("mailbox_roundtrip_delivery_seconds_bucket", target="a", le="0.25")] == 0
+    assert samples[_key("mailbox_roundtrip_delivery_seconds_bucket", target="a", le="0.5")] == 1
+    assert samples[_key("mailbox_roundtrip_delivery_seconds_count", target="a")] == 1
+    assert samples[_key("mailbox_roundtrip_late_arrivals_total", target="a")] == 1
+    assert samples[_key("mailbox_cleanup_deleted_total", target="a")] == 2
+    assert samples[_key("mailbox_probes_total", **rt)] == 3
+
+
+def test_reload_keeps_remaining_state_and_drops_the_rest() -> None:
+    store = Store()
+    store.configure(config.parse(CONFIG))
+    store.record(_result(Check.ROUNDTRIP, True))
+    store.configure(
+        config.parse(
+            CONFIG.replace("  - name: a\n", "  - name: a\n    checks: [roundtrip]\n").replace(
+                "  - name: b\n    checks: [smtp_login]\n", ""
+            )
+        )
+    )
+    samples = _scrape(store)
+    assert samples[_key("mailbox_probes_total", target="a", check="roundtrip")] == 1
+    assert not any(dict(labels).get("target") == "b" for _, labels in samples)
+    assert not any(dict(labels).get("check") == "smtp_login" for _, labels in samples)
