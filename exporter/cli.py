@@ -58,9 +58,13 @@ def summary(config: Config) -> str:
         f"{len(config.targets)} target(s), at most {config.max_concurrent_probes} probes at once"
     ]
     for target in config.targets:
+        checks = ", ".join(
+            f"{check} every {format_duration(target.interval(check))} "
+            f"(timeout {format_duration(target.timeout(check))})"
+            for check in target.checks
+        )
         lines.append(
-            f"  {target.name}: checks {', '.join(c.value for c in target.checks)}; "
-            f"every {format_duration(target.interval)}, timeout {format_duration(target.timeout)}; "
+            f"  {target.name}: {checks}; "
             f"smtp {target.smtp.host}:{target.smtp.port} ({target.smtp.tls}), "
             f"imap {target.imap.host}:{target.imap.port} ({target.imap.tls}) {target.imap.mailbox}"
         )

@@ -88,6 +88,14 @@ class ImapConfig(ServerConfig):
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """How often one check runs, and how long one probe of it may take."""
+
+    interval: float
+    timeout: float
+
+
+@dataclass(frozen=True)
 class Target:
     """One mailbox to watch, and how often."""
 
@@ -97,8 +105,13 @@ class Target:
     mail_from: str
     mail_to: str
     checks: tuple[Check, ...]
-    interval: float
-    timeout: float
+    schedules: Mapping[Check, Schedule]
+
+    def interval(self, check: Check) -> float:
+        return self.schedules[check].interval
+
+    def timeout(self, check: Check) -> float:
+        return self.schedules[check].timeout
 
     def secrets(self) -> tuple[str, ...]:
         return tuple({self.smtp.password.reveal(), self.imap.password.reveal()} - {""})
@@ -341,8 +354,13 @@ DEFAULT_KEYS = tuple(k for k in TARGET_KEYS if k != "name")
 TOP_KEYS = ("global", "defaults", "targets")
 GLOBAL_KEYS = ("max_concurrent_probes",)
 
-DEFAULT_INTERVAL = 60.0
-DEFAULT_TIMEOUT = 30.0
+DEFAULT_SCHEDULES = {
+    Check.ROUNDTRIP: Schedule(interval=60.0, timeout=30.0),
+    Check.SMTP_LOGIN: Schedule(interval=30.0, timeout=15.0),
+    Check.IMAP_LOGIN: Schedule(interval=30.0, timeout=15.0),
+}
+"""Logins are checked twice as often as mail is sent: a login outage then pages within two
+minutes, while the round trip stays within hosted providers' daily sending limits."""
 
 
 def _server(r: _Reader, data: dict[str, Any], path: str, protocol: str) -> dict[str, Any]:
@@ -382,14 +400,41 @@ def _target(r: _Reader, raw: Any, defaults: dict[str, Any], path: str) -> Target
     needs_mail = Check.ROUNDTRIP in checks
     mail_from = _mail_address(r, merged, path, "from", smtp.username, needs_mail)
     mail_to = _mail_address(r, merged, path, "to", imap.username, needs_mail)
-    interval = r.get(merged, "interval", path, r.duration, DEFAULT_INTERVAL)
-    timeout = r.get(merged, "timeout", path, r.duration, min(DEFAULT_TIMEOUT, interval))
-    if timeout > interval:
-        raise r.fail(
-            _join(path, "timeout"),
-            f"{format_duration(timeout)} is longer than the interval {format_duration(interval)}",
-        )
-    return Target(name, smtp, imap, mail_from, mail_to, checks, interval, timeout)
+    schedules = _schedules(r, merged, path, checks)
+    return Target(name, smtp, imap, mail_from, mail_to, checks, schedules)
+
+
+def _schedules(
+    r: _Reader, data: dict[str, Any], path: str, checks: tuple[Check, ...]
+) -> dict[Check, Schedule]:
+    """``interval`` and ``timeout`` are a duration for every check, or a mapping by check."""
+    per_check: dict[str, dict[Check, float]] = {}
+    for key in ("interval", "timeout"):
+        value, key_path = data.get(key), _join(path, key)
+        if isinstance(value, dict):
+            per_check[key] = {
+                Check(name): r.duration(item, _join(key_path, name))
+                for name, item in r.mapping(value, key_path, [c.value for c in Check]).items()
+                if item is not None
+            }
+        elif value is not None:
+            per_check[key] = dict.fromkeys(Check, r.duration(value, key_path))
+        else:
+            per_check[key] = {}
+    schedules: dict[Check, Schedule] = {}
+    for check in checks:
+        default = DEFAULT_SCHEDULES[check]
+        interval = per_check["interval"].get(check, default.interval)
+        timeout = per_check["timeout"].get(check, min(default.timeout, interval))
+        if timeout > interval:
+            key_path = _join(path, "timeout")
+            raise r.fail(
+                key_path,
+                f"{format_duration(timeout)} for {check} is longer than its interval "
+                f"{format_duration(interval)}",
+            )
+        schedules[check] = Schedule(interval, timeout)
+    return schedules
 
 
 def _mail_address(

@@ -86,10 +86,8 @@ class Store:
             state = self.targets.get(target.name) or TargetState()
             old_checks, state.checks = state.checks, {}
             for check in target.checks:
-                kept = old_checks.get(check)
-                if kept is None:
-                    kept = CheckState(interval=target.interval, timeout=target.timeout)
-                kept.interval, kept.timeout = target.interval, target.timeout
+                kept = old_checks.get(check) or CheckState(0.0, 0.0)
+                kept.interval, kept.timeout = target.interval(check), target.timeout(check)
                 state.checks[check] = kept
             targets[target.name] = state
         self.targets = targets

@@ -64,7 +64,8 @@ class Scheduler:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run(self, target: Target, check: Check) -> None:
-        planned = time.monotonic() + random.uniform(0, target.interval)
+        interval = target.interval(check)
+        planned = time.monotonic() + random.uniform(0, interval)
         sent = self._sent.setdefault(target.name, SentProbes())
         while True:
             await asyncio.sleep(max(0.0, planned - time.monotonic()))
@@ -75,6 +76,6 @@ class Scheduler:
             except Exception:
                 log.exception("recording a probe result failed")
             now = time.monotonic()
-            planned += target.interval
+            planned += interval
             if planned < now:
-                planned += (now - planned) // target.interval * target.interval + target.interval
+                planned += (now - planned) // interval * interval + interval

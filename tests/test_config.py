@@ -32,7 +32,9 @@ def test_a_good_file_loads_with_defaults() -> None:
     corp, other = cfg.targets
     assert corp.name == "corp"
     assert corp.checks == (Check.ROUNDTRIP, Check.SMTP_LOGIN, Check.IMAP_LOGIN)
-    assert (corp.interval, corp.timeout) == (120, 45)
+    assert {c: (corp.interval(c), corp.timeout(c)) for c in Check} == dict.fromkeys(
+        Check, (120, 45)
+    )
     assert (corp.smtp.port, corp.smtp.tls) == (587, "starttls")
     assert (corp.imap.port, corp.imap.tls, corp.imap.mailbox) == (993, "implicit", "INBOX")
     assert corp.mail_from == corp.mail_to == "probe@example.com"
@@ -40,6 +42,25 @@ def test_a_good_file_loads_with_defaults() -> None:
     assert other.checks == (Check.IMAP_LOGIN,)
     assert (other.imap.host, other.imap.port, other.imap.tls) == ("other.example.com", 1143, "none")
     assert other.imap.mailbox == "Probes"
+
+
+def test_schedules_default_by_check_and_can_be_set_by_check() -> None:
+    base = TARGET.replace(
+        "name: a", "name: a\n    interval: {smtp_login: 10s}\n    timeout: {roundtrip: 50s}"
+    )
+    target = config.parse(base).targets[0]
+    schedules = {c: (target.interval(c), target.timeout(c)) for c in Check}
+    assert schedules == {
+        Check.ROUNDTRIP: (60, 50),
+        Check.SMTP_LOGIN: (10, 10),
+        Check.IMAP_LOGIN: (30, 15),
+    }
+    defaults = config.parse(TARGET).targets[0]
+    assert {c: (defaults.interval(c), defaults.timeout(c)) for c in Check} == {
+        Check.ROUNDTRIP: (60, 30),
+        Check.SMTP_LOGIN: (30, 15),
+        Check.IMAP_LOGIN: (30, 15),
+    }
 
 
 def test_secrets_never_print() -> None:
@@ -93,6 +114,10 @@ TARGET = (
             "line 7: targets[1].imap.port: expected an integer, got a string ('abc')",
         ),
         (
+            TARGET.replace("name: a", "name: a\n    interval: {smtp: 1m}"),
+            "line 3: targets[0].interval.smtp: unknown key; known keys: imap_login, roundtrip",
+        ),
+        (
             TARGET.replace("smtp: {host: h, username: u@x.org, password: p}", "smtp: [h]"),
             "line 3: targets[0].smtp: expected a mapping, got a list",
         ),
@@ -119,7 +144,7 @@ TARGET = (
         ),
         (
             TARGET.replace("name: a", "name: a\n    interval: 10s\n    timeout: 20s"),
-            "line 4: targets[0].timeout: 20s is longer than the interval 10s",
+            "line 4: targets[0].timeout: 20s for roundtrip is longer than its interval 10s",
         ),
         (
             TARGET.replace("name: a", "name: a\n    interval: 30"),
@@ -156,6 +181,8 @@ def test_the_shipped_example_is_valid(tmp_path: Path) -> None:
     (tmp_path / "monitor.password").write_text("pw\n")
     (tmp_path / "partner.password").write_text("pw\n")
     text = example.read_text().replace("/etc/mailbox-exporter/", f"{tmp_path}/")
-    cfg = config.parse(text, base_dir=tmp_path, environ={"MONITOR_PASSWORD": "a", "HELPDESK_PW": "b"})
+    cfg = config.parse(
+        text, base_dir=tmp_path, environ={"MONITOR_PASSWORD": "a", "HELPDESK_PW": "b"}
+    )
     assert [t.name for t in cfg.targets] == ["corp-mail", "partner-inbound", "helpdesk-logins"]
     assert cfg.targets[1].imap.tls == "starttls" and cfg.targets[1].imap.port == 143

@@ -55,8 +55,9 @@ async def run(target: Target, check: Check, sent: SentProbes | None = None) -> P
     trace = Trace()
     started, clock = time.time(), time.monotonic()
     failure: ProbeFailure | None = None
+    timeout = target.timeout(check)
     try:
-        async with asyncio.timeout(target.timeout):
+        async with asyncio.timeout(timeout):
             if check is Check.ROUNDTRIP:
                 await roundtrip.probe(target, trace, sent if sent is not None else SentProbes())
             elif check is Check.SMTP_LOGIN:

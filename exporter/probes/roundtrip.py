@@ -19,7 +19,7 @@ from typing import Final
 from exporter import message
 from exporter.config import Target
 from exporter.imap import ImapSession, quote
-from exporter.outcome import Phase, ProbeFailure, Reason
+from exporter.outcome import Check, Phase, ProbeFailure, Reason
 from exporter.probes import imap_login, smtp_login
 from exporter.probes.trace import Trace
 from exporter.smtp import SmtpSession
@@ -97,7 +97,8 @@ async def _watch(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise ProbeFailure(
-                Reason.NOT_DELIVERED, f"the probe message did not arrive within {target.timeout:g}s"
+                Reason.NOT_DELIVERED,
+                f"the probe message did not arrive within {target.timeout(Check.ROUNDTRIP):g}s",
             )
         if idle:
             await imap.idle_start()
@@ -108,7 +109,9 @@ async def _watch(
 async def probe(target: Target, trace: Trace, sent: SentProbes) -> None:
     """Run one round trip; see the module docstring."""
     started = time.monotonic()
-    deadline = started + target.timeout - min(2.0, target.timeout * 0.1)
+    deadline = (
+        started + target.timeout(Check.ROUNDTRIP) - min(2.0, target.timeout(Check.ROUNDTRIP) * 0.1)
+    )
     probe_id = message.new_probe_id()
     body = message.build(
         target=target.name, mail_from=target.mail_from, mail_to=target.mail_to, probe_id=probe_id
