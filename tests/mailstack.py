@@ -1,0 +1,1003 @@
+"""A private, real Postfix + Dovecot mail stack for tests and demos.
+
+The exporter talks SMTP and IMAP to real servers, so its tests should too:
+mocks would not catch protocol details (greetings, AUTH replies, maildir
+behaviour, queueing).  `MailStack` writes a self-contained configuration
+for the Debian ``postfix`` and ``dovecot-imapd``/``dovecot-lmtpd`` packages
+under a directory of your choice, runs both daemons on free 127.0.0.1
+ports and can inject the faults the exporter must detect (deferred
+delivery, a broken password database, a stopped IMAP server).
+
+Layout and data flow::
+
+    client --SMTP AUTH--> postfix smtpd (smtp_port)
+                            |  SASL: dovecot auth (auth_port)
+                            v
+                          postfix queue --lmtp--> dovecot lmtp (lmtp_port)
+                                                    v
+    client --IMAP-------> dovecot imap (imap_port)  maildir (root/mail/NAME/Maildir)
+
+Logins use the full address (``alice@example.test``); a bare ``alice`` is
+accepted too because Dovecot appends ``auth_default_realm``.  Passwords are
+stored in plain text (scheme PLAIN), one Dovecot passwd-file per user in
+``root/dovecot/passwd.d/``: Dovecot keeps using a passwd-file it read for
+the rest of that second, so a single shared file would make a user added
+while running, or a broken database, take effect up to a second late.
+Mail is stored as ``nobody:nogroup``.
+
+Answers worth knowing (Postfix 3.7, Dovecot 2.3.19):
+
+* wrong password: IMAP ``NO [AUTHENTICATIONFAILED] Authentication failed.``,
+  SMTP ``535 5.7.8 Error: authentication failed: (reason unavailable)``, both
+  after up to 0.5 s (Dovecot answers failures on a 500 ms timer);
+* `break_passwd_file`: IMAP ``NO [UNAVAILABLE] Temporary authentication
+  failure. [HOST:TIME]`` but SMTP the same 535 as a wrong password (Postfix's
+  Dovecot SASL client ignores Dovecot's "temporary" flag); LMTP delivery
+  gets ``451 4.3.0`` so mail stays queued;
+* Dovecot stopped: IMAP connection refused; SMTP connections are accepted
+  and closed before the greeting (smtpd cannot fetch the SASL mechanisms and
+  exits), see `stop_dovecot`.
+
+Requirements: root (the Postfix master must run as root), the Debian
+packages ``postfix dovecot-imapd dovecot-lmtpd``; the system daemons need
+not (and should not) run.  Nothing under /etc is read or changed.
+
+Permissions: Dovecot refuses to deliver mail as root and Postfix opens its
+data directory as the ``postfix`` user, so those directories must be
+reachable by unprivileged users.  Directories made by pytest or
+``tempfile.mkdtemp`` have mode 0700 parents; in that case the maildirs, the
+Postfix data directory (and Dovecot's socket directory when the path is too
+long for a unix socket) live in a private ``mailstack-*`` directory in the
+system temp dir, linked from ``root``.  It is removed by `cleanup()`,
+when the `MailStack` is garbage-collected, or at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import grp
+import itertools
+import math
+import os
+import pwd
+import random
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import tempfile
+import textwrap
+import threading
+import time
+import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+__all__ = ["MailStack", "MailStackError", "MailUser"]
+
+HOST = "127.0.0.1"
+MAIL_USER = "nobody"
+MAIL_GROUP = "nogroup"
+_POSTFIX_LOGIN = "postfix"
+_DAEMON_EXES = ("/usr/sbin/dovecot", "/usr/lib/dovecot/", "/usr/lib/postfix/", "/usr/sbin/post")
+_CMD_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+_MAX_SOCKET_DIR = 70  # sun_path is 108 bytes; Dovecot appends names of up to ~30
+_QUEUES = ("maildrop", "incoming", "active", "deferred", "hold")
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")  # within Dovecot's auth_username_chars, no '+'
+
+
+class MailStackError(RuntimeError):
+    """A daemon did not start, stop or reconfigure as asked; the message has the log tail."""
+
+
+@dataclass(frozen=True)
+class MailUser:
+    """One mailbox; `address` is also the login name on both protocols."""
+
+    name: str
+    password: str
+    address: str
+
+
+# ---------------------------------------------------------------- processes
+
+
+@dataclass(frozen=True)
+class _Proc:
+    pid: int
+    ppid: int
+    pgrp: int
+    state: str
+
+
+def _proc(pid: int) -> _Proc | None:
+    """Parse /proc/PID/stat; the comm field may contain spaces and parentheses."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return _Proc(pid, int(fields[1]), int(fields[2]), fields[0])
+
+
+def _all_procs() -> list[_Proc]:
+    procs = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            info = _proc(int(entry))
+            if info is not None:
+                procs.append(info)
+    return procs
+
+
+def _alive(pid: int) -> bool:
+    """True for a running process; zombies count as dead (PID 1 may reap them late)."""
+    info = _proc(pid)
+    return info is not None and info.state not in ("Z", "X")
+
+
+def _readlink(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
+
+
+def _family(master: int) -> set[int]:
+    """The master, its process group and all its descendants."""
+    procs = _all_procs()
+    members = {p.pid for p in procs if p.pgrp == master}
+    members.add(master)
+    children: dict[int, list[int]] = {}
+    for p in procs:
+        children.setdefault(p.ppid, []).append(p.pid)
+    todo = [master]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in members:
+                members.add(child)
+                todo.append(child)
+    return {pid for pid in members if _alive(pid)}
+
+
+def _daemons_in(dirs: Iterable[Path]) -> set[int]:
+    """Mail daemon processes whose working directory is inside one of `dirs`.
+
+    Catches processes whose master already died or never wrote a pid file;
+    the executable check makes sure we never touch, say, a shell cd'ed there.
+    """
+    prefixes = tuple(str(d.resolve()) for d in dirs)
+    found = set()
+    for p in _all_procs():
+        if p.pid == os.getpid() or p.state in ("Z", "X"):
+            continue
+        cwd = _readlink(f"/proc/{p.pid}/cwd")
+        if not any(cwd == d or cwd.startswith(d + "/") for d in prefixes):
+            continue
+        if _readlink(f"/proc/{p.pid}/exe").startswith(_DAEMON_EXES):
+            found.add(p.pid)
+    return found
+
+
+def _kill(pids: Iterable[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def _wait_dead(pids: set[int], timeout: float) -> set[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = {pid for pid in pids if _alive(pid)}
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.02)
+
+
+def _terminate(master: int | None, strays: set[int], timeout: float = 10.0) -> bool:
+    """SIGTERM the master (it shuts its children down), then SIGKILL whatever is left.
+
+    Returns whether there was anything to stop.
+    """
+    if not strays and (master is None or not _alive(master)):
+        return False
+    family = set(strays)
+    if master is not None and _alive(master):
+        family |= _family(master)
+        _kill([master], signal.SIGTERM)
+        # Dovecot's master otherwise waits ~1 s for idle children to notice it is going.
+        _kill(family - {master}, signal.SIGTERM)
+        _wait_dead({master}, timeout)
+        family |= {p.pid for p in _all_procs() if p.pgrp == master}
+    left = _wait_dead(family, 2.0)
+    if left:
+        _kill(left, signal.SIGKILL)
+        _wait_dead(left, 5.0)
+    return True
+
+
+def _master_pid(pid_file: Path, exe: str, cwd: Path) -> int | None:
+    """The live master named in `pid_file`, if it really is ours.
+
+    A stale pid file may name a recycled pid: never signal a process that
+    is not `exe` running in our directory.
+    """
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    if not _alive(pid) or _readlink(f"/proc/{pid}/exe") != exe:
+        return None
+    if _readlink(f"/proc/{pid}/cwd") != str(cwd.resolve()):
+        return None
+    return pid
+
+
+# ---------------------------------------------------------------- sockets
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_claimed_ports: set[int] = set()
+_ports_lock = threading.Lock()
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ports that are free now, outside the kernel's ephemeral range.
+
+    Outside that range no outgoing connection can grab the port between
+    now and the daemon's bind(); `_claimed_ports` keeps instances in one
+    process apart.
+    """
+    low, high = _ephemeral_range()
+    candidates = [p for p in range(20000, 32000) if not low <= p <= high]
+    candidates = candidates or list(range(20000, 32000))
+    ports: list[int] = []
+    with _ports_lock:
+        for port in random.sample(candidates, len(candidates)):
+            if port in _claimed_ports:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind((HOST, port))
+                except OSError:
+                    continue
+            ports.append(port)
+            _claimed_ports.add(port)
+            if len(ports) == count:
+                return ports
+    raise MailStackError("no free TCP ports on 127.0.0.1")
+
+
+def _greeting(port: int, timeout: float = 1.0) -> str | None:
+    """The first line the server sends, or None if nothing listens (yet)."""
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as sock:
+            data = b""
+            while b"\n" not in data:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            return data.split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r")
+    except OSError:
+        return None
+
+
+def _refuses(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=1.0):
+            return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+
+
+def _tail(path: Path, n: int) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(lines[-n:]) if lines else "(empty)"
+
+
+def _remove_tree(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    _ext_dirs.discard(path)
+
+
+def _traversable_by_others(path: Path) -> bool:
+    """Can an unprivileged user (nobody, postfix) reach `path`'s children?"""
+    for part in [path, *path.parents]:
+        try:
+            mode = part.stat().st_mode
+        except OSError:
+            return False
+        if not mode & stat.S_IXOTH:
+            return False
+    return True
+
+
+# ---------------------------------------------------------------- the stack
+
+
+_running: set[MailStack] = set()
+_ext_dirs: set[str] = set()
+
+
+@atexit.register
+def _stop_all() -> None:
+    """Never leave daemons behind, even when a test run is interrupted; then tidy up."""
+    for stack in list(_running):
+        with contextlib.suppress(Exception):
+            stack.stop()
+    for path in list(_ext_dirs):  # only after the daemons are gone
+        _remove_tree(path)
+
+
+class MailStack:
+    """Postfix (SMTP AUTH, queue) in front of Dovecot (auth, LMTP, IMAP), all private."""
+
+    domain: str = "example.test"
+    hostname: str = "mail.example.test"
+
+    def __init__(self, root: Path) -> None:
+        self.check_requirements()
+        self.root = Path(root).absolute()
+        if any(c.isspace() for c in str(self.root)):
+            raise ValueError(f"whitespace in {self.root!s} would break the daemons' configs")
+        self.smtp_port, self.imap_port, self.lmtp_port, self.auth_port = _free_ports(4)
+        self._users: dict[str, MailUser] = {}
+        self._passwd_broken = False
+        self._counter = itertools.count()
+        self._mail_uid = pwd.getpwnam(MAIL_USER).pw_uid
+        self._mail_gid = grp.getgrnam(MAIL_GROUP).gr_gid
+        self._ext: Path | None = None
+        self._ext_finalizer: weakref.finalize[[str], MailStack] | None = None
+
+        self.log_dir = self.root / "log"
+        self.dovecot_dir = self.root / "dovecot"
+        self.dovecot_conf = self.dovecot_dir / "dovecot.conf"
+        # One passwd-file per user (path passwd.d/%Lu): Dovecot caches a passwd-file
+        # for the rest of the second after each lookup, but forgets missing ones.
+        self.passwd_dir = self.dovecot_dir / "passwd.d"
+        self._passwd_parked = self.dovecot_dir / "passwd.d.broken"
+        self.postfix_etc = self.root / "postfix" / "etc"
+        self.postfix_spool = self.root / "postfix" / "spool"
+        self.dovecot_log = self.log_dir / "dovecot.log"
+        self.postfix_log = self.log_dir / "postfix.log"
+
+        for d in (self.root, self.log_dir, self.dovecot_dir, self.postfix_etc, self.postfix_spool):
+            d.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o711)  # ours: let unprivileged daemons pass through
+        shared_ok = _traversable_by_others(self.root)
+        self.mail_dir = self._place("mail", shared_ok, self._mail_uid, self._mail_gid, 0o711)
+        postfix_uid = pwd.getpwnam(_POSTFIX_LOGIN).pw_uid
+        self.postfix_data = self._place("postfix-data", shared_ok, postfix_uid, 0, 0o700)
+        self.dovecot_run = self._place(
+            "dovecot-run", len(str(self.dovecot_dir / "run")) <= _MAX_SOCKET_DIR, 0, 0, 0o755
+        )
+        self._reset_passwd_dir()
+        self._write_configs()
+
+    # ------------------------------------------------------------ layout
+
+    def _reset_passwd_dir(self) -> None:
+        """Start with no users (also when an earlier stack left a broken state here)."""
+        for path in (self.passwd_dir, self._passwd_parked):
+            if path.is_symlink():
+                path.unlink()
+            elif path.exists():
+                shutil.rmtree(path)
+        self.passwd_dir.mkdir(mode=0o700)
+
+    def _place(self, name: str, under_root: bool, uid: int, gid: int, mode: int) -> Path:
+        """A directory under root, or in the shared temp dir (linked from root) when it must be."""
+        link = {
+            "mail": self.root / "mail",
+            "postfix-data": self.root / "postfix" / "data",
+            "dovecot-run": self.dovecot_dir / "run",
+        }[name]
+        if link.is_symlink():  # left by an earlier stack on this root
+            link.unlink()
+        if under_root:
+            target = link
+        elif link.exists():
+            raise MailStackError(f"{link} must move out of {self.root}: use a fresh root")
+        else:
+            target = self._external() / name
+            link.symlink_to(target)
+        target.mkdir(exist_ok=True)
+        os.chown(target, uid, gid)
+        target.chmod(mode)
+        return target
+
+    def _external(self) -> Path:
+        if self._ext is None:
+            ext = Path(tempfile.mkdtemp(prefix="mailstack-"))
+            ext.chmod(0o711)
+            if not _traversable_by_others(ext):
+                shutil.rmtree(ext)
+                raise MailStackError(f"{ext.parent} is not reachable by unprivileged users")
+            self._ext = ext
+            self._ext_finalizer = weakref.finalize(self, _remove_tree, str(ext))
+            self._ext_finalizer.atexit = False  # _stop_all does it, after stopping
+            _ext_dirs.add(str(ext))
+        return self._ext
+
+    def cleanup(self) -> None:
+        """Stop, then delete the external directory (if any); `root` is the caller's."""
+        self.stop()
+        if self._ext_finalizer is not None:
+            self._ext_finalizer()
+
+    # ------------------------------------------------------------ users
+
+    def add_user(self, name: str, password: str) -> MailUser:
+        """Create (or re-password) a mailbox; takes effect at once, also while running."""
+        name = name.lower()
+        if not _NAME.fullmatch(name):
+            raise ValueError(f"use a plain local part as name (a-z 0-9 . _ -), not {name!r}")
+        if not password or any(c in password for c in ":\r\n\0"):
+            raise ValueError("a password must be non-empty, without ':' or line breaks")
+        user = MailUser(name=name, password=password, address=f"{name}@{self.domain}")
+        previous = self._users.get(name)
+        self._users[name] = user
+        maildir = self.maildir(user)
+        for d in (maildir.parent, maildir, maildir / "cur", maildir / "new", maildir / "tmp"):
+            d.mkdir(exist_ok=True)
+            os.chown(d, self._mail_uid, self._mail_gid)
+            d.chmod(0o700)
+        self._write_passwd(user)
+        if previous is not None and previous != user and not self._passwd_broken:
+            self._settle_auth()  # Dovecot may hold the old file for the rest of this second
+        return user
+
+    @property
+    def users(self) -> list[MailUser]:
+        return list(self._users.values())
+
+    def _write_passwd(self, user: MailUser) -> None:
+        """Write one user's passwd-file atomically, with an mtime Dovecot sees as new."""
+        folder = self._passwd_parked if self._passwd_broken else self.passwd_dir
+        path = folder / user.address
+        tmp = folder / f".tmp-{user.address}"
+        tmp.write_text(f"{user.address}:{{PLAIN}}{user.password}\n")
+        tmp.chmod(0o600)
+        try:  # Dovecot compares mtime in whole seconds (and size)
+            mtime = max(int(time.time()), int(path.stat().st_mtime) + 1)
+        except FileNotFoundError:
+            mtime = int(time.time())
+        os.utime(tmp, (mtime, mtime))
+        tmp.replace(path)
+
+    def _settle_auth(self) -> None:
+        """Wait for the next second: Dovecot re-checks a passwd-file at most once a second."""
+        if self.dovecot_running():
+            now = time.time()
+            time.sleep(math.floor(now) + 1.02 - now)
+
+    def break_passwd_file(self) -> None:
+        """Make the password database unreadable: logins get a *temporary* failure.
+
+        A missing passwd-file would just mean "unknown user" (a plain
+        authentication failure); a symlink loop makes Dovecot's stat() fail
+        with ELOOP, which it reports as an internal error.  The files are
+        parked next to it and `restore_passwd_file` puts them back.
+        """
+        if self._passwd_broken:
+            return
+        self.passwd_dir.rename(self._passwd_parked)
+        self.passwd_dir.symlink_to(self.passwd_dir.name)
+        self._passwd_broken = True
+        self._settle_auth()
+
+    def restore_passwd_file(self) -> None:
+        """Undo `break_passwd_file` (failed lookups leave nothing cached: no wait)."""
+        if not self._passwd_broken:
+            return
+        self.passwd_dir.unlink()
+        self._passwd_parked.rename(self.passwd_dir)
+        self._passwd_broken = False
+
+    # ------------------------------------------------------------ mailboxes
+
+    def maildir(self, user: MailUser) -> Path:
+        """The user's INBOX maildir (home is its parent)."""
+        return self.root / "mail" / user.name / "Maildir"
+
+    def message_files(self, user: MailUser) -> list[Path]:
+        """Messages in INBOX: new/ and cur/, since Dovecot moves new -> cur on SELECT."""
+        files: list[Path] = []
+        for sub in ("new", "cur"):
+            with contextlib.suppress(FileNotFoundError):
+                files.extend(p for p in (self.maildir(user) / sub).iterdir() if p.is_file())
+        return sorted(files)
+
+    def put_message(self, user: MailUser, raw: bytes) -> None:
+        """Drop a message into new/ the maildir way (tmp/ then rename): pre-existing mail."""
+        maildir = self.maildir(user)
+        now = time.time()
+        host = socket.gethostname().replace("/", r"\057").replace(":", r"\072")
+        name = (
+            f"{int(now)}.M{int(now % 1 * 1_000_000)}P{os.getpid()}"
+            f"Q{next(self._counter)}.{host},S={len(raw)}"
+        )
+        tmp = maildir / "tmp" / name
+        tmp.write_bytes(raw)
+        os.chown(tmp, self._mail_uid, self._mail_gid)
+        tmp.chmod(0o600)
+        tmp.rename(maildir / "new" / name)
+
+    # ------------------------------------------------------------ configuration
+
+    def _dovecot_config(self) -> str:
+        run, mail, logf = self.dovecot_run, self.mail_dir, self.dovecot_log
+        return textwrap.dedent(f"""\
+            # Generated by tests/mailstack.py: a private instance, nothing from /etc/dovecot.
+            base_dir = {run}
+            state_dir = {self.dovecot_dir / "state"}
+            instance_name = mailstack-{self.imap_port}
+            log_path = {logf}
+            info_log_path = {logf}
+            debug_log_path = {logf}
+            hostname = {self.hostname}
+            postmaster_address = postmaster@{self.domain}
+            protocols = imap lmtp
+            listen = {HOST}
+            ssl = no
+            disable_plaintext_auth = no
+            auth_mechanisms = plain login
+            # failures still wait for Dovecot's 500 ms failure timer, but not 2 s more
+            auth_failure_delay = 0
+            auth_cache_size = 0
+            auth_default_realm = {self.domain}
+            auth_username_format = %Lu
+            default_login_user = dovenull
+            default_internal_user = dovecot
+            default_internal_group = dovecot
+            first_valid_uid = {self._mail_uid}
+            first_valid_gid = {self._mail_gid}
+            mail_location = maildir:~/Maildir
+            mail_fsync = never
+            mailbox_idle_check_interval = 1 secs
+            lmtp_save_to_detail_mailbox = no
+            verbose_proctitle = yes
+
+            namespace inbox {{
+              inbox = yes
+              separator = /
+            }}
+            passdb {{
+              driver = passwd-file
+              args = scheme=PLAIN {self.passwd_dir}/%Lu
+            }}
+            userdb {{
+              driver = static
+              args = uid={self._mail_uid} gid={self._mail_gid} home={mail}/%Ln
+            }}
+            protocol imap {{
+              mail_max_userip_connections = 1000
+            }}
+            service imap-login {{
+              inet_listener imap {{
+                address = {HOST}
+                port = {self.imap_port}
+              }}
+              inet_listener imaps {{
+                port = 0
+              }}
+            }}
+            service lmtp {{
+              inet_listener lmtp {{
+                address = {HOST}
+                port = {self.lmtp_port}
+              }}
+            }}
+            service auth {{
+              # root: the passwd-files may sit below directories only root can enter
+              user = root
+              inet_listener auth-client {{
+                address = {HOST}
+                port = {self.auth_port}
+              }}
+            }}
+            service anvil {{
+              # no growing delays after failed logins: tests fail logins on purpose
+              unix_listener anvil-auth-penalty {{
+                mode = 0
+              }}
+            }}
+            """)
+
+    def _postfix_main_cf(self) -> str:
+        return textwrap.dedent(f"""\
+            # Generated by tests/mailstack.py: a private instance, nothing from /etc/postfix.
+            compatibility_level = 3.6
+            queue_directory = {self.postfix_spool}
+            data_directory = {self.postfix_data}
+            maillog_file = {self.postfix_log}
+            maillog_file_prefixes = {self.log_dir}
+            mail_owner = postfix
+            setgid_group = postdrop
+            myhostname = {self.hostname}
+            mydomain = {self.domain}
+            myorigin = $mydomain
+            mydestination =
+            mynetworks = 127.0.0.0/8
+            inet_interfaces = {HOST}
+            inet_protocols = ipv4
+            smtpd_banner = $myhostname ESMTP mailstack
+            biff = no
+            alias_maps =
+            alias_database =
+            local_recipient_maps =
+            relayhost =
+            relay_domains =
+            local_transport = error:local delivery is disabled
+            default_transport = error:mailstack delivers only to {self.domain}
+            virtual_mailbox_domains = {self.domain}
+            virtual_transport = lmtp:inet:{HOST}:{self.lmtp_port}
+            lmtp_host_lookup = native
+            lmtp_connect_timeout = 5s
+            defer_transports =
+            smtputf8_enable = no
+            smtpd_tls_security_level = none
+            smtpd_tls_auth_only = no
+            smtpd_sasl_auth_enable = yes
+            smtpd_sasl_type = dovecot
+            smtpd_sasl_path = inet:{HOST}:{self.auth_port}
+            smtpd_sasl_security_options = noanonymous
+            smtpd_relay_restrictions = permit_sasl_authenticated, reject
+            smtpd_recipient_restrictions = permit_sasl_authenticated, reject
+            smtpd_peername_lookup = no
+            smtpd_error_sleep_time = 0
+            smtpd_soft_error_limit = 1000
+            smtpd_hard_error_limit = 1000
+            smtpd_junk_command_limit = 1000
+            smtpd_client_connection_count_limit = 0
+            smtpd_client_connection_rate_limit = 0
+            smtpd_client_message_rate_limit = 0
+            smtpd_client_recipient_rate_limit = 0
+            smtpd_client_auth_rate_limit = 0
+            in_flow_delay = 0
+            # smtpd exits while Dovecot auth is down; recover quickly once it is back
+            service_throttle_time = 1s
+            queue_run_delay = 1s
+            minimal_backoff_time = 1s
+            maximal_backoff_time = 2s
+            maximal_queue_lifetime = 1h
+            bounce_queue_lifetime = 1h
+            delay_warning_time = 0h
+            """)
+
+    def _postfix_master_cf(self) -> str:
+        # Written from scratch (not copied from /etc) so that no local edit and
+        # no chroot (column 5) can get in the way.
+        return textwrap.dedent(f"""\
+            # Generated by tests/mailstack.py. No chroot anywhere.
+            {HOST}:{self.smtp_port} inet n - n - - smtpd
+            pickup    unix  n       -       n       60      1       pickup
+            cleanup   unix  n       -       n       -       0       cleanup
+            qmgr      unix  n       -       n       300     1       qmgr
+            rewrite   unix  -       -       n       -       -       trivial-rewrite
+            bounce    unix  -       -       n       -       0       bounce
+            defer     unix  -       -       n       -       0       bounce
+            trace     unix  -       -       n       -       0       bounce
+            verify    unix  -       -       n       -       1       verify
+            flush     unix  n       -       n       1000?   0       flush
+            proxymap  unix  -       -       n       -       -       proxymap
+            proxywrite unix -       -       n       -       1       proxymap
+            showq     unix  n       -       n       -       -       showq
+            error     unix  -       -       n       -       -       error
+            retry     unix  -       -       n       -       -       error
+            discard   unix  -       -       n       -       -       discard
+            lmtp      unix  -       -       n       -       -       lmtp
+            anvil     unix  -       -       n       -       1       anvil
+            scache    unix  -       -       n       -       1       scache
+            postlog   unix-dgram n  -       n       -       1       postlogd
+            """)
+
+    def _write_configs(self) -> None:
+        (self.dovecot_dir / "state").mkdir(exist_ok=True)
+        self.dovecot_conf.write_text(self._dovecot_config())
+        (self.postfix_etc / "main.cf").write_text(self._postfix_main_cf())
+        (self.postfix_etc / "master.cf").write_text(self._postfix_master_cf())
+        self._backdate_postfix_config()
+
+    def _backdate_postfix_config(self) -> None:
+        """Postfix programs wait (~1.5 s) until main.cf is at least a second old: skip that."""
+        past = time.time() - 10
+        for name in ("main.cf", "master.cf"):
+            os.utime(self.postfix_etc / name, (past, past))
+
+    # ------------------------------------------------------------ commands
+
+    def _run(self, *argv: str, timeout: float = 30.0) -> str:
+        """Run a command, return its output, raise with output and log tail on failure.
+
+        Output goes through a temporary file, not a pipe: a daemon that
+        inherits a pipe would keep it open and make us wait forever.
+        """
+        with tempfile.TemporaryFile() as out:
+            try:
+                proc = subprocess.run(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=_CMD_ENV,
+                    cwd="/",
+                    timeout=timeout,
+                    check=False,
+                )
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise MailStackError(f"{' '.join(argv)}: {exc}\n{self.log_tail()}") from exc
+            out.seek(0)
+            text = out.read().decode("utf-8", "replace")
+        if proc.returncode != 0:
+            raise MailStackError(
+                f"{' '.join(argv)} exited {proc.returncode}:\n{text}\n{self.log_tail()}"
+            )
+        return text
+
+    def _postconf(self, setting: str) -> None:
+        self._run("postconf", "-c", str(self.postfix_etc), "-e", setting)
+        self._backdate_postfix_config()
+
+    def _wait_greeting(self, port: int, prefix: str, what: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        line = None
+        while time.monotonic() < deadline:
+            line = _greeting(port)
+            if line is not None and line.startswith(prefix):
+                return
+            time.sleep(0.02)
+        raise MailStackError(
+            f"{what} on {HOST}:{port} did not greet with {prefix!r} within {timeout:.0f}s"
+            f" (last: {line!r})\n{self.log_tail()}"
+        )
+
+    @staticmethod
+    def check_requirements() -> None:
+        """Raise MailStackError saying what is missing to run a stack on this machine."""
+        problems = []
+        if os.geteuid() != 0:
+            problems.append("must run as root (the Postfix master runs as root)")
+        for exe in (
+            "/usr/sbin/dovecot",
+            "/usr/sbin/postfix",
+            "/usr/sbin/postconf",
+            "/usr/sbin/postqueue",
+            "/usr/lib/dovecot/imap",
+            "/usr/lib/dovecot/lmtp",
+        ):
+            if not os.access(exe, os.X_OK):
+                problems.append(f"missing {exe}")
+        for name in (MAIL_USER, _POSTFIX_LOGIN, "dovecot", "dovenull"):
+            try:
+                pwd.getpwnam(name)
+            except KeyError:
+                problems.append(f"missing system user {name}")
+        if problems:
+            raise MailStackError(
+                "cannot run the mail stack: "
+                + "; ".join(problems)
+                + " (apt-get install postfix dovecot-imapd dovecot-lmtpd)"
+            )
+
+    # ------------------------------------------------------------ dovecot
+
+    def _dovecot_master(self) -> int | None:
+        return _master_pid(self.dovecot_run / "master.pid", "/usr/sbin/dovecot", self.dovecot_run)
+
+    def dovecot_running(self) -> bool:
+        return self._dovecot_master() is not None
+
+    def start_dovecot(self) -> None:
+        """Start Dovecot and wait for the IMAP, LMTP and auth listeners."""
+        if self.dovecot_running():
+            return
+        _running.add(self)
+        try:
+            self._run("dovecot", "-c", str(self.dovecot_conf))
+            self._wait_greeting(self.imap_port, "* OK", "Dovecot IMAP")
+            self._wait_greeting(self.lmtp_port, "220 ", "Dovecot LMTP")
+            self._wait_greeting(self.auth_port, "VERSION", "Dovecot auth")
+            if self.postfix_running():  # smtpd may be throttled after failing without auth
+                self._wait_greeting(self.smtp_port, "220 ", "Postfix SMTP")
+        except BaseException:
+            with contextlib.suppress(Exception):  # keep the original error
+                self.stop_dovecot()
+            raise
+
+    def stop_dovecot(self) -> None:
+        """Stop Dovecot and its children; return once the IMAP port refuses connections.
+
+        A running Postfix is reloaded so that no idle smtpd keeps a stale auth
+        connection: every new SMTP session then behaves the same (closed before
+        the greeting: smtpd exits without SASL mechanisms), instead of the first
+        one getting ``454 4.7.0 ... Connection lost to authentication server``.
+        """
+        if not _terminate(self._dovecot_master(), _daemons_in(self._dovecot_dirs())):
+            return  # not running: nothing to wait for (the port may be someone else's)
+        with contextlib.suppress(FileNotFoundError):
+            (self.dovecot_run / "master.pid").unlink()
+        self._wait_refused(self.imap_port, "Dovecot IMAP")
+        if self.postfix_running():
+            self._reload_postfix()
+
+    def _dovecot_dirs(self) -> list[Path]:
+        return [self.dovecot_dir.resolve(), self.dovecot_run, self.mail_dir]
+
+    # ------------------------------------------------------------ postfix
+
+    def _postfix_master(self) -> int | None:
+        return _master_pid(
+            self.postfix_spool / "pid" / "master.pid",
+            "/usr/lib/postfix/sbin/master",
+            self.postfix_spool,
+        )
+
+    def postfix_running(self) -> bool:
+        return self._postfix_master() is not None
+
+    def start_postfix(self) -> None:
+        """Start Postfix (`postfix start` waits for the master) and wait for the SMTP greeting."""
+        if self.postfix_running():
+            return
+        _running.add(self)
+        try:
+            self._run("postfix", "-c", str(self.postfix_etc), "start")
+            self._wait_greeting(self.smtp_port, "220 ", "Postfix SMTP")
+        except BaseException:
+            with contextlib.suppress(Exception):  # keep the original error
+                self.stop_postfix()
+            raise
+
+    def stop_postfix(self) -> None:
+        """Stop the Postfix master and all its children; return once the SMTP port refuses."""
+        if _terminate(self._postfix_master(), _daemons_in([self.postfix_spool])):
+            self._wait_refused(self.smtp_port, "Postfix SMTP")
+
+    def _reload_postfix(self) -> None:
+        """Reload and wait until the old queue manager is gone: only it decides about delivery."""
+        master = self._postfix_master()
+        if master is None or not _alive(master):
+            return  # the next start reads main.cf anyway
+        old_qmgrs = {
+            pid for pid in _family(master) if _readlink(f"/proc/{pid}/exe").endswith("/qmgr")
+        }
+        self._run("postfix", "-c", str(self.postfix_etc), "reload")
+        if _wait_dead(old_qmgrs, 10.0):
+            raise MailStackError(f"postfix reload: old qmgr still running\n{self.log_tail()}")
+
+    def defer_delivery(self) -> None:
+        """Accept mail over SMTP but keep it queued (defer_transports=lmtp)."""
+        self._postconf("defer_transports=lmtp")
+        self._reload_postfix()
+
+    def resume_delivery(self) -> None:
+        """Deliver again and flush what was held back."""
+        self._postconf("defer_transports=")
+        self._reload_postfix()
+        if self.postfix_running():
+            self._run("postqueue", "-c", str(self.postfix_etc), "-f")
+
+    def queue_size(self) -> int:
+        """Messages in the Postfix queue (all queues, including deferred)."""
+        if self.postfix_running():
+            out = self._run("postqueue", "-c", str(self.postfix_etc), "-j")
+            return sum(1 for line in out.splitlines() if line.startswith("{"))
+        count = 0
+        for queue in _QUEUES:  # postqueue needs the running showq service
+            for _dirpath, _dirs, files in os.walk(self.postfix_spool / queue):
+                count += len(files)
+        return count
+
+    # ------------------------------------------------------------ both
+
+    def start(self) -> None:
+        """Start Dovecot, then Postfix (it needs Dovecot's auth for SMTP AUTH)."""
+        try:
+            self.start_dovecot()
+            self.start_postfix()
+        except BaseException:
+            with contextlib.suppress(Exception):  # keep the original error
+                self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop both; safe to call repeatedly, also after a failed start."""
+        try:
+            self.stop_postfix()
+        finally:
+            self.stop_dovecot()
+            _running.discard(self)
+
+    def pids(self) -> list[int]:
+        """Live processes of this stack (for leak checks)."""
+        found = _daemons_in([*self._dovecot_dirs(), self.postfix_spool])
+        for master in (self._dovecot_master(), self._postfix_master()):
+            if master is not None and _alive(master):
+                found |= _family(master)
+        return sorted(found)
+
+    def _wait_refused(self, port: int, what: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not _refuses(port):
+            if time.monotonic() > deadline:
+                raise MailStackError(
+                    f"{what} port {port} still accepts after stop\n{self.log_tail()}"
+                )
+            time.sleep(0.02)
+
+    def log_tail(self, n: int = 40) -> str:
+        """The last lines of both daemons' logs, for error messages."""
+        return (
+            f"--- {self.dovecot_log} ---\n{_tail(self.dovecot_log, n)}\n"
+            f"--- {self.postfix_log} ---\n{_tail(self.postfix_log, n)}"
+        )
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return (
+            f"MailStack(root={str(self.root)!r}, smtp={self.smtp_port}, imap={self.imap_port},"
+            f" lmtp={self.lmtp_port}, auth={self.auth_port})"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a stack by hand (``python -m tests.mailstack [ROOT]``) until Ctrl-C or SIGTERM."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("root", nargs="?", type=Path, help="state directory (default: a temp dir)")
+    parser.add_argument("--user", default="demo")
+    parser.add_argument("--password", default="demo-password")
+    args = parser.parse_args(argv)
+    root = args.root or Path(tempfile.mkdtemp(prefix="mailstack-demo-"))
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    stack = MailStack(root)
+    user = stack.add_user(args.user, args.password)
+    with stack:
+        print(f"{stack!r}\nlogin {user.address} / {user.password}\nCtrl-C to stop", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)
+    stack.cleanup()
+    if args.root is None:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
