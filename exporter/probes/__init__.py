@@ -66,7 +66,7 @@ async def run(target: Target, check: Check, sent: SentProbes | None = None) -> P
                 await imap_login.probe(target, trace)
     except TimeoutError:
         failure = ProbeFailure(
-            Reason.TIMEOUT, f"no answer within the timeout of {target.timeout:g}s", trace.failed_in
+            Reason.TIMEOUT, f"no answer within the timeout of {timeout:g}s", trace.failed_in
         )
     except ProbeFailure as exc:
         failure = exc

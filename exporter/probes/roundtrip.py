@@ -108,10 +108,8 @@ async def _watch(
 
 async def probe(target: Target, trace: Trace, sent: SentProbes) -> None:
     """Run one round trip; see the module docstring."""
-    started = time.monotonic()
-    deadline = (
-        started + target.timeout(Check.ROUNDTRIP) - min(2.0, target.timeout(Check.ROUNDTRIP) * 0.1)
-    )
+    timeout = target.timeout(Check.ROUNDTRIP)
+    deadline = time.monotonic() + timeout - min(2.0, timeout * 0.1)
     probe_id = message.new_probe_id()
     body = message.build(
         target=target.name, mail_from=target.mail_from, mail_to=target.mail_to, probe_id=probe_id
