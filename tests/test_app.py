@@ -7,18 +7,16 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import probe_files, target_yaml
+from tests.exporter_process import Running, Samples, start, value
 from tests.mailstack import MailStack, MailUser
 
 REASONS = {
@@ -38,100 +36,6 @@ REASONS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Running:
-    """A running exporter process and a client for its HTTP endpoints."""
-
-    def __init__(
-        self, process: subprocess.Popen[bytes], port: int, log: Path, session: aiohttp.ClientSession
-    ) -> None:
-        self.process, self.port, self.log, self.session = process, port, log, session
-        self.url = f"http://127.0.0.1:{port}"
-
-    async def get(self, path: str) -> tuple[int, str]:
-        async with self.session.get(self.url + path) as response:
-            return response.status, await response.text()
-
-    async def post(self, path: str) -> tuple[int, str]:
-        async with self.session.post(self.url + path) as response:
-            return response.status, await response.text()
-
-    async def samples(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-        status, text = await self.get("/metrics")
-        assert status == 200
-        return {
-            (s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
-        }
-
-    async def until(
-        self,
-        predicate: Callable[[dict[tuple[str, frozenset[tuple[str, str]]], float]], bool],
-        seconds: float = 30,
-    ) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"exporter exited:\n{self.log.read_text()}")
-            if predicate(await self.samples()):
-                return
-            await asyncio.sleep(0.2)
-        raise AssertionError(f"condition not met in {seconds}s:\n{self.log.read_text()[-3000:]}")
-
-
-def value(
-    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
-) -> float | None:
-    return samples.get((name, frozenset(labels.items())))
-
-
-async def start(config: Path, tmp_path: Path, *args: str) -> AsyncIterator[Running]:
-    port = free_port()
-    log = tmp_path / "exporter.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "exporter",
-                "--config.file",
-                str(config),
-                "--web.listen-address",
-                f"127.0.0.1:{port}",
-                *args,
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=Path(__file__).parent.parent,
-        )
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-            running = Running(process, port, log, session)
-            for _ in range(100):
-                try:
-                    if (await running.get("/-/ready"))[0] == 200:
-                        break
-                except aiohttp.ClientConnectionError:
-                    pass
-                if process.poll() is not None:
-                    raise AssertionError(log.read_text())
-                await asyncio.sleep(0.1)
-            yield running
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
-
-
 @pytest.fixture
 def config_file(tmp_path: Path, mailstack: MailStack, user: MailUser) -> Path:
     path = tmp_path / "mailbox-exporter.yml"
@@ -148,7 +52,7 @@ async def exporter(config_file: Path, tmp_path: Path) -> AsyncIterator[Running]:
 async def test_probes_appear_in_metrics(
     exporter: Running, mailstack: MailStack, user: MailUser
 ) -> None:
-    def all_checks_succeeded(s: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> bool:
+    def all_checks_succeeded(s: Samples) -> bool:
         return all(
             value(s, "mailbox_probe_success", target="local", check=c) == 1
             for c in ("roundtrip", "smtp_login", "imap_login")
@@ -211,7 +115,7 @@ async def test_promtool_accepts_the_exposition(exporter: Running) -> None:
 async def test_a_broken_file_on_reload_keeps_the_old_config(
     exporter: Running, config_file: Path
 ) -> None:
-    def probes(s: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> float:
+    def probes(s: Samples) -> float:
         return value(s, "mailbox_probes_total", target="local", check="smtp_login") or 0
 
     good = config_file.read_text()
