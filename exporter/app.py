@@ -13,10 +13,13 @@ from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTO
 from prometheus_client.registry import CollectorRegistry
 
 from exporter import config as configuration
+from exporter import ondemand, probes
 from exporter.config import Config, ConfigError
 from exporter.logs import fields
 from exporter.metrics import Store, StoreCollector
+from exporter.ondemand import UnknownProbe
 from exporter.probes import ProbeResult
+from exporter.probes.roundtrip import SentProbes
 from exporter.scheduler import Scheduler
 from exporter.web import READY, create_app
 
@@ -36,6 +39,8 @@ class Exporter:
             self.registry.register(collector)
         self.scheduler = Scheduler(self.record)
         self._reloading = asyncio.Lock()
+        self._on_demand_sent: dict[str, SentProbes] = {}
+        self._on_demand_limit = asyncio.Semaphore(8)
 
     def start(self, config: Config) -> None:
         self._apply(config)
@@ -60,6 +65,14 @@ class Exporter:
             return None
 
     def _apply(self, config: Config) -> None:
+        for target in config.targets:
+            for protocol, server in (("smtp", target.smtp), ("imap", target.imap)):
+                if server.tls_config.insecure_skip_verify:
+                    log.warning(
+                        "TLS certificates are not verified: anyone on the path can read the "
+                        "credentials",
+                        extra=fields(target=target.name, protocol=protocol),
+                    )
         self.config = config
         self.store.configure(config)
         self.scheduler.apply(config)
@@ -87,13 +100,42 @@ class Exporter:
             ),
         )
 
+    async def probe_now(
+        self,
+        target_name: str | None,
+        check_name: str | None,
+        time_limit: float | None,
+        transcript: bool,
+    ) -> ProbeResult:
+        """Run one probe of a configured target now; :class:`UnknownProbe` for anything else.
+
+        Round trips started here remember their own probe ids, apart from the scheduled ones,
+        so that neither deletes the other's message while it is still awaited.
+        """
+        if self.config is None:
+            raise UnknownProbe("no configuration is loaded")
+        target, check = ondemand.resolve(self.config, target_name, check_name)
+        limit = (
+            target.timeout(check) if time_limit is None else min(time_limit, target.timeout(check))
+        )
+        sent = self._on_demand_sent.setdefault(target.name, SentProbes())
+        async with self._on_demand_limit:
+            return await probes.run(
+                target,
+                check,
+                sent=sent,
+                tokens=self.scheduler.tokens,
+                time_limit=max(limit, 0.1),
+                transcript=transcript,
+            )
+
     async def stop(self) -> None:
         await self.scheduler.stop()
 
 
 async def serve(exporter: Exporter, config: Config, host: str | None, port: int) -> None:
     """Run until SIGINT or SIGTERM; SIGHUP reloads the configuration."""
-    app = create_app(exporter.registry, exporter.reload)
+    app = create_app(exporter.registry, exporter.reload, exporter.probe_now)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host=host, port=port, reuse_address=True)

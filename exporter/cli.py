@@ -8,9 +8,11 @@ import re
 import sys
 from collections.abc import Sequence
 
-from exporter import __version__, logs
+from exporter import __version__, logs, ondemand, probes
 from exporter import config as configuration
 from exporter.config import Config, ConfigError, format_duration
+from exporter.oauth import TokenCache
+from exporter.outcome import Check
 
 DEFAULT_LISTEN = ":10025"
 
@@ -50,6 +52,19 @@ def _parser() -> argparse.ArgumentParser:
         help="validate the configuration, print a summary and exit",
     )
     parser.add_argument("--version", action="version", version=f"mailbox-exporter {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    probe = commands.add_parser(
+        "probe",
+        help="run one probe of a configured target now and print what was said",
+        description="Run probes of one configured target now, print each phase with what the "
+        "server said (credentials redacted) and the result. Exit 0 if all succeed, else 1.",
+    )
+    probe.add_argument("target", help="a target name from the configuration")
+    probe.add_argument(
+        "--check",
+        choices=[c.value for c in Check],
+        help="the check to run (default: every check the target runs)",
+    )
     return parser
 
 
@@ -71,6 +86,25 @@ def summary(config: Config) -> str:
     return "\n".join(lines)
 
 
+async def _probe(config: Config, target_name: str, check_name: str | None) -> int:
+    try:
+        target, _ = ondemand.resolve(config, target_name, check_name)
+    except ondemand.UnknownProbe as exc:
+        print(f"mailbox-exporter: {exc}", file=sys.stderr)
+        return 1
+    checks = [Check(check_name)] if check_name else list(target.checks)
+    tokens = TokenCache()
+    failed = False
+    try:
+        for check in checks:
+            result = await probes.run(target, check, tokens=tokens, transcript=True)
+            print(ondemand.report(result))
+            failed |= not result.success
+    finally:
+        await tokens.close()
+    return 1 if failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -81,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.config_check:
         print(f"{args.config_file}: OK\n{summary(config)}")
         return 0
+    if args.command == "probe":
+        return asyncio.run(_probe(config, args.target, args.check))
     try:
         host, port = parse_listen_address(args.listen)
     except ValueError as exc:

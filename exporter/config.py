@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import ssl
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,15 +70,49 @@ class Secret:
         return hash(self._value)
 
 
+TlsVersion = Literal["TLS12", "TLS13"]
+OAuth2Grant = Literal["client_credentials", "refresh_token"]
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """How to verify the server, in the terms of Prometheus' ``tls_config``."""
+
+    ca_file: str | None = None
+    server_name: str | None = None
+    min_version: TlsVersion = "TLS12"
+    insecure_skip_verify: bool = False
+
+
+@dataclass(frozen=True)
+class OAuth2Config:
+    """Where and how to get an access token for SASL XOAUTH2."""
+
+    token_url: str
+    scope: str
+    grant: OAuth2Grant
+    client_id: str
+    client_secret: Secret | None
+    refresh_token: Secret | None
+
+
 @dataclass(frozen=True)
 class ServerConfig:
-    """How to reach and log in to one protocol's server."""
+    """How to reach and log in to one protocol's server: a password, or OAuth2."""
 
     host: str
     port: int
     tls: TlsMode
     username: str
-    password: Secret
+    password: Secret | None
+    oauth2: OAuth2Config | None
+    tls_config: TlsConfig
+
+    def secrets(self) -> set[str]:
+        values = {self.password}
+        if self.oauth2:
+            values |= {self.oauth2.client_secret, self.oauth2.refresh_token}
+        return {secret.reveal() for secret in values if secret is not None} - {""}
 
 
 @dataclass(frozen=True)
@@ -114,7 +149,8 @@ class Target:
         return self.schedules[check].timeout
 
     def secrets(self) -> tuple[str, ...]:
-        return tuple({self.smtp.password.reveal(), self.imap.password.reveal()} - {""})
+        """Every credential of the target, to keep out of anything shown."""
+        return tuple(self.smtp.secrets() | self.imap.secrets())
 
 
 @dataclass(frozen=True)
@@ -324,30 +360,142 @@ class _Reader:
             result.append(Check(item))
         return tuple(result)
 
-    def secret(self, data: Mapping[str, Any], path: str) -> Secret:
-        given = [key for key in ("password", "password_file", "password_env") if key in data]
-        if len(given) != 1:
+    def secret(
+        self, data: Mapping[str, Any], path: str, name: str = "password", required: bool = True
+    ) -> Secret | None:
+        """``name``, ``name_file`` or ``name_env``: exactly one when required, else at most one."""
+        keys = (name, f"{name}_file", f"{name}_env")
+        given = [key for key in keys if key in data]
+        if len(given) > 1 or (required and not given):
             what = "none" if not given else ", ".join(given)
-            raise self.fail(
-                path, f"set exactly one of password, password_file, password_env (found {what})"
-            )
+            raise self.fail(path, f"set exactly one of {', '.join(keys)} (found {what})")
+        if not given:
+            return None
         key = given[0]
         key_path = _join(path, key)
         value = self.string(data[key], key_path)
-        if key == "password":
+        if key == name:
             return Secret(value)
-        if key == "password_env":
+        if key.endswith("_env"):
             if value not in self.environ:
                 raise self.fail(key_path, f"environment variable {value} is not set")
             return Secret(self.environ[value])
-        file = Path(value) if Path(value).is_absolute() else self.base_dir / value
+        file = self.file(value, key_path)
         try:
             return Secret(file.read_text(encoding="utf-8").rstrip("\r\n"))
         except OSError as exc:
             raise self.fail(key_path, f"cannot read {file}: {exc.strerror}") from None
 
+    def file(self, value: str, path: str) -> Path:
+        """A path from the file, relative to the file's directory."""
+        return Path(value) if Path(value).is_absolute() else self.base_dir / value
 
-SERVER_KEYS = ("host", "port", "tls", "username", "password", "password_file", "password_env")
+    def tls_config(self, value: Any, path: str) -> TlsConfig:
+        data = self.mapping(value, path, TLS_CONFIG_KEYS)
+        ca_file = None
+        if data.get("ca_file") is not None:
+            ca_path = _join(path, "ca_file")
+            ca = self.file(self.string(data["ca_file"], ca_path), ca_path)
+            try:
+                ssl.create_default_context(cafile=str(ca))
+            except (OSError, ssl.SSLError) as exc:
+                detail = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+                raise self.fail(
+                    ca_path, f"cannot load CA certificates from {ca}: {detail}"
+                ) from None
+            ca_file = str(ca)
+        min_version = data.get("min_version", "TLS12")
+        if min_version not in ("TLS12", "TLS13"):
+            raise self.fail(
+                _join(path, "min_version"), f"expected TLS12 or TLS13, got {min_version!r}"
+            )
+        return TlsConfig(
+            ca_file=ca_file,
+            server_name=self.get(data, "server_name", path, self.string, "") or None,
+            min_version=min_version,
+            insecure_skip_verify=self.get(data, "insecure_skip_verify", path, self.boolean, False),
+        )
+
+    def oauth2(self, value: Any, path: str, protocol: str) -> OAuth2Config:
+        data = self.mapping(value, path, OAUTH2_KEYS)
+        provider = data.get("provider")
+        if provider is not None and provider not in OAUTH2_PRESETS:
+            raise self.fail(
+                _join(path, "provider"),
+                f"expected one of {', '.join(OAUTH2_PRESETS)}, got {provider!r}",
+            )
+        preset = OAUTH2_PRESETS.get(provider or "", {})
+        grant = data.get("grant", preset.get("grant", "client_credentials"))
+        if grant not in ("client_credentials", "refresh_token"):
+            raise self.fail(
+                _join(path, "grant"), f"expected client_credentials or refresh_token, got {grant!r}"
+            )
+        token_url = preset.get("token_url", "")
+        if provider == "microsoft":
+            tenant = self.get(data, "tenant", path, self.string)
+            token_url = token_url.format(tenant=tenant)
+        elif "tenant" in data:
+            raise self.fail(_join(path, "tenant"), "only used with provider: microsoft")
+        token_url = self.get(data, "token_url", path, self.string, token_url or None)
+        if not token_url.startswith(("https://", "http://")):
+            raise self.fail(_join(path, "token_url"), f"expected an http(s) URL, got {token_url!r}")
+        scope = preset.get(f"scope_{grant}_{protocol}", preset.get(f"scope_{grant}", ""))
+        scope = self.get(data, "scope", path, self.string, scope or None)
+        client_secret = self.secret(data, path, "client_secret", grant == "client_credentials")
+        refresh_token = self.secret(data, path, "refresh_token", grant == "refresh_token")
+        return OAuth2Config(
+            token_url=token_url,
+            scope=scope,
+            grant=grant,
+            client_id=self.get(data, "client_id", path, self.string),
+            client_secret=client_secret,
+            refresh_token=refresh_token,
+        )
+
+
+SERVER_KEYS = (
+    "host",
+    "port",
+    "tls",
+    "username",
+    "password",
+    "password_file",
+    "password_env",
+    "oauth2",
+    "tls_config",
+)
+TLS_CONFIG_KEYS = ("ca_file", "server_name", "min_version", "insecure_skip_verify")
+OAUTH2_KEYS = (
+    "provider",
+    "tenant",
+    "token_url",
+    "scope",
+    "grant",
+    "client_id",
+    "client_secret",
+    "client_secret_file",
+    "client_secret_env",
+    "refresh_token",
+    "refresh_token_file",
+    "refresh_token_env",
+)
+OAUTH2_PRESETS: dict[str, dict[str, str]] = {
+    "microsoft": {
+        "token_url": "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token",
+        "grant": "client_credentials",
+        "scope_client_credentials": "https://outlook.office365.com/.default",
+        "scope_refresh_token_imap": (
+            "https://outlook.office.com/IMAP.AccessAsUser.All offline_access"
+        ),
+        "scope_refresh_token_smtp": "https://outlook.office.com/SMTP.Send offline_access",
+    },
+    "google": {
+        "token_url": "https://oauth2.googleapis.com/token",
+        "grant": "refresh_token",
+        "scope_refresh_token": "https://mail.google.com/",
+        "scope_client_credentials": "https://mail.google.com/",
+    },
+}
 IMAP_KEYS = (*SERVER_KEYS, "mailbox", "idle", "poll_interval")
 TARGET_KEYS = ("name", "smtp", "imap", "from", "to", "checks", "interval", "timeout")
 DEFAULT_KEYS = tuple(k for k in TARGET_KEYS if k != "name")
@@ -365,12 +513,19 @@ minutes, while the round trip stays within hosted providers' daily sending limit
 
 def _server(r: _Reader, data: dict[str, Any], path: str, protocol: str) -> dict[str, Any]:
     tls = r.get(data, "tls", path, r.tls, "starttls" if protocol == "smtp" else "implicit")
+    oauth2 = None
+    if data.get("oauth2") is not None:
+        if any(key in data for key in ("password", "password_file", "password_env")):
+            raise r.fail(path, "set either a password or oauth2, not both")
+        oauth2 = r.oauth2(data["oauth2"], _join(path, "oauth2"), protocol)
     return {
         "host": r.get(data, "host", path, r.string),
         "port": r.get(data, "port", path, r.port, _DEFAULT_PORTS[(protocol, tls)]),
         "tls": tls,
         "username": r.get(data, "username", path, r.string),
-        "password": r.secret(data, path),
+        "password": None if oauth2 else r.secret(data, path),
+        "oauth2": oauth2,
+        "tls_config": r.tls_config(data.get("tls_config"), _join(path, "tls_config")),
     }
 
 

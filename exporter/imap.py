@@ -15,7 +15,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -24,12 +24,19 @@ from aioimaplib import aioimaplib as imaplib
 from exporter import classify, net
 from exporter.classify import ImapStage
 from exporter.config import ImapConfig
+from exporter.net import TlsSession
 from exporter.outcome import ProbeFailure, Reason
 
 MAX_LINE: Final = 64 * 1024
 """Longest response line accepted; a server sending more is cut off as broken."""
 
 T = TypeVar("T")
+Say = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
 
 _EXISTS = re.compile(rb"^\*\s+(\d+)\s+EXISTS\b", re.IGNORECASE)
 _UIDNEXT = re.compile(rb"\[UIDNEXT\s+(\d+)\]", re.IGNORECASE)
@@ -59,6 +66,7 @@ class _Protocol(imaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         self.exists = 0
         self.exists_at = 0.0
         self.exists_changed = asyncio.Event()
+        self.challenge = b""
 
     async def welcome(self, command: bytes) -> None:
         self.greeting = command
@@ -93,6 +101,17 @@ class _Protocol(imaplib.IMAP4ClientProtocol):  # type: ignore[misc]
             self.bye = line[5:].strip()[:300]
         return super()._untagged_response(line)
 
+    def _continuation(self, line: bytes) -> None:
+        command = self.pending_sync_command
+        if command is not None and command.name == "AUTHENTICATE":
+            # A failed SASL exchange may send an error challenge first (XOAUTH2 does): answer
+            # it with an empty response so that the server sends its final NO.
+            self.challenge = line[1:].strip()[:500]
+            if self.transport is not None:
+                self.transport.write(b"\r\n")
+            return
+        super()._continuation(line)
+
     def _break(self, why: str) -> None:
         self.broken = self.broken or why[:300]
         if self.transport is not None:
@@ -111,8 +130,10 @@ class Selected:
 class ImapSession:
     """One IMAP connection. Use as ``async with``: leaving it always closes the socket."""
 
-    def __init__(self, server: ImapConfig) -> None:
+    def __init__(self, server: ImapConfig, say: Say = _quiet) -> None:
         self.server = server
+        self.say = say
+        self.tls: TlsSession | None = None
         self._sock: socket.socket | None = None
         self._proto: _Protocol | None = None
         self._idle: asyncio.Future[Any] | None = None
@@ -148,6 +169,7 @@ class ImapSession:
     async def open(self) -> None:
         """Resolve and connect (TCP only)."""
         self._sock = await net.open_socket(self.server)
+        self.say(f"connected to {self._sock.getpeername()[0]}:{self._sock.getpeername()[1]}")
 
     async def greet(self) -> None:
         """Wait for the greeting (through implicit TLS where configured)."""
@@ -159,19 +181,24 @@ class ImapSession:
             await loop.create_connection(
                 lambda: proto,
                 sock=sock,
-                ssl=net.tls_context() if implicit else None,
-                server_hostname=self.server.host if implicit else None,
+                ssl=net.tls_context(self.server.tls_config) if implicit else None,
+                server_hostname=net.server_name(self.server) if implicit else None,
             )
         except BaseException as exc:
             if sock is not None:
                 sock.close()
             if isinstance(exc, ssl.SSLError | ssl.CertificateError):
-                raise net.tls_failure(exc) from None
+                raise self._failed(net.tls_failure(exc)) from None
             if isinstance(exc, OSError):
-                raise ProbeFailure(classify.os_error(exc), str(exc.strerror or exc)) from None
+                raise self._failed(
+                    ProbeFailure(classify.os_error(exc), str(exc.strerror or exc))
+                ) from None
             raise
         self._proto = proto
+        if implicit:
+            self._note_tls()
         await self._call(proto.greeted.wait(), "greeting")
+        self.say(f"S: {_text(proto.greeting)}")
         if proto.greeting.upper().startswith((b"* BYE", b"BYE")):
             text = _text(proto.greeting.split(b"BYE", 1)[-1])
             raise ProbeFailure(classify.imap_reply("BYE", text, "greeting"), f"BYE {text}")
@@ -184,27 +211,47 @@ class ImapSession:
             raise ProbeFailure(Reason.TLS, "the server does not offer STARTTLS")
         proto = self.proto
         command = imaplib.Command("STARTTLS", proto.new_tag(), loop=proto.loop)
+        self.say(f"C: {command.tag} STARTTLS")
         self._check(await self._call(proto.execute(command), "tls"), "tls")
         try:
             transport = await proto.loop.start_tls(
-                proto.transport, proto, net.tls_context(), server_hostname=self.server.host
+                proto.transport,
+                proto,
+                net.tls_context(self.server.tls_config),
+                server_hostname=net.server_name(self.server),
             )
         except (ssl.SSLError, ssl.CertificateError, OSError) as exc:
-            raise net.tls_failure(exc) from None
+            raise self._failed(net.tls_failure(exc)) from None
         proto.transport = transport
+        self._note_tls()
         await self._call(proto.capability(), "tls")
 
-    async def login(self) -> None:
-        """LOGIN, then ask for capabilities again (some servers list UIDPLUS only after login)."""
+    async def login(self, token: str | None = None) -> None:
+        """LOGIN, or AUTHENTICATE XOAUTH2 with a token; then ask for capabilities again (some
+        servers list UIDPLUS and MOVE only after login)."""
         proto = self.proto
-        response = await self._call(
-            proto.login(self.server.username, self.server.password.reveal()), "auth"
-        )
+        username = self.server.username
+        if token is not None:
+            if not self.has("AUTH=XOAUTH2"):
+                raise ProbeFailure(Reason.AUTH_REJECTED, "the server does not offer XOAUTH2")
+            self.say(
+                f"C: {proto.tagpre}{proto.tagnum} AUTHENTICATE XOAUTH2 "
+                f"<redacted: {username} and token>"
+            )
+            response = await self._call(proto.xoauth2(username, token), "auth")
+            if proto.challenge:
+                self.say(f"S: + {_text(proto.challenge)}")
+                self.say("C: (empty response)")
+        else:
+            self.say(f"C: {proto.tagpre}{proto.tagnum} LOGIN {quote(username)} <redacted>")
+            password = self.server.password.reveal() if self.server.password else ""
+            response = await self._call(proto.login(username, password), "auth")
         self._check(response, "auth")
         await self._call(proto.capability(), "auth")
 
     async def select(self) -> Selected:
         proto = self.proto
+        self.say(f"C: {proto.tagpre}{proto.tagnum} SELECT {quote(self.server.mailbox)}")
         response = await self._call(proto.select(quote(self.server.mailbox)), "select")
         self._check(response, "select")
         uidnext = None
@@ -215,6 +262,7 @@ class ImapSession:
 
     async def search(self, *criteria: str) -> list[int]:
         """UIDs matching ``criteria`` (sent without CHARSET, which old Exchange rejects)."""
+        self.say(f"C: UID SEARCH {' '.join(criteria)}")
         response = await self._call(
             self.proto.search(*criteria, charset=None, by_uid=True), "mailbox"
         )
@@ -231,6 +279,7 @@ class ImapSession:
         wanted = uid_set(uids)
         if not wanted:
             return {}
+        self.say(f"C: UID FETCH {wanted} (UID BODY.PEEK[HEADER.FIELDS ({field})])")
         response = await self._call(
             self.proto.fetch(wanted, f"(UID BODY.PEEK[HEADER.FIELDS ({field})])", by_uid=True),
             "mailbox",
@@ -262,12 +311,15 @@ class ImapSession:
         if not wanted:
             return True
         proto = self.proto
+        self.say(f"C: UID STORE {wanted} +FLAGS.SILENT (\\Deleted)")
         stored = await self._call(
             proto.store(wanted, "+FLAGS.SILENT", "(\\Deleted)", by_uid=True), "mailbox"
         )
         self._check(stored, "mailbox")
         if not self.has("UIDPLUS"):
+            self.say("the server lacks UIDPLUS: the message stays flagged \\Deleted")
             return False
+        self.say(f"C: UID EXPUNGE {wanted}")
         expunged = await self._call(proto.expunge(wanted, by_uid=True), "mailbox")
         self._check(expunged, "mailbox")
         return True
@@ -278,6 +330,7 @@ class ImapSession:
     async def idle_start(self) -> None:
         """Enter IDLE and return once the server has accepted it."""
         proto = self.proto
+        self.say("C: IDLE")
         idle = asyncio.ensure_future(proto.idle())
         self._idle = idle
         accepted = asyncio.ensure_future(proto.wait_for_idle_response())
@@ -300,6 +353,7 @@ class ImapSession:
         idle, self._idle = self._idle, None
         if idle is None:
             return
+        self.say("C: DONE")
         self.proto.idle_done()
         self._check(await self._call(idle, "mailbox"), "mailbox")
 
@@ -322,6 +376,7 @@ class ImapSession:
         """Say goodbye politely; a server that hangs up first is not a failure."""
         try:
             if self._proto is not None and not self._proto.lost.is_set():
+                self.say("C: LOGOUT")
                 await self._call(self._proto.logout(), "mailbox")
         except ProbeFailure:
             pass
@@ -361,13 +416,24 @@ class ImapSession:
             return ProbeFailure(classify.imap_reply("BYE", text, stage), f"BYE {text}")
         return ProbeFailure(Reason.NETWORK, "the server closed the connection")
 
-    @staticmethod
-    def _check(response: Any, stage: ImapStage) -> None:
+    def _check(self, response: Any, stage: ImapStage) -> None:
+        text = _last(response)
+        self.say(f"S: {response.result} {text}".rstrip())
         if response.result == "OK":
             return
-        text = _last(response)
         reason = classify.imap_reply(response.result, text, stage)
         raise ProbeFailure(reason, f"{response.result} {text}".strip()[:300])
+
+    def _note_tls(self) -> None:
+        transport = self.proto.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        self.tls = net.tls_session(ssl_object)
+        if self.tls:
+            self.say(f"TLS established: {self.tls.version}")
+
+    def _failed(self, failure: ProbeFailure) -> ProbeFailure:
+        self.say(f"failed: {failure.detail}")
+        return failure
 
 
 def _last(response: Any) -> str:

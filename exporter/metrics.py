@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.config import Config
+from exporter.net import TlsSession
 from exporter.outcome import Check, Reason
 from exporter.probes import ProbeResult
 
@@ -62,6 +63,9 @@ class TargetState:
     late_arrivals: int = 0
     cleanup_deleted: int = 0
     cleanup_failures: int = 0
+    tls: dict[str, TlsSession] = field(default_factory=dict)
+    token_expiry: dict[str, float] = field(default_factory=dict)
+    token_failures: dict[str, int] = field(default_factory=dict)
 
     def observe_delivery(self, seconds: float) -> None:
         index = bisect.bisect_left(DELIVERY_BUCKETS, seconds)
@@ -89,6 +93,18 @@ class Store:
                 kept = old_checks.get(check) or CheckState(0.0, 0.0)
                 kept.interval, kept.timeout = target.interval(check), target.timeout(check)
                 state.checks[check] = kept
+            oauth = {
+                name
+                for name, server in (("smtp", target.smtp), ("imap", target.imap))
+                if server.oauth2 is not None
+            }
+            state.token_failures = {p: state.token_failures.get(p, 0) for p in sorted(oauth)}
+            state.token_expiry = {p: t for p, t in state.token_expiry.items() if p in oauth}
+            state.tls = {
+                p: t
+                for p, t in state.tls.items()
+                if (target.smtp if p == "smtp" else target.imap).tls != "none"
+            }
             targets[target.name] = state
         self.targets = targets
 
@@ -112,6 +128,10 @@ class Store:
         target.late_arrivals += result.late_arrivals
         target.cleanup_deleted += result.cleanup_deleted
         target.cleanup_failures += int(result.cleanup_failed)
+        target.tls.update(result.tls)
+        target.token_expiry.update(result.token_expiry)
+        for protocol in result.token_failed:
+            target.token_failures[protocol] = target.token_failures.get(protocol, 0) + 1
 
 
 def _gauge(name: str, doc: str, labels: list[str], unit: str = "") -> GaugeMetricFamily:
@@ -225,6 +245,8 @@ class StoreCollector(Collector):
             cleanup_failures,
         )
 
+        yield from self._tls_and_tokens()
+
         build = _gauge(
             "mailbox_exporter_build_info", "Version of the exporter; always 1.", ["version"]
         )
@@ -245,6 +267,39 @@ class StoreCollector(Collector):
             )
             reload_ts.add_metric([], self.store.reload_success_timestamp)
             yield reload_ts
+
+    def _tls_and_tokens(self) -> Iterator[Metric]:
+        labels = ["target", "protocol"]
+        expiry = _gauge(
+            "mailbox_tls_certificate_expiry_timestamp_seconds",
+            "When the certificate the server last presented expires (notAfter).",
+            labels,
+        )
+        version = _gauge(
+            "mailbox_tls_version_info",
+            "The TLS version last negotiated with the server; always 1.",
+            [*labels, "version"],
+        )
+        token_expiry = _gauge(
+            "mailbox_oauth_token_expiry_timestamp_seconds",
+            "When the OAuth2 access token last used expires.",
+            labels,
+        )
+        token_failures = CounterMetricFamily(
+            "mailbox_oauth_token_refresh_failures",
+            "Probes that could not get an OAuth2 access token.",
+            labels=labels,
+        )
+        for name, target in self.store.targets.items():
+            for protocol, session in sorted(target.tls.items()):
+                if session.not_after is not None:
+                    expiry.add_metric([name, protocol], session.not_after)
+                version.add_metric([name, protocol, session.version], 1)
+            for protocol, expires in sorted(target.token_expiry.items()):
+                token_expiry.add_metric([name, protocol], expires)
+            for protocol, count in target.token_failures.items():
+                token_failures.add_metric([name, protocol], count)
+        yield from (expiry, version, token_expiry, token_failures)
 
 
 def _le(bound: float) -> str:

@@ -8,11 +8,14 @@ probe's deadline; nothing here waits without one.
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import ssl
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from exporter import classify
-from exporter.config import ServerConfig
+from exporter.config import ServerConfig, TlsConfig
 from exporter.outcome import ProbeFailure, Reason
 
 
@@ -49,11 +52,82 @@ async def open_socket(server: ServerConfig) -> socket.socket:
     )
 
 
-def tls_context() -> ssl.SSLContext:
-    """A client context that verifies the server against the system trust store."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
+@functools.lru_cache(maxsize=64)
+def tls_context(config: TlsConfig) -> ssl.SSLContext:
+    """A client context for ``config``: the system trust store unless a CA file is given."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=config.ca_file)
+    context.minimum_version = (
+        ssl.TLSVersion.TLSv1_3 if config.min_version == "TLS13" else ssl.TLSVersion.TLSv1_2
+    )
+    if config.insecure_skip_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def server_name(server: ServerConfig) -> str:
+    """The name the server's certificate must carry (and the SNI sent)."""
+    return server.tls_config.server_name or server.host
+
+
+@dataclass(frozen=True)
+class TlsSession:
+    """What a TLS handshake established: the protocol version and the leaf's expiry."""
+
+    version: str
+    not_after: float | None
+
+
+def tls_session(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> TlsSession | None:
+    if ssl_object is None:
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    return TlsSession(
+        version=ssl_object.version() or "unknown",
+        not_after=certificate_not_after(der) if der else None,
+    )
+
+
+def certificate_not_after(der: bytes) -> float | None:
+    """The notAfter of a DER certificate, read without verifying it.
+
+    Certificates that failed verification (with ``insecure_skip_verify``) still have an
+    expiry worth exporting, and the standard library only decodes verified ones.
+    """
+    try:
+        tbs = _der_children(der, 0)[0]
+        fields = _der_children(der, tbs[0])
+        validity = fields[4] if der[fields[0][0]] == 0xA0 else fields[3]
+        tag, start, end = _der_children(der, validity[0])[1]
+        text = der[start:end].decode("ascii")
+    except (IndexError, UnicodeDecodeError):
+        return None
+    fmt = "%y%m%d%H%M%SZ" if der[tag] == 0x17 else "%Y%m%d%H%M%SZ"
+    try:
+        return datetime.strptime(text, fmt).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def _der_children(der: bytes, start: int) -> list[tuple[int, int, int]]:
+    """(tag offset, content start, content end) of each element inside the one at ``start``."""
+    _, content, end = _der_element(der, start)
+    children, offset = [], content
+    while offset < end:
+        element = _der_element(der, offset)
+        children.append(element)
+        offset = element[2]
+    return children
+
+
+def _der_element(der: bytes, offset: int) -> tuple[int, int, int]:
+    length = der[offset + 1]
+    header = 2
+    if length & 0x80:
+        count = length & 0x7F
+        length = int.from_bytes(der[offset + 2 : offset + 2 + count], "big")
+        header += count
+    return offset, offset + header, offset + header + length
 
 
 def tls_failure(exc: BaseException) -> ProbeFailure:

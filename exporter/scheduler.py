@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from exporter import probes
 from exporter.config import Config, Target
+from exporter.oauth import TokenCache
 from exporter.outcome import Check
 from exporter.probes import ProbeResult
 from exporter.probes.roundtrip import SentProbes
@@ -35,6 +36,7 @@ class Scheduler:
         self._sent: dict[str, SentProbes] = {}
         self._limit = asyncio.Semaphore(32)
         self._limit_size = 32
+        self.tokens = TokenCache()
 
     def apply(self, config: Config) -> None:
         """Start, restart and stop tasks; pairs whose target is unchanged keep running."""
@@ -62,6 +64,7 @@ class Scheduler:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.tokens.close()
 
     async def _run(self, target: Target, check: Check) -> None:
         interval = target.interval(check)
@@ -70,7 +73,7 @@ class Scheduler:
         while True:
             await asyncio.sleep(max(0.0, planned - time.monotonic()))
             async with self._limit:
-                result = await probes.run(target, check, sent)
+                result = await probes.run(target, check, sent=sent, tokens=self.tokens)
             try:
                 self._on_result(result)
             except Exception:

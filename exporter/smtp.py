@@ -1,18 +1,21 @@
 """SMTP submission, step by step, with every failure turned into a :class:`ProbeFailure`.
 
 Built on aiosmtplib. Each step is a separate call so that a probe can time it as a phase; none
-of them bounds its own time: the caller's deadline does.
+of them bounds its own time: the caller's deadline does. Each step reports what was said to a
+transcript callback, with credentials replaced by ``<redacted>``.
 """
 
 from __future__ import annotations
 
 import socket
 import ssl
+from collections.abc import Callable
 from typing import Final
 
 import aiosmtplib
 from aiosmtplib import (
     SMTPException,
+    SMTPResponse,
     SMTPResponseException,
     SMTPServerDisconnected,
     SMTPTimeoutError,
@@ -21,9 +24,12 @@ from aiosmtplib import (
 from exporter import classify, net
 from exporter.classify import SmtpStage
 from exporter.config import ServerConfig
+from exporter.net import TlsSession
 from exporter.outcome import ProbeFailure, Reason
 
 LOCAL_HOSTNAME: Final = "mailbox-exporter.invalid"
+
+Say = Callable[[str], None]
 
 
 def failure(exc: BaseException, stage: SmtpStage) -> ProbeFailure:
@@ -53,17 +59,18 @@ def failure(exc: BaseException, stage: SmtpStage) -> ProbeFailure:
     return ProbeFailure(Reason.PROTOCOL_ERROR, f"{type(exc).__name__}: {exc}"[:300])
 
 
+def _quiet(_: str) -> None:
+    pass
+
+
 class SmtpSession:
     """One submission connection. Use as ``async with``: leaving it always closes the socket."""
 
-    def __init__(self, server: ServerConfig) -> None:
+    def __init__(self, server: ServerConfig, say: Say = _quiet) -> None:
         self.server = server
-        self.client = aiosmtplib.SMTP(
-            local_hostname=LOCAL_HOSTNAME,
-            timeout=None,
-            start_tls=False,
-            validate_certs=True,
-        )
+        self.say = say
+        self.client = aiosmtplib.SMTP(local_hostname=LOCAL_HOSTNAME, timeout=None, start_tls=False)
+        self.tls: TlsSession | None = None
         self._sock: socket.socket | None = None
 
     async def __aenter__(self) -> SmtpSession:
@@ -82,78 +89,142 @@ class SmtpSession:
     async def open(self) -> None:
         """Resolve and connect (TCP only)."""
         self._sock = await net.open_socket(self.server)
+        self.say(f"connected to {_peer(self._sock)}")
 
     async def greet(self) -> None:
         """Read the greeting (through implicit TLS where configured) and say EHLO."""
         sock, self._sock = self._sock, None
         implicit = self.server.tls == "implicit"
         try:
-            await self.client.connect(
+            response = await self.client.connect(
                 sock=sock,
-                hostname=self.server.host,
+                hostname=net.server_name(self.server),
                 port=None,
                 use_tls=implicit,
-                tls_context=net.tls_context() if implicit else None,
+                tls_context=net.tls_context(self.server.tls_config) if implicit else None,
             )
         except BaseException as exc:
             if sock is not None:
                 sock.close()
             if isinstance(exc, Exception):
+                self._said_failure(exc)
                 raise failure(exc, "tls" if implicit else "greeting") from None
             raise
+        if implicit:
+            self._note_tls()
+        self._said(response)
         await self.ehlo()
 
     async def ehlo(self) -> None:
+        self.say(f"C: EHLO {LOCAL_HOSTNAME}")
         try:
-            await self.client.ehlo()
+            self._said(await self.client.ehlo())
         except Exception as exc:
+            self._said_failure(exc)
             raise failure(exc, "greeting") from None
 
     async def starttls(self) -> None:
         """Upgrade to TLS and say EHLO again; a server that does not offer STARTTLS fails."""
         if not self.client.supports_extension("starttls"):
             raise ProbeFailure(Reason.TLS, "the server does not offer STARTTLS")
+        self.say("C: STARTTLS")
         try:
-            await self.client.starttls(
-                server_hostname=self.server.host, tls_context=net.tls_context()
+            self._said(
+                await self.client.starttls(
+                    server_hostname=net.server_name(self.server),
+                    tls_context=net.tls_context(self.server.tls_config),
+                )
             )
-            await self.client.ehlo()
         except Exception as exc:
+            self._said_failure(exc)
             raise failure(exc, "tls") from None
+        self._note_tls()
+        await self.ehlo()
 
-    async def login(self) -> None:
-        """Authenticate with one mechanism (PLAIN, else LOGIN): one failed attempt, not three."""
-        methods = self.client.server_auth_methods
+    async def login(self, token: str | None = None) -> None:
+        """Authenticate with one mechanism: XOAUTH2 with a token, else PLAIN, else LOGIN.
+
+        One attempt only: trying every mechanism in turn would triple the failed logins a
+        server counts against the monitoring account.
+        """
         if not self.client.supports_extension("auth"):
             raise ProbeFailure(Reason.AUTH_REJECTED, "the server offers no AUTH on this connection")
-        username, password = self.server.username, self.server.password.reveal()
+        methods = self.client.server_auth_methods
+        username = self.server.username
         try:
+            if token is not None:
+                if "xoauth2" not in methods:
+                    raise ProbeFailure(
+                        Reason.AUTH_REJECTED,
+                        f"the server does not offer XOAUTH2 ({_offered(methods)})",
+                    )
+                self.say(f"C: AUTH XOAUTH2 <redacted: {username} and token>")
+                self._said(await self.client.auth_xoauth2(username, token))
+                return
+            password = self.server.password.reveal() if self.server.password else ""
             if "plain" in methods:
-                await self.client.auth_plain(username, password)
+                self.say("C: AUTH PLAIN <redacted>")
+                self._said(await self.client.auth_plain(username, password))
             elif "login" in methods:
-                await self.client.auth_login(username, password)
+                self.say("C: AUTH LOGIN <redacted>")
+                self._said(await self.client.auth_login(username, password))
             else:
-                offered = " ".join(methods).upper() or "none"
                 raise ProbeFailure(
-                    Reason.AUTH_REJECTED, f"no usable AUTH mechanism (offered: {offered})"
+                    Reason.AUTH_REJECTED, f"no usable AUTH mechanism ({_offered(methods)})"
                 )
+        except ProbeFailure:
+            raise
         except Exception as exc:
+            self._said_failure(exc)
             raise failure(exc, "auth") from None
 
     async def send(self, mail_from: str, mail_to: str, message: bytes) -> None:
         """Submit one message; returns when the server has accepted it (its reply to DATA)."""
         try:
-            await self.client.mail(mail_from)
-            await self.client.rcpt(mail_to)
-            await self.client.data(message)
+            self.say(f"C: MAIL FROM:<{mail_from}>")
+            self._said(await self.client.mail(mail_from))
+            self.say(f"C: RCPT TO:<{mail_to}>")
+            self._said(await self.client.rcpt(mail_to))
+            self.say(f"C: DATA ({len(message)} bytes)")
+            self._said(await self.client.data(message))
         except Exception as exc:
+            self._said_failure(exc)
             raise failure(exc, "send") from None
 
     async def quit(self) -> None:
         """Say goodbye politely; a server that hangs up first is not a failure."""
         try:
-            await self.client.quit()
+            self.say("C: QUIT")
+            self._said(await self.client.quit())
         except (SMTPException, OSError):
             pass
         finally:
             self.abort()
+
+    def _note_tls(self) -> None:
+        self.tls = net.tls_session(self.client.get_transport_info("ssl_object"))
+        if self.tls:
+            self.say(f"TLS established: {self.tls.version}")
+
+    def _said(self, response: SMTPResponse) -> None:
+        lines = response.message.splitlines() or [""]
+        for index, line in enumerate(lines):
+            self.say(f"S: {response.code}{' ' if index == len(lines) - 1 else '-'}{line}")
+
+    def _said_failure(self, exc: BaseException) -> None:
+        if isinstance(exc, SMTPResponseException):
+            self.say(f"S: {exc.code} {exc.message}")
+        else:
+            self.say(f"failed: {failure(exc, 'greeting').detail}")
+
+
+def _offered(methods: list[str]) -> str:
+    return "offered: " + (" ".join(methods).upper() or "none")
+
+
+def _peer(sock: socket.socket) -> str:
+    try:
+        host, port = sock.getpeername()[:2]
+    except OSError:
+        return "server"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

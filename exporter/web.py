@@ -8,10 +8,16 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from exporter import __version__
+from exporter import __version__, ondemand
+from exporter.ondemand import UnknownProbe
+from exporter.probes import ProbeResult
 
 Reload = Callable[[], Awaitable[str | None]]
 """Reloads the configuration; returns an error message, or None on success."""
+ProbeNow = Callable[[str | None, str | None, float | None, bool], Awaitable[ProbeResult]]
+"""Runs one probe of (target, check) within a time limit, with or without a transcript."""
+
+SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
 
 READY = web.AppKey("ready", dict[str, bool])
 
@@ -25,6 +31,8 @@ _LANDING = """<!doctype html>
 <p>Version {version}. Checks that mailboxes can log in, send and receive.</p>
 <ul>
 <li><a href="metrics">Metrics</a></li>
+<li><code>probe?target=NAME&amp;check=CHECK</code>: one probe now
+(add <code>&amp;debug=true</code> for a transcript)</li>
 <li><a href="-/healthy">Health</a></li>
 <li><a href="-/ready">Readiness</a></li>
 </ul>
@@ -32,7 +40,7 @@ _LANDING = """<!doctype html>
 """
 
 
-def create_app(registry: CollectorRegistry, reload: Reload) -> web.Application:
+def create_app(registry: CollectorRegistry, reload: Reload, probe_now: ProbeNow) -> web.Application:
     app = web.Application()
     app[READY] = {"ready": False}
 
@@ -62,9 +70,35 @@ def create_app(registry: CollectorRegistry, reload: Reload) -> web.Application:
             status=500, text=f"Reload failed; the previous configuration stays in use.\n{error}\n"
         )
 
+    async def probe(request: web.Request) -> web.Response:
+        query = request.query
+        try:
+            limit = _time_limit(request.headers.get(SCRAPE_TIMEOUT_HEADER))
+            debug = query.get("debug", "false").lower() in ("1", "true", "yes")
+            result = await probe_now(query.get("target"), query.get("check"), limit, debug)
+        except (UnknownProbe, ValueError) as exc:
+            return web.Response(status=400, text=f"{exc}\n")
+        if debug:
+            return web.Response(text=ondemand.report(result))
+        response = web.Response(body=ondemand.exposition(result))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
     app.router.add_get("/", landing)
+    app.router.add_get("/probe", probe)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
     app.router.add_post("/-/reload", do_reload)
     return app
+
+
+def _time_limit(header: str | None) -> float | None:
+    """Half a second less than Prometheus will wait, so that the answer arrives in time."""
+    if header is None:
+        return None
+    try:
+        seconds = float(header)
+    except ValueError:
+        raise ValueError(f"{SCRAPE_TIMEOUT_HEADER} is not a number: {header!r}") from None
+    return max(seconds - 0.5, 0.1)

@@ -38,17 +38,17 @@ def target_yaml(
     *,
     name: str = "local",
     password: str | None = None,
-    timeout: str = "10s",
-    interval: str = "10s",
+    timeout: str | None = "10s",
+    interval: str | None = "10s",
     extra: str = "",
 ) -> str:
-    """One target's YAML entry for ``user`` on ``stack``."""
+    """One target's YAML entry for ``user`` on ``stack``; None keeps a built-in default."""
     secret = password if password is not None else user.password
     return (
         f"  - name: {name}\n"
-        f"    interval: {interval}\n"
-        f"    timeout: {timeout}\n"
-        f"    smtp: {{host: 127.0.0.1, port: {stack.smtp_port}, tls: none, "
+        + (f"    interval: {interval}\n" if interval else "")
+        + (f"    timeout: {timeout}\n" if timeout else "")
+        + f"    smtp: {{host: 127.0.0.1, port: {stack.smtp_port}, tls: none, "
         f"username: {user.address}, password: '{secret}'}}\n"
         f"    imap: {{host: 127.0.0.1, port: {stack.imap_port}, tls: none, "
         f"username: {user.address}, password: '{secret}'}}\n"

@@ -39,7 +39,7 @@ async def test_roundtrip_delivers_and_deletes_only_its_probe(
     before = sorted(p.read_bytes() for p in mailstack.message_files(user))
     target = make_target(mailstack, user)
 
-    result = await probes.run(target, Check.ROUNDTRIP, SentProbes())
+    result = await probes.run(target, Check.ROUNDTRIP, sent=SentProbes())
 
     assert result.success, result
     assert result.reason is None and result.phase is None
@@ -69,7 +69,7 @@ async def test_roundtrip_delivers_and_deletes_only_its_probe(
 async def test_roundtrip_by_polling_when_idle_is_off(mailstack: MailStack, user: MailUser) -> None:
     target = make_target(mailstack, user)
     target = replace(target, imap=replace(target.imap, idle=False))
-    result = await probes.run(target, Check.ROUNDTRIP, SentProbes())
+    result = await probes.run(target, Check.ROUNDTRIP, sent=SentProbes())
     assert result.success, result
     assert probe_files(mailstack, user) == []
 
@@ -95,7 +95,7 @@ async def test_wrong_password_is_auth_rejected(
     mailstack: MailStack, user: MailUser, check: Check, phase: Phase
 ) -> None:
     target = make_target(mailstack, user, password="not-the-password")
-    result = await probes.run(target, check, SentProbes())
+    result = await probes.run(target, check, sent=SentProbes())
     assert (result.success, result.reason, result.phase) == (False, Reason.AUTH_REJECTED, phase)
     assert "not-the-password" not in result.detail
 
@@ -112,7 +112,7 @@ async def test_missing_passwd_file_is_reported_as_each_server_says(
     target = make_target(mailstack, user)
     mailstack.break_passwd_file()
     try:
-        results = {check: await probes.run(target, check, SentProbes()) for check in ALL}
+        results = {check: await probes.run(target, check, sent=SentProbes()) for check in ALL}
     finally:
         mailstack.restore_passwd_file()
     expected = {
@@ -130,7 +130,7 @@ async def test_dovecot_stopped_is_connect_refused(mailstack: MailStack, user: Ma
     mailstack.stop_dovecot()
     try:
         imap = await probes.run(target, Check.IMAP_LOGIN)
-        roundtrip = await probes.run(target, Check.ROUNDTRIP, SentProbes())
+        roundtrip = await probes.run(target, Check.ROUNDTRIP, sent=SentProbes())
     finally:
         mailstack.start_dovecot()
     for result in (imap, roundtrip):
@@ -144,7 +144,7 @@ async def test_deferred_delivery_is_not_delivered_then_late(
     sent = SentProbes()
     mailstack.defer_delivery()
     try:
-        stalled = await probes.run(target, Check.ROUNDTRIP, sent)
+        stalled = await probes.run(target, Check.ROUNDTRIP, sent=sent)
     finally:
         mailstack.resume_delivery()
     assert (stalled.reason, stalled.phase) == (Reason.NOT_DELIVERED, Phase.DELIVERY), stalled
@@ -155,7 +155,7 @@ async def test_deferred_delivery_is_not_delivered_then_late(
         await asyncio.sleep(0.1)
     assert len(probe_files(mailstack, user)) == 1, "the deferred probe was delivered"
 
-    healed = await probes.run(target, Check.ROUNDTRIP, sent)
+    healed = await probes.run(target, Check.ROUNDTRIP, sent=sent)
     assert healed.success, healed
     assert healed.late_arrivals == 1
     assert healed.cleanup_deleted == 2
@@ -179,7 +179,7 @@ async def test_a_server_that_never_greets_times_out_on_time(
             target, smtp=replace(target.smtp, port=port), imap=replace(target.imap, port=port)
         )
         started = time.monotonic()
-        result = await probes.run(target, check, SentProbes())
+        result = await probes.run(target, check, sent=SentProbes())
         elapsed = time.monotonic() - started
     assert (result.reason, result.phase) == (Reason.TIMEOUT, phase), result
     assert elapsed <= target.timeout(check) + 1

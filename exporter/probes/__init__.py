@@ -1,7 +1,7 @@
 """Probes: one module per check, and :func:`run`, which turns any probe into a result.
 
-A probe is a function from a target (and a deadline: the target's timeout) to a
-:class:`ProbeResult` that knows its own metrics. Nothing here schedules, exports or logs.
+A probe is a function from a target and a deadline to a :class:`ProbeResult` that knows its
+own metrics. Nothing here schedules, exports or logs.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from exporter.config import Target
+from exporter.net import TlsSession
+from exporter.oauth import TokenCache
 from exporter.outcome import Check, Phase, ProbeFailure, Reason
 from exporter.probes import imap_login, roundtrip, smtp_login
 from exporter.probes.roundtrip import SentProbes
@@ -40,6 +42,10 @@ class ProbeResult:
     late_arrivals: int = 0
     cleanup_deleted: int = 0
     cleanup_failed: bool = False
+    tls: Mapping[str, TlsSession] = field(default_factory=dict)
+    token_expiry: Mapping[str, float] = field(default_factory=dict)
+    token_failed: frozenset[str] = frozenset()
+    transcript: tuple[str, ...] = ()
 
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:
@@ -50,20 +56,31 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
     return text
 
 
-async def run(target: Target, check: Check, sent: SentProbes | None = None) -> ProbeResult:
-    """Run one probe, bounded by the target's timeout; never raises but for cancellation."""
-    trace = Trace()
+async def run(
+    target: Target,
+    check: Check,
+    *,
+    sent: SentProbes | None = None,
+    tokens: TokenCache | None = None,
+    time_limit: float | None = None,
+    transcript: bool = False,
+) -> ProbeResult:
+    """Run one probe, bounded by ``time_limit`` (default: the check's timeout); never raises
+    but for cancellation. ``transcript`` keeps a redacted record of what was said."""
+    timeout = target.timeout(check) if time_limit is None else time_limit
+    own_tokens = tokens is None
+    tokens = TokenCache() if tokens is None else tokens
     started, clock = time.time(), time.monotonic()
+    trace = Trace(deadline=clock + timeout, record_transcript=transcript, started=clock)
     failure: ProbeFailure | None = None
-    timeout = target.timeout(check)
     try:
         async with asyncio.timeout(timeout):
             if check is Check.ROUNDTRIP:
-                await roundtrip.probe(target, trace, sent if sent is not None else SentProbes())
+                await roundtrip.probe(target, trace, sent or SentProbes(), tokens)
             elif check is Check.SMTP_LOGIN:
-                await smtp_login.probe(target, trace)
+                await smtp_login.probe(target, trace, tokens)
             else:
-                await imap_login.probe(target, trace)
+                await imap_login.probe(target, trace, tokens)
     except TimeoutError:
         failure = ProbeFailure(
             Reason.TIMEOUT, f"no answer within the timeout of {timeout:g}s", trace.failed_in
@@ -75,18 +92,33 @@ async def run(target: Target, check: Check, sent: SentProbes | None = None) -> P
         failure = ProbeFailure(
             Reason.PROTOCOL_ERROR, f"unexpected {type(exc).__name__}", trace.failed_in
         )
+    finally:
+        if own_tokens:
+            await tokens.close()
+    duration = time.monotonic() - clock
+    secrets = (*target.secrets(), *trace.tokens)
+    if failure is not None:
+        trace.say(
+            f"FAILED in {failure.phase or trace.failed_in}: {failure.reason} ({failure.detail})"
+        )
+    else:
+        trace.say(f"SUCCESS in {duration:.3f}s")
     return ProbeResult(
         target=target.name,
         check=check,
         success=failure is None,
         started=started,
-        duration=time.monotonic() - clock,
+        duration=duration,
         phases=dict(trace.phases),
         reason=failure.reason if failure else None,
         phase=(failure.phase or trace.failed_in) if failure else None,
-        detail=redact(failure.detail, target.secrets()) if failure else "",
+        detail=redact(failure.detail, secrets) if failure else "",
         delivery_seconds=trace.delivery_seconds,
         late_arrivals=trace.late_arrivals,
         cleanup_deleted=trace.cleanup_deleted,
         cleanup_failed=trace.cleanup_failed,
+        tls=dict(trace.tls),
+        token_expiry=dict(trace.token_expiry),
+        token_failed=frozenset(trace.token_failed),
+        transcript=tuple(redact(line, secrets) for line in trace.transcript),
     )

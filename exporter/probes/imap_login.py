@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from exporter.config import ImapConfig, Target
 from exporter.imap import ImapSession
-from exporter.outcome import Phase
+from exporter.oauth import TokenCache
+from exporter.outcome import Phase, ProbeFailure
+from exporter.probes import credentials
 from exporter.probes.trace import Trace
 
 
-async def log_in(session: ImapSession, server: ImapConfig, trace: Trace) -> None:
+async def log_in(
+    session: ImapSession, server: ImapConfig, trace: Trace, tokens: TokenCache
+) -> None:
     """Connect, greet, secure and authenticate, each step in its phase."""
     with trace.phase(Phase.IMAP_CONNECT):
         await session.open()
@@ -20,13 +24,20 @@ async def log_in(session: ImapSession, server: ImapConfig, trace: Trace) -> None
     elif server.tls == "starttls":
         with trace.phase(Phase.IMAP_TLS):
             await session.starttls()
+    if session.tls is not None:
+        trace.tls["imap"] = session.tls
     with trace.phase(Phase.IMAP_AUTH):
-        await session.login()
+        token = await credentials.access_token(server, "imap", trace, tokens)
+        try:
+            await session.login(token)
+        except ProbeFailure as failure:
+            credentials.refused(server, failure, tokens)
+            raise
 
 
-async def probe(target: Target, trace: Trace) -> None:
-    async with ImapSession(target.imap) as session:
-        await log_in(session, target.imap, trace)
+async def probe(target: Target, trace: Trace, tokens: TokenCache) -> None:
+    async with ImapSession(target.imap, trace.say) as session:
+        await log_in(session, target.imap, trace, tokens)
         with trace.phase(Phase.IMAP_SELECT):
             await session.select()
         await session.logout()

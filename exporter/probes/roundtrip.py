@@ -19,7 +19,8 @@ from typing import Final
 from exporter import message
 from exporter.config import Target
 from exporter.imap import ImapSession, quote
-from exporter.outcome import Check, Phase, ProbeFailure, Reason
+from exporter.oauth import TokenCache
+from exporter.outcome import Phase, ProbeFailure, Reason
 from exporter.probes import imap_login, smtp_login
 from exporter.probes.trace import Trace
 from exporter.smtp import SmtpSession
@@ -98,7 +99,7 @@ async def _watch(
         if remaining <= 0:
             raise ProbeFailure(
                 Reason.NOT_DELIVERED,
-                f"the probe message did not arrive within {target.timeout(Check.ROUNDTRIP):g}s",
+                "the probe message was accepted but had not arrived when the probe gave up",
             )
         if idle:
             await imap.idle_start()
@@ -106,24 +107,23 @@ async def _watch(
             await asyncio.sleep(min(target.imap.poll_interval, remaining))
 
 
-async def probe(target: Target, trace: Trace, sent: SentProbes) -> None:
+async def probe(target: Target, trace: Trace, sent: SentProbes, tokens: TokenCache) -> None:
     """Run one round trip; see the module docstring."""
-    timeout = target.timeout(Check.ROUNDTRIP)
-    deadline = time.monotonic() + timeout - min(2.0, timeout * 0.1)
+    deadline = trace.deadline - min(2.0, trace.remaining() * 0.1)
     probe_id = message.new_probe_id()
     body = message.build(
         target=target.name, mail_from=target.mail_from, mail_to=target.mail_to, probe_id=probe_id
     )
-    async with ImapSession(target.imap) as imap:
-        await imap_login.log_in(imap, target.imap, trace)
+    async with ImapSession(target.imap, trace.say) as imap:
+        await imap_login.log_in(imap, target.imap, trace, tokens)
         with trace.phase(Phase.IMAP_SELECT):
             await imap.select()
             if target.imap.idle and imap.has("IDLE"):
                 await imap.idle_start()
             imap.forget_new_mail()
 
-        async with SmtpSession(target.smtp) as smtp:
-            await smtp_login.log_in(smtp, target.smtp, trace)
+        async with SmtpSession(target.smtp, trace.say) as smtp:
+            await smtp_login.log_in(smtp, target.smtp, trace, tokens)
             with trace.phase(Phase.SMTP_SEND):
                 await smtp.send(target.mail_from, target.mail_to, body)
             accepted = time.monotonic()

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from exporter.config import ServerConfig, Target
-from exporter.outcome import Phase
+from exporter.oauth import TokenCache
+from exporter.outcome import Phase, ProbeFailure
+from exporter.probes import credentials
 from exporter.probes.trace import Trace
 from exporter.smtp import SmtpSession
 
 
-async def log_in(session: SmtpSession, server: ServerConfig, trace: Trace) -> None:
+async def log_in(
+    session: SmtpSession, server: ServerConfig, trace: Trace, tokens: TokenCache
+) -> None:
     """Connect, greet, secure and authenticate, each step in its phase."""
     with trace.phase(Phase.SMTP_CONNECT):
         await session.open()
@@ -20,11 +24,18 @@ async def log_in(session: SmtpSession, server: ServerConfig, trace: Trace) -> No
     elif server.tls == "starttls":
         with trace.phase(Phase.SMTP_TLS):
             await session.starttls()
+    if session.tls is not None:
+        trace.tls["smtp"] = session.tls
     with trace.phase(Phase.SMTP_AUTH):
-        await session.login()
+        token = await credentials.access_token(server, "smtp", trace, tokens)
+        try:
+            await session.login(token)
+        except ProbeFailure as failure:
+            credentials.refused(server, failure, tokens)
+            raise
 
 
-async def probe(target: Target, trace: Trace) -> None:
-    async with SmtpSession(target.smtp) as session:
-        await log_in(session, target.smtp, trace)
+async def probe(target: Target, trace: Trace, tokens: TokenCache) -> None:
+    async with SmtpSession(target.smtp, trace.say) as session:
+        await log_in(session, target.smtp, trace, tokens)
         await session.quit()

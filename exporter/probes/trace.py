@@ -1,4 +1,5 @@
-"""What a probe saw along the way: phase timings, the failing phase, mailbox findings."""
+"""What a probe saw along the way: phase timings, the failing phase, mailbox findings,
+TLS sessions, tokens, and (when asked for) a transcript of what was said."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from exporter.net import TlsSession
 from exporter.outcome import Phase, ProbeFailure
 
 
@@ -14,17 +16,37 @@ from exporter.outcome import Phase, ProbeFailure
 class Trace:
     """Filled in by a prober as it goes; read by the runner when the probe ends, however."""
 
+    deadline: float = float("inf")
+    """Monotonic time by which the probe must be over."""
+    record_transcript: bool = False
+    started: float = field(default_factory=time.monotonic)
     phases: dict[Phase, float] = field(default_factory=dict)
     failed_in: Phase | None = None
     delivery_seconds: float | None = None
     late_arrivals: int = 0
     cleanup_deleted: int = 0
     cleanup_failed: bool = False
+    tls: dict[str, TlsSession] = field(default_factory=dict)
+    """TLS sessions by protocol (``smtp``, ``imap``)."""
+    token_expiry: dict[str, float] = field(default_factory=dict)
+    token_failed: set[str] = field(default_factory=set)
+    tokens: list[str] = field(default_factory=list)
+    """Access tokens used, to be redacted from anything the probe reports."""
+    transcript: list[str] = field(default_factory=list)
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def say(self, line: str) -> None:
+        """Add a line to the transcript, if one is kept."""
+        if self.record_transcript:
+            self.transcript.append(f"{time.monotonic() - self.started:8.3f}s  {line}")
 
     @contextmanager
     def phase(self, phase: Phase) -> Iterator[None]:
         """Time a phase (adding to earlier time in it) and name it on any failure inside."""
         start = time.monotonic()
+        self.say(f"--- {phase}")
         try:
             yield
         except BaseException as exc:
