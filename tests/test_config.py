@@ -186,3 +186,103 @@ def test_the_shipped_example_is_valid(tmp_path: Path) -> None:
     )
     assert [t.name for t in cfg.targets] == ["corp-mail", "partner-inbound", "helpdesk-logins"]
     assert cfg.targets[1].imap.tls == "starttls" and cfg.targets[1].imap.port == 143
+
+
+def test_the_documented_examples_are_valid(tmp_path: Path) -> None:
+    """Every YAML block in the docs that configures targets loads (secret files faked)."""
+    root = Path(__file__).parent.parent
+    blocks = [
+        block.split("```", 1)[0]
+        for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+        for block in path.read_text().split("```yaml\n")[1:]
+    ]
+    configs = [block for block in blocks if block.startswith(("targets:", "defaults:"))]
+    assert len(configs) >= 4
+    for text in configs:
+        for name in (
+            "monitor.password",
+            "m365-client-secret",
+            "google-client-secret",
+            "google-refresh-token",
+            "password",
+        ):
+            (tmp_path / name).write_text("secret\n")
+        cfg = config.parse(
+            text.replace("/etc/mailbox-exporter/", f"{tmp_path}/"), base_dir=tmp_path, environ={}
+        )
+        assert cfg.targets
+
+
+OAUTH_TARGET = (
+    "targets:\n"
+    "  - name: a\n"
+    "    checks: [smtp_login, imap_login]\n"
+    "    smtp: {host: h, username: u@x.org, oauth2: {provider: microsoft, tenant: contoso,"
+    " client_id: app, client_secret: s3cr3t-app}}\n"
+    "    imap: {host: h, username: u@x.org, oauth2: {provider: google, client_id: app,"
+    " client_secret: cs, refresh_token: rt-123}, tls_config: {server_name: imap.x.org,"
+    " min_version: TLS13}}\n"
+)
+
+
+def test_oauth2_presets_and_tls_settings() -> None:
+    target = config.parse(OAUTH_TARGET).targets[0]
+    smtp, imap = target.smtp.oauth2, target.imap.oauth2
+    assert smtp is not None and imap is not None
+    assert smtp.token_url == "https://login.microsoftonline.com/contoso/oauth2/v2.0/token"
+    assert (smtp.grant, smtp.scope) == (
+        "client_credentials",
+        "https://outlook.office365.com/.default",
+    )
+    assert imap.token_url == "https://oauth2.googleapis.com/token"
+    assert (imap.grant, imap.scope) == ("refresh_token", "https://mail.google.com/")
+    assert target.smtp.password is None
+    assert target.imap.tls_config.server_name == "imap.x.org"
+    assert target.imap.tls_config.min_version == "TLS13"
+    assert set(target.secrets()) == {"s3cr3t-app", "cs", "rt-123"}
+    assert "s3cr3t" not in repr(target)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            ("oauth2: {provider: microsoft", "password: p, oauth2: {provider: microsoft"),
+            "targets[0].smtp: set either a password or oauth2, not both",
+        ),
+        (("tenant: contoso, ", ""), "targets[0].smtp.oauth2.tenant: required"),
+        (
+            (" client_secret: s3cr3t-app", " grant: client_credentials"),
+            "targets[0].smtp.oauth2: set exactly one of client_secret, client_secret_file, "
+            "client_secret_env (found none)",
+        ),
+        (
+            (" refresh_token: rt-123}", " scope: x}"),
+            "targets[0].imap.oauth2: set exactly one of refresh_token, refresh_token_file, "
+            "refresh_token_env (found none)",
+        ),
+        (
+            ("provider: google", "provider: yahoo"),
+            "targets[0].imap.oauth2.provider: expected one of microsoft, google, got 'yahoo'",
+        ),
+        (
+            ("min_version: TLS13", "min_version: TLS11"),
+            "targets[0].imap.tls_config.min_version: expected TLS12 or TLS13, got 'TLS11'",
+        ),
+        (
+            ("server_name: imap.x.org", "ca_file: /nonexistent/ca.pem"),
+            "targets[0].imap.tls_config.ca_file: cannot load CA certificates from "
+            "/nonexistent/ca.pem",
+        ),
+        (
+            ("server_name: imap.x.org", "verify: false"),
+            "targets[0].imap.tls_config.verify: unknown key",
+        ),
+    ],
+)
+def test_oauth2_and_tls_mistakes(change: tuple[str, str], message: str) -> None:
+    text = OAUTH_TARGET.replace(*change)
+    assert text != OAUTH_TARGET
+    with pytest.raises(ConfigError) as caught:
+        config.parse(text, environ={})
+    assert message in str(caught.value)
