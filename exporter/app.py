@@ -13,7 +13,7 @@ from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTO
 from prometheus_client.registry import CollectorRegistry
 
 from exporter import config as configuration
-from exporter import ondemand, probes
+from exporter import ondemand, probes, status
 from exporter.config import Config, ConfigError
 from exporter.logs import fields
 from exporter.metrics import Store, StoreCollector
@@ -135,7 +135,12 @@ class Exporter:
 
 async def serve(exporter: Exporter, config: Config, host: str | None, port: int) -> None:
     """Run until SIGINT or SIGTERM; SIGHUP reloads the configuration."""
-    app = create_app(exporter.registry, exporter.reload, exporter.probe_now)
+    app = create_app(
+        exporter.registry,
+        exporter.reload,
+        exporter.probe_now,
+        lambda: status.snapshot(exporter.store),
+    )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host=host, port=port, reuse_address=True)

@@ -8,6 +8,7 @@ dropped from the store and its series disappear with it.
 from __future__ import annotations
 
 import bisect
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -24,6 +25,9 @@ from exporter.config import Config
 from exporter.net import TlsSession
 from exporter.outcome import Check, Reason
 from exporter.probes import ProbeResult
+
+RECENT_PROBES = 20
+"""Probe results kept per target for the status page."""
 
 DELIVERY_BUCKETS: tuple[float, ...] = (
     0.1,
@@ -52,6 +56,8 @@ class CheckState:
     consecutive_failures: int = 0
     failures: dict[Reason, int] = field(default_factory=lambda: dict.fromkeys(Reason, 0))
     last_success: float | None = None
+    since: float | None = None
+    """When the current state (succeeding or failing) began."""
 
 
 @dataclass
@@ -66,6 +72,8 @@ class TargetState:
     tls: dict[str, TlsSession] = field(default_factory=dict)
     token_expiry: dict[str, float] = field(default_factory=dict)
     token_failures: dict[str, int] = field(default_factory=dict)
+    recent: deque[ProbeResult] = field(default_factory=lambda: deque(maxlen=RECENT_PROBES))
+    last_delivery: float | None = None
 
     def observe_delivery(self, seconds: float) -> None:
         index = bisect.bisect_left(DELIVERY_BUCKETS, seconds)
@@ -114,7 +122,10 @@ class Store:
         if target is None or result.check not in target.checks:
             return
         state = target.checks[result.check]
+        if state.last is None or state.last.success != result.success:
+            state.since = result.started + result.duration
         state.last = result
+        target.recent.append(result)
         state.probes += 1
         if result.success:
             state.last_success = result.started + result.duration
@@ -125,6 +136,7 @@ class Store:
                 state.failures[result.reason] += 1
         if result.delivery_seconds is not None:
             target.observe_delivery(result.delivery_seconds)
+            target.last_delivery = result.delivery_seconds
         target.late_arrivals += result.late_arrivals
         target.cleanup_deleted += result.cleanup_deleted
         target.cleanup_failures += int(result.cleanup_failed)

@@ -1,14 +1,17 @@
-"""The HTTP surface: metrics, health, reload, and a landing page. Reads state; probes nothing."""
+"""The HTTP surface: metrics, the status page, health, reload, and on-demand probes.
+
+Every handler but ``/probe`` only reads state, so answers never wait for a mail server.
+"""
 
 from __future__ import annotations
 
-import html
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from exporter import __version__, ondemand
+from exporter import ondemand, status
 from exporter.ondemand import UnknownProbe
 from exporter.probes import ProbeResult
 
@@ -21,33 +24,21 @@ SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
 
 READY = web.AppKey("ready", dict[str, bool])
 
-_LANDING = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Mailbox exporter</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:40em;margin:2em auto;padding:0 1em}}</style>
-</head><body>
-<h1>Mailbox exporter</h1>
-<p>Version {version}. Checks that mailboxes can log in, send and receive.</p>
-<ul>
-<li><a href="metrics">Metrics</a></li>
-<li><code>probe?target=NAME&amp;check=CHECK</code>: one probe now
-(add <code>&amp;debug=true</code> for a transcript)</li>
-<li><a href="-/healthy">Health</a></li>
-<li><a href="-/ready">Readiness</a></li>
-</ul>
-</body></html>
-"""
 
-
-def create_app(registry: CollectorRegistry, reload: Reload, probe_now: ProbeNow) -> web.Application:
+def create_app(
+    registry: CollectorRegistry,
+    reload: Reload,
+    probe_now: ProbeNow,
+    snapshot: Callable[[], dict[str, Any]],
+) -> web.Application:
     app = web.Application()
     app[READY] = {"ready": False}
 
-    async def landing(_: web.Request) -> web.Response:
-        return web.Response(
-            text=_LANDING.format(version=html.escape(__version__)), content_type="text/html"
-        )
+    async def status_page(_: web.Request) -> web.Response:
+        return web.Response(text=status.render(snapshot()), content_type="text/html")
+
+    async def status_json(_: web.Request) -> web.Response:
+        return web.json_response(snapshot())
 
     async def metrics(_: web.Request) -> web.Response:
         response = web.Response(body=generate_latest(registry))
@@ -84,7 +75,8 @@ def create_app(registry: CollectorRegistry, reload: Reload, probe_now: ProbeNow)
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
 
-    app.router.add_get("/", landing)
+    app.router.add_get("/", status_page)
+    app.router.add_get("/api/v1/status", status_json)
     app.router.add_get("/probe", probe)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/-/healthy", healthy)

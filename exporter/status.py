@@ -1,0 +1,246 @@
+"""The status page: is mail working, for every target, in one look.
+
+:func:`snapshot` reads the store (no I/O) into plain data, served as JSON at
+``/api/v1/status``; :func:`render` turns the same data into a self-contained HTML page (no
+external assets, readable on a phone, refreshing itself).
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from typing import Any
+
+from exporter import __version__
+from exporter.metrics import Store
+from exporter.probes import ProbeResult
+
+REFRESH_SECONDS = 15
+NONE = "&#8211;"
+
+
+def _result(result: ProbeResult) -> dict[str, Any]:
+    return {
+        "check": result.check.value,
+        "success": result.success,
+        "started": result.started,
+        "duration_seconds": round(result.duration, 4),
+        "phase": result.phase.value if result.phase else None,
+        "reason": result.reason.value if result.reason else None,
+        "detail": result.detail or None,
+        "delivery_seconds": (
+            None if result.delivery_seconds is None else round(result.delivery_seconds, 4)
+        ),
+        "phases": {phase.value: round(seconds, 4) for phase, seconds in result.phases.items()},
+    }
+
+
+def snapshot(store: Store) -> dict[str, Any]:
+    """Everything the page shows, as JSON-ready data."""
+    targets = []
+    for name, target in store.targets.items():
+        checks = []
+        for check, state in target.checks.items():
+            last = state.last
+            checks.append(
+                {
+                    "check": check.value,
+                    "state": "pending" if last is None else "up" if last.success else "down",
+                    "since": state.since,
+                    "last_success": state.last_success,
+                    "consecutive_failures": state.consecutive_failures,
+                    "last": _result(last) if last else None,
+                }
+            )
+        states = {c["state"] for c in checks}
+        targets.append(
+            {
+                "name": name,
+                "state": "down" if "down" in states else "pending" if "pending" in states else "up",
+                "checks": checks,
+                "last_delivery_seconds": target.last_delivery,
+                "recent": [_result(r) for r in reversed(target.recent)],
+            }
+        )
+    return {
+        "version": __version__,
+        "generated": time.time(),
+        "config_reload_successful": store.reload_successful,
+        "targets": targets,
+    }
+
+
+_CSS = """
+:root{color-scheme:light dark;--ok:#1a7f37;--bad:#cf222e;--wait:#9a6700;--line:#8884}
+*{box-sizing:border-box}
+body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;
+max-width:72rem;padding:1rem}
+h1{font-size:1.4rem;margin:.2rem 0}
+h2{font-size:1.15rem;margin:0;display:flex;gap:.6rem;align-items:center;flex-wrap:wrap}
+.summary{padding:.8rem 1rem;border-radius:.5rem;font-weight:600;margin:1rem 0;color:#fff}
+.summary.up{background:var(--ok)}.summary.down{background:var(--bad)}
+.summary.pending{background:var(--wait)}
+.target{border:1px solid var(--line);border-radius:.5rem;padding:.8rem 1rem;margin:1rem 0}
+.badge{display:inline-block;border-radius:1rem;padding:0 .6rem;font-size:.8rem;
+font-weight:700;color:#fff;text-transform:uppercase;letter-spacing:.03em}
+.up .badge,.badge.up{background:var(--ok)}.down .badge,.badge.down{background:var(--bad)}
+.pending .badge,.badge.pending{background:var(--wait)}
+.scroll{overflow-x:auto;max-width:100%}
+table{border-collapse:collapse;width:100%;margin:.6rem 0}
+th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid var(--line);
+vertical-align:top}
+th{font-size:.8rem;text-transform:uppercase;opacity:.75}
+.why{color:var(--bad);font-weight:600}.detail{opacity:.8;font-size:.85rem;word-break:break-word}
+.phases{font-size:.8rem;opacity:.85}
+.bar{display:flex;height:.5rem;border-radius:.25rem;overflow:hidden;min-width:6rem;
+background:var(--line)}
+.bar span{display:block;height:100%}
+details summary{cursor:pointer;margin-top:.4rem}
+footer{opacity:.7;font-size:.85rem;margin-top:2rem}
+@media (max-width:40rem){.wide{display:none}th,td{padding:.25rem .3rem}}
+"""
+
+_PHASE_COLOURS = {
+    "smtp_connect": "#54aeff",
+    "smtp_tls": "#0969da",
+    "smtp_auth": "#0550ae",
+    "smtp_send": "#033d8b",
+    "imap_connect": "#d2a8ff",
+    "imap_tls": "#a475f9",
+    "imap_auth": "#8250df",
+    "imap_select": "#6639ba",
+    "delivery": "#2da44e",
+    "imap_fetch": "#bf8700",
+    "imap_cleanup": "#9a6700",
+}
+
+
+def _when(timestamp: float | None, now: float) -> str:
+    if timestamp is None:
+        return "never"
+    ago = max(0.0, now - timestamp)
+    if ago < 90:
+        text = f"{ago:.0f}s ago"
+    elif ago < 5400:
+        text = f"{ago / 60:.0f}m ago"
+    elif ago < 172800:
+        text = f"{ago / 3600:.1f}h ago"
+    else:
+        text = f"{ago / 86400:.1f}d ago"
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
+    return f'<time datetime="{stamp}" title="{stamp}">{text}</time>'
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return NONE
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def _bar(phases: dict[str, float]) -> str:
+    total = sum(phases.values()) or 1.0
+    spans = "".join(
+        f'<span style="width:{seconds / total * 100:.1f}%;background:'
+        f'{_PHASE_COLOURS.get(phase, "#888")}" title="{phase} {_seconds(seconds)}"></span>'
+        for phase, seconds in phases.items()
+    )
+    return f'<div class="bar" aria-hidden="true">{spans}</div>'
+
+
+def _why(result: dict[str, Any] | None) -> str:
+    if not result or result["success"]:
+        return ""
+    detail = (
+        f'<div class="detail">{html.escape(result["detail"])}</div>' if result["detail"] else ""
+    )
+    return (
+        f'<span class="why">{html.escape(str(result["reason"]))} in '
+        f"{html.escape(str(result['phase']))}</span>{detail}"
+    )
+
+
+def _target(target: dict[str, Any], now: float) -> str:
+    e = html.escape
+    rows = []
+    for check in target["checks"]:
+        last = check["last"]
+        delivery = last["delivery_seconds"] if last else None
+        rows.append(
+            f'<tr class="{check["state"]}" data-check="{e(check["check"])}">'
+            f"<td>{e(check['check'])}</td>"
+            f'<td><span class="badge">{e(check["state"])}</span></td>'
+            f'<td class="wide">{_when(check["since"], now) if check["since"] else NONE}</td>'
+            f'<td class="wide">{_when(check["last_success"], now)}</td>'
+            f"<td>{(_why(last) or _seconds(delivery)) if last else NONE}</td></tr>"
+        )
+    recent = "".join(
+        f'<tr class="{"up" if r["success"] else "down"}">'
+        f"<td>{_when(r['started'], now)}</td><td>{e(r['check'])}</td>"
+        f'<td><span class="badge">{"ok" if r["success"] else "failed"}</span></td>'
+        f"<td>{_seconds(r['duration_seconds'])}</td>"
+        f'<td class="wide">{_bar(r["phases"])}<div class="phases">'
+        + ", ".join(f"{e(p)} {_seconds(s)}" for p, s in r["phases"].items())
+        + f"</div>{_why(r)}</td></tr>"
+        for r in target["recent"][:10]
+    )
+    delivery = _seconds(target["last_delivery_seconds"])
+    return (
+        f'<section class="target {target["state"]}" id="target-{e(target["name"])}" '
+        f'data-target="{e(target["name"])}">'
+        f'<h2>{e(target["name"])} <span class="badge">{e(target["state"])}</span></h2>'
+        f"<div>Last delivery time: <b>{delivery}</b></div>"
+        '<div class="scroll"><table><thead><tr><th>Check</th><th>State</th>'
+        '<th class="wide">Since</th><th class="wide">Last success</th>'
+        "<th>Reason / delivery time</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+        '<details><summary>Recent probes</summary><div class="scroll"><table><thead><tr>'
+        "<th>When</th>"
+        '<th>Check</th><th>Result</th><th>Duration</th><th class="wide">Phases</th></tr>'
+        f"</thead><tbody>{recent}</tbody></table></div></details></section>"
+    )
+
+
+def render(data: dict[str, Any]) -> str:
+    """The status page for a :func:`snapshot`."""
+    now = data["generated"]
+    targets = data["targets"]
+    down = [t["name"] for t in targets if t["state"] == "down"]
+    pending = [t for t in targets if t["state"] == "pending"]
+    if down:
+        overall, headline = (
+            "down",
+            (
+                f"{len(down)} of {len(targets)} mailboxes failing: "
+                + ", ".join(html.escape(n) for n in down)
+            ),
+        )
+    elif pending:
+        overall, headline = "pending", "Waiting for the first probes"
+    else:
+        overall, headline = "up", f"All {len(targets)} mailboxes working"
+    reload_note = (
+        ""
+        if data["config_reload_successful"]
+        else (
+            '<p class="why">The last configuration reload failed: the previous configuration is '
+            "in use.</p>"
+        )
+    )
+    sections = "".join(_target(t, now) for t in targets)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="refresh" content="{REFRESH_SECONDS}">
+<title>{"Mail failing" if down else "Mail status"} · mailbox-exporter</title>
+<style>{_CSS}</style></head>
+<body>
+<h1>Mailbox status</h1>
+<div class="summary {overall}" id="summary">{headline}</div>
+{reload_note}
+{sections}
+<footer>mailbox-exporter {html.escape(data["version"])} ·
+<a href="metrics">Metrics</a> · <a href="api/v1/status">JSON</a> ·
+<a href="-/healthy">Health</a> · refreshes every {REFRESH_SECONDS}s ·
+{time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now))}</footer>
+</body></html>
+"""
