@@ -38,6 +38,25 @@ Answers worth knowing (Postfix 3.7, Dovecot 2.3.19):
   and closed before the greeting (smtpd cannot fetch the SASL mechanisms and
   exits), see `stop_dovecot`.
 
+Optional, both off by default (then neither STARTTLS nor XOAUTH2 is offered):
+
+* ``tls=TlsFiles(cert, key)``: STARTTLS on `smtp_port` and `imap_port`
+  (AUTH also allowed before it), plus implicit TLS on `smtps_port` and
+  `imaps_port`.  Neither daemon checks the certificate's dates: an expired
+  one is served without a warning, so the client is the one to reject it.
+* ``oauth2_introspection_url=URL``: SASL XOAUTH2 and OAUTHBEARER on both
+  protocols (Postfix relays Dovecot's list), checked by Dovecot's oauth2
+  passdb, which POSTs ``token=TOKEN&client_id=&client_secret=`` (form) to
+  URL on every attempt (no cache) and wants ``{"active": true, "username":
+  ADDRESS}`` back, ADDRESS matching the login; PLAIN/LOGIN keep using the
+  passwords.  See ``tests/identity.py`` for a provider.  A rejected token
+  gets the RFC 7628 error challenge first: IMAP ``+ BASE64``, SMTP ``334
+  BASE64`` of ``{"status":"401","schemes":"bearer","scope":"mail"}``
+  (OAUTHBEARER: ``{"status":"invalid_token"}``); after the client's empty
+  answer IMAP ``NO [AUTHENTICATIONFAILED] Authentication failed.``, SMTP the
+  usual 535.  Provider unreachable: no challenge; IMAP ``NO [UNAVAILABLE]
+  Temporary authentication failure. [HOST:TIME]``, SMTP 535.
+
 Requirements: root (the Postfix master must run as root), the Debian
 packages ``postfix dovecot-imapd dovecot-lmtpd``; the system daemons need
 not (and should not) run.  Nothing under /etc is read or changed.
@@ -66,6 +85,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import tempfile
@@ -79,7 +99,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-__all__ = ["MailStack", "MailStackError", "MailUser"]
+__all__ = ["MailStack", "MailStackError", "MailUser", "TlsFiles"]
 
 HOST = "127.0.0.1"
 MAIL_USER = "nobody"
@@ -103,6 +123,24 @@ class MailUser:
     name: str
     password: str
     address: str
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """Server certificate for both daemons: `cert_file` is a PEM chain, leaf first."""
+
+    cert_file: Path
+    key_file: Path
+
+    @classmethod
+    def write(cls, directory: Path, chain_pem: bytes, key_pem: bytes) -> TlsFiles:
+        """Store in-memory PEMs (e.g. from trustme) as ``cert.pem`` and ``key.pem``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        files = cls(cert_file=directory / "cert.pem", key_file=directory / "key.pem")
+        files.cert_file.write_bytes(chain_pem)
+        files.key_file.write_bytes(key_pem)
+        files.key_file.chmod(0o600)
+        return files
 
 
 # ---------------------------------------------------------------- processes
@@ -296,6 +334,27 @@ def _greeting(port: int, timeout: float = 1.0) -> str | None:
         return None
 
 
+def _tls_greeting(port: int, timeout: float = 1.0) -> str | None:
+    """Like `_greeting` on an implicit-TLS port; no verification: expired certs are on purpose."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((HOST, port), timeout=timeout) as raw,
+            context.wrap_socket(raw) as sock,
+        ):
+            data = b""
+            while b"\n" not in data:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            return data.split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r")
+    except OSError:
+        return None
+
+
 def _refuses(port: int) -> bool:
     try:
         with socket.create_connection((HOST, port), timeout=1.0):
@@ -349,17 +408,39 @@ def _stop_all() -> None:
 
 
 class MailStack:
-    """Postfix (SMTP AUTH, queue) in front of Dovecot (auth, LMTP, IMAP), all private."""
+    """Postfix (SMTP AUTH, queue) in front of Dovecot (auth, LMTP, IMAP), all private.
+
+    `tls` adds STARTTLS and the implicit-TLS ports (`smtps_port`,
+    `imaps_port`, else None); `oauth2_introspection_url` adds XOAUTH2 and
+    OAUTHBEARER, checked against that RFC 7662 endpoint.
+    """
 
     domain: str = "example.test"
     hostname: str = "mail.example.test"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        tls: TlsFiles | None = None,
+        oauth2_introspection_url: str | None = None,
+    ) -> None:
         self.check_requirements()
         self.root = Path(root).absolute()
         if any(c.isspace() for c in str(self.root)):
             raise ValueError(f"whitespace in {self.root!s} would break the daemons' configs")
+        if oauth2_introspection_url is not None and (
+            not oauth2_introspection_url.startswith(("http://", "https://"))
+            or any(c.isspace() for c in oauth2_introspection_url)
+        ):
+            raise ValueError(f"not an http(s) URL: {oauth2_introspection_url!r}")
+        self.tls = tls
+        self.oauth2_introspection_url = oauth2_introspection_url
         self.smtp_port, self.imap_port, self.lmtp_port, self.auth_port = _free_ports(4)
+        self.imaps_port: int | None = None
+        self.smtps_port: int | None = None
+        if tls is not None:
+            self.imaps_port, self.smtps_port = _free_ports(2)
         self._users: dict[str, MailUser] = {}
         self._passwd_broken = False
         self._counter = itertools.count()
@@ -379,6 +460,8 @@ class MailStack:
         self.postfix_spool = self.root / "postfix" / "spool"
         self.dovecot_log = self.log_dir / "dovecot.log"
         self.postfix_log = self.log_dir / "postfix.log"
+        self.tls_dir = self.root / "tls"
+        self.oauth2_conf = self.dovecot_dir / "oauth2.conf.ext"
 
         for d in (self.root, self.log_dir, self.dovecot_dir, self.postfix_etc, self.postfix_spool):
             d.mkdir(parents=True, exist_ok=True)
@@ -391,6 +474,7 @@ class MailStack:
             "dovecot-run", len(str(self.dovecot_dir / "run")) <= _MAX_SOCKET_DIR, 0, 0, 0o755
         )
         self._reset_passwd_dir()
+        self._install_tls_files()
         self._write_configs()
 
     # ------------------------------------------------------------ layout
@@ -403,6 +487,28 @@ class MailStack:
             elif path.exists():
                 shutil.rmtree(path)
         self.passwd_dir.mkdir(mode=0o700)
+
+    def _install_tls_files(self) -> None:
+        """Copy the certificate and key under root: the caller's files may be temporary.
+
+        Both daemons read them as root (Dovecot's config process, smtpd before
+        dropping privileges), so a private directory is fine.
+        """
+        if self.tls_dir.exists():
+            shutil.rmtree(self.tls_dir)
+        if self.tls is None:
+            return
+        self.tls_dir.mkdir(mode=0o700)
+        for source, name in ((self.tls.cert_file, "cert.pem"), (self.tls.key_file, "key.pem")):
+            target = self.tls_dir / name
+            target.write_bytes(Path(source).read_bytes())
+            target.chmod(0o600)
+        try:  # fail now, not after a 10 s wait for a TLS greeting (dates are not checked)
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
+                self.tls_dir / "cert.pem", self.tls_dir / "key.pem"
+            )
+        except ssl.SSLError as exc:
+            raise ValueError(f"unusable certificate/key {self.tls}: {exc}") from exc
 
     def _place(self, name: str, under_root: bool, uid: int, gid: int, mode: int) -> Path:
         """A directory under root, or in the shared temp dir (linked from root) when it must be."""
@@ -546,7 +652,9 @@ class MailStack:
 
     def _dovecot_config(self) -> str:
         run, mail, logf = self.dovecot_run, self.mail_dir, self.dovecot_log
-        return textwrap.dedent(f"""\
+        mechanisms = "plain login xoauth2 oauthbearer" if self._oauth2 else "plain login"
+        return (
+            textwrap.dedent(f"""\
             # Generated by tests/mailstack.py: a private instance, nothing from /etc/dovecot.
             base_dir = {run}
             state_dir = {self.dovecot_dir / "state"}
@@ -558,9 +666,9 @@ class MailStack:
             postmaster_address = postmaster@{self.domain}
             protocols = imap lmtp
             listen = {HOST}
-            ssl = no
+            ssl = {"no" if self.tls is None else "yes"}
             disable_plaintext_auth = no
-            auth_mechanisms = plain login
+            auth_mechanisms = {mechanisms}
             # failures still wait for Dovecot's 500 ms failure timer, but not 2 s more
             auth_failure_delay = 0
             auth_cache_size = 0
@@ -581,10 +689,10 @@ class MailStack:
               inbox = yes
               separator = /
             }}
-            passdb {{
-              driver = passwd-file
-              args = scheme=PLAIN {self.passwd_dir}/%Lu
-            }}
+            """)
+            + self._dovecot_ssl()
+            + self._dovecot_passdbs()
+            + textwrap.dedent(f"""\
             userdb {{
               driver = static
               args = uid={self._mail_uid} gid={self._mail_gid} home={mail}/%Ln
@@ -598,7 +706,9 @@ class MailStack:
                 port = {self.imap_port}
               }}
               inet_listener imaps {{
-                port = 0
+                address = {HOST}
+                port = {self.imaps_port or 0}
+                ssl = yes
               }}
             }}
             service lmtp {{
@@ -622,9 +732,67 @@ class MailStack:
               }}
             }}
             """)
+        )
+
+    @property
+    def _oauth2(self) -> bool:
+        return self.oauth2_introspection_url is not None
+
+    def _dovecot_ssl(self) -> str:
+        """With TLS: STARTTLS on imap_port, and the imaps listener (TLS from the first byte)."""
+        if self.tls is None:
+            return ""
+        return textwrap.dedent(f"""\
+            ssl_cert = <{self.tls_dir / "cert.pem"}
+            ssl_key = <{self.tls_dir / "key.pem"}
+            """)
+
+    def _dovecot_passdbs(self) -> str:
+        """Passwords from passwd-files; with OAuth2 also tokens, checked by introspection.
+
+        `mechanisms` keeps each passdb to its own kind of secret: otherwise a
+        token would first be compared as a password, and a password POSTed
+        to the identity provider.  ``none`` (lookups without authentication)
+        keeps the passwd-files answering whether a user exists, which the
+        static userdb asks for LMTP delivery; without it delivery fails with
+        "All password databases were skipped".
+        """
+        if not self._oauth2:
+            return textwrap.dedent(f"""\
+                passdb {{
+                  driver = passwd-file
+                  args = scheme=PLAIN {self.passwd_dir}/%Lu
+                }}
+                """)
+        return textwrap.dedent(f"""\
+            passdb {{
+              driver = passwd-file
+              mechanisms = plain login none
+              args = scheme=PLAIN {self.passwd_dir}/%Lu
+            }}
+            passdb {{
+              driver = oauth2
+              mechanisms = xoauth2 oauthbearer
+              args = {self.oauth2_conf}
+            }}
+            """)
+
+    def _oauth2_config(self) -> str:
+        """RFC 7662 introspection only: POST token=..., the answer must say active: true."""
+        return textwrap.dedent(f"""\
+            # Generated by tests/mailstack.py
+            introspection_mode = post
+            introspection_url = {self.oauth2_introspection_url}
+            username_attribute = username
+            active_attribute = active
+            active_value = true
+            force_introspection = yes
+            timeout_msecs = 5000
+            """)
 
     def _postfix_main_cf(self) -> str:
-        return textwrap.dedent(f"""\
+        return (
+            textwrap.dedent(f"""\
             # Generated by tests/mailstack.py: a private instance, nothing from /etc/postfix.
             compatibility_level = 3.6
             queue_directory = {self.postfix_spool}
@@ -655,7 +823,7 @@ class MailStack:
             lmtp_connect_timeout = 5s
             defer_transports =
             smtputf8_enable = no
-            smtpd_tls_security_level = none
+            smtpd_tls_security_level = {"none" if self.tls is None else "may"}
             smtpd_tls_auth_only = no
             smtpd_sasl_auth_enable = yes
             smtpd_sasl_type = dovecot
@@ -683,11 +851,24 @@ class MailStack:
             bounce_queue_lifetime = 1h
             delay_warning_time = 0h
             """)
+            + self._postfix_tls_cf()
+        )
+
+    def _postfix_tls_cf(self) -> str:
+        if self.tls is None:
+            return ""
+        return textwrap.dedent(f"""\
+            smtpd_tls_cert_file = {self.tls_dir / "cert.pem"}
+            smtpd_tls_key_file = {self.tls_dir / "key.pem"}
+            smtpd_tls_loglevel = 1
+            smtpd_tls_session_cache_database =
+            """)
 
     def _postfix_master_cf(self) -> str:
         # Written from scratch (not copied from /etc) so that no local edit and
         # no chroot (column 5) can get in the way.
-        return textwrap.dedent(f"""\
+        return (
+            textwrap.dedent(f"""\
             # Generated by tests/mailstack.py. No chroot anywhere.
             {HOST}:{self.smtp_port} inet n - n - - smtpd
             pickup    unix  n       -       n       60      1       pickup
@@ -710,10 +891,25 @@ class MailStack:
             scache    unix  -       -       n       -       1       scache
             postlog   unix-dgram n  -       n       -       1       postlogd
             """)
+            + self._postfix_tls_services()
+        )
+
+    def _postfix_tls_services(self) -> str:
+        """smtps (TLS from the first byte) and tlsmgr, which smtpd asks for TLS state."""
+        if self.tls is None:
+            return ""
+        return textwrap.dedent(f"""\
+            {HOST}:{self.smtps_port} inet n - n - - smtpd -o smtpd_tls_wrappermode=yes
+            tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+            """)
 
     def _write_configs(self) -> None:
         (self.dovecot_dir / "state").mkdir(exist_ok=True)
         self.dovecot_conf.write_text(self._dovecot_config())
+        if self._oauth2:
+            self.oauth2_conf.write_text(self._oauth2_config())
+        else:
+            self.oauth2_conf.unlink(missing_ok=True)
         (self.postfix_etc / "main.cf").write_text(self._postfix_main_cf())
         (self.postfix_etc / "master.cf").write_text(self._postfix_master_cf())
         self._backdate_postfix_config()
@@ -758,11 +954,13 @@ class MailStack:
         self._run("postconf", "-c", str(self.postfix_etc), "-e", setting)
         self._backdate_postfix_config()
 
-    def _wait_greeting(self, port: int, prefix: str, what: str, timeout: float = 10.0) -> None:
+    def _wait_greeting(
+        self, port: int, prefix: str, what: str, timeout: float = 10.0, *, tls: bool = False
+    ) -> None:
         deadline = time.monotonic() + timeout
         line = None
         while time.monotonic() < deadline:
-            line = _greeting(port)
+            line = _tls_greeting(port) if tls else _greeting(port)
             if line is not None and line.startswith(prefix):
                 return
             time.sleep(0.02)
@@ -815,6 +1013,8 @@ class MailStack:
         try:
             self._run("dovecot", "-c", str(self.dovecot_conf))
             self._wait_greeting(self.imap_port, "* OK", "Dovecot IMAP")
+            if self.imaps_port is not None:  # also proves that the certificate loads
+                self._wait_greeting(self.imaps_port, "* OK", "Dovecot IMAPS", tls=True)
             self._wait_greeting(self.lmtp_port, "220 ", "Dovecot LMTP")
             self._wait_greeting(self.auth_port, "VERSION", "Dovecot auth")
             if self.postfix_running():  # smtpd may be throttled after failing without auth
@@ -863,6 +1063,8 @@ class MailStack:
         try:
             self._run("postfix", "-c", str(self.postfix_etc), "start")
             self._wait_greeting(self.smtp_port, "220 ", "Postfix SMTP")
+            if self.smtps_port is not None:
+                self._wait_greeting(self.smtps_port, "220 ", "Postfix SMTPS", tls=True)
         except BaseException:
             with contextlib.suppress(Exception):  # keep the original error
                 self.stop_postfix()
@@ -965,9 +1167,11 @@ class MailStack:
         self.stop()
 
     def __repr__(self) -> str:
+        tls = f", smtps={self.smtps_port}, imaps={self.imaps_port}" if self.tls else ""
+        oauth2 = f", oauth2={self.oauth2_introspection_url!r}" if self._oauth2 else ""
         return (
             f"MailStack(root={str(self.root)!r}, smtp={self.smtp_port}, imap={self.imap_port},"
-            f" lmtp={self.lmtp_port}, auth={self.auth_port})"
+            f" lmtp={self.lmtp_port}, auth={self.auth_port}{tls}{oauth2})"
         )
 
 
