@@ -291,6 +291,11 @@ class IdentityProvider:
         with self._lock:
             return list(self._requests)
 
+    def issued_tokens(self) -> list[str]:
+        """Every access token handed out, to check that none of them leaks."""
+        with self._lock:
+            return list(self._tokens)
+
     def introspection_requests(self) -> list[RecordedRequest]:
         return [r for r in self.requests if urlsplit(r.path).path == "/introspect"]
 
