@@ -13,7 +13,7 @@ from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTO
 from prometheus_client.registry import CollectorRegistry
 
 from exporter import config as configuration
-from exporter import ondemand, probes, status
+from exporter import ondemand, probes, status, webconfig
 from exporter.config import Config, ConfigError
 from exporter.logs import fields
 from exporter.metrics import Store, StoreCollector
@@ -21,7 +21,9 @@ from exporter.ondemand import UnknownProbe
 from exporter.probes import ProbeResult
 from exporter.probes.roundtrip import SentProbes
 from exporter.scheduler import Scheduler
+from exporter.shard import ALL, Shard
 from exporter.web import READY, create_app
+from exporter.webconfig import WebConfig
 
 log = logging.getLogger("exporter")
 
@@ -29,8 +31,9 @@ log = logging.getLogger("exporter")
 class Exporter:
     """Keeps one configuration running; a reload that fails leaves the running one alone."""
 
-    def __init__(self, config_path: str | Path) -> None:
+    def __init__(self, config_path: str | Path, shard: Shard = ALL) -> None:
         self.config_path = Path(config_path)
+        self.shard = shard
         self.config: Config | None = None
         self.store = Store()
         self.registry = CollectorRegistry(auto_describe=False)
@@ -74,8 +77,18 @@ class Exporter:
                         extra=fields(target=target.name, protocol=protocol),
                     )
         self.config = config
-        self.store.configure(config)
-        self.scheduler.apply(config)
+        mine = self.shard.select(config)
+        self.store.configure(mine)
+        self.scheduler.apply(mine)
+        if self.shard.count > 1:
+            log.info(
+                "shard selected",
+                extra=fields(
+                    shard=f"{self.shard.index}/{self.shard.count}",
+                    targets=len(mine.targets),
+                    of=len(config.targets),
+                ),
+            )
         self.store.reload_successful = True
         self.store.reload_success_timestamp = time.time()
 
@@ -133,7 +146,13 @@ class Exporter:
         await self.scheduler.stop()
 
 
-async def serve(exporter: Exporter, config: Config, host: str | None, port: int) -> None:
+async def serve(
+    exporter: Exporter,
+    config: Config,
+    host: str | None,
+    port: int,
+    web_config: WebConfig | None = None,
+) -> None:
     """Run until SIGINT or SIGTERM; SIGHUP reloads the configuration."""
     app = create_app(
         exporter.registry,
@@ -141,9 +160,17 @@ async def serve(exporter: Exporter, config: Config, host: str | None, port: int)
         exporter.probe_now,
         lambda: status.snapshot(exporter.store),
     )
+    if web_config is not None and web_config.users:
+        app.middlewares.append(webconfig.middleware(web_config))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host=host, port=port, reuse_address=True)
+    site = web.TCPSite(
+        runner,
+        host=host,
+        port=port,
+        reuse_address=True,
+        ssl_context=web_config.tls if web_config else None,
+    )
     await site.start()
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()

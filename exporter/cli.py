@@ -8,8 +8,9 @@ import re
 import sys
 from collections.abc import Sequence
 
-from exporter import __version__, logs, ondemand, probes
+from exporter import __version__, logs, ondemand, probes, webconfig
 from exporter import config as configuration
+from exporter import shard as shards
 from exporter.config import Config, ConfigError, format_duration
 from exporter.oauth import TokenCache
 from exporter.outcome import Check
@@ -42,6 +43,17 @@ def _parser() -> argparse.ArgumentParser:
         dest="listen",
         default=DEFAULT_LISTEN,
         help="address to serve metrics on (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config",
+        default=None,
+        help="TLS and basic authentication for the endpoints, in exporter-toolkit format",
+    )
+    parser.add_argument(
+        "--shard",
+        default="0/1",
+        help="probe only shard INDEX of COUNT of the targets, such as 0/3 (default: all)",
     )
     parser.add_argument("--log.level", dest="log_level", choices=logs.LEVELS, default="info")
     parser.add_argument("--log.format", dest="log_format", choices=logs.FORMATS, default="logfmt")
@@ -119,15 +131,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_probe(config, args.target, args.check))
     try:
         host, port = parse_listen_address(args.listen)
+        shard = shards.parse(args.shard)
     except ValueError as exc:
-        print(f"mailbox-exporter: --web.listen-address: {exc}", file=sys.stderr)
+        print(f"mailbox-exporter: {exc}", file=sys.stderr)
         return 1
+    web_config = None
+    if args.web_config:
+        try:
+            web_config = webconfig.load(args.web_config)
+        except ConfigError as exc:
+            print(f"mailbox-exporter: {args.web_config}: {exc}", file=sys.stderr)
+            return 1
     logs.setup(args.log_level, args.log_format)
     from exporter.app import Exporter, serve
 
-    exporter = Exporter(args.config_file)
+    exporter = Exporter(args.config_file, shard)
     try:
-        asyncio.run(serve(exporter, config, host, port))
+        asyncio.run(serve(exporter, config, host, port, web_config))
     except OSError as exc:
         print(f"mailbox-exporter: cannot listen on {args.listen}: {exc.strerror}", file=sys.stderr)
         return 1

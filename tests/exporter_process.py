@@ -70,6 +70,7 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
 
 async def start(config: Path, tmp_path: Path, *args: str) -> AsyncIterator[Running]:
     port = free_port()
+    tmp_path.mkdir(parents=True, exist_ok=True)
     log = tmp_path / "exporter.log"
     with log.open("wb") as out:
         process = subprocess.Popen(

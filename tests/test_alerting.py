@@ -169,8 +169,6 @@ async def pipeline(
         start(single_cfg, work / "single-log", "--log.level", "info"),
         start(many_cfg, work / "many-log"),
     ]
-    (work / "single-log").mkdir()
-    (work / "many-log").mkdir()
     single = await anext(exporters[0])
     many = await anext(exporters[1])
 
