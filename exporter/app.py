@@ -16,6 +16,7 @@ from exporter import config as configuration
 from exporter import ondemand, probes, status, webconfig
 from exporter.config import Config, ConfigError
 from exporter.logs import fields
+from exporter.message import ProbeIds
 from exporter.metrics import Store, StoreCollector
 from exporter.ondemand import UnknownProbe
 from exporter.probes import ProbeResult
@@ -31,16 +32,19 @@ log = logging.getLogger("exporter")
 class Exporter:
     """Keeps one configuration running; a reload that fails leaves the running one alone."""
 
-    def __init__(self, config_path: str | Path, shard: Shard = ALL) -> None:
+    def __init__(
+        self, config_path: str | Path, shard: Shard = ALL, ids: ProbeIds | None = None
+    ) -> None:
         self.config_path = Path(config_path)
         self.shard = shard
+        self.ids = ids or ProbeIds()
         self.config: Config | None = None
         self.store = Store()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(StoreCollector(self.store))
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             self.registry.register(collector)
-        self.scheduler = Scheduler(self.record)
+        self.scheduler = Scheduler(self.record, self.ids)
         self._reloading = asyncio.Lock()
         self._on_demand_sent: dict[str, SentProbes] = {}
         self._on_demand_limit = asyncio.Semaphore(8)

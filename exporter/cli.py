@@ -7,8 +7,9 @@ import asyncio
 import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from exporter import __version__, logs, ondemand, probes, webconfig
+from exporter import __version__, logs, message, ondemand, probes, webconfig
 from exporter import config as configuration
 from exporter import shard as shards
 from exporter.config import Config, ConfigError, format_duration
@@ -98,7 +99,9 @@ def summary(config: Config) -> str:
     return "\n".join(lines)
 
 
-async def _probe(config: Config, target_name: str, check_name: str | None) -> int:
+async def _probe(
+    config: Config, target_name: str, check_name: str | None, ids: message.ProbeIds
+) -> int:
     try:
         target, _ = ondemand.resolve(config, target_name, check_name)
     except ondemand.UnknownProbe as exc:
@@ -109,7 +112,7 @@ async def _probe(config: Config, target_name: str, check_name: str | None) -> in
     failed = False
     try:
         for check in checks:
-            result = await probes.run(target, check, tokens=tokens, transcript=True)
+            result = await probes.run(target, check, tokens=tokens, ids=ids, transcript=True)
             print(ondemand.report(result))
             failed |= not result.success
     finally:
@@ -127,8 +130,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.config_check:
         print(f"{args.config_file}: OK\n{summary(config)}")
         return 0
+    try:
+        ids = message.ProbeIds(
+            message.load_key(Path(config.probe_key_file)) if config.probe_key_file else None
+        )
+    except (OSError, ValueError) as exc:
+        print(f"mailbox-exporter: global.probe_key_file: {exc}", file=sys.stderr)
+        return 1
     if args.command == "probe":
-        return asyncio.run(_probe(config, args.target, args.check))
+        return asyncio.run(_probe(config, args.target, args.check, ids))
     try:
         host, port = parse_listen_address(args.listen)
         shard = shards.parse(args.shard)
@@ -145,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.setup(args.log_level, args.log_format)
     from exporter.app import Exporter, serve
 
-    exporter = Exporter(args.config_file, shard)
+    exporter = Exporter(args.config_file, shard, ids)
     try:
         asyncio.run(serve(exporter, config, host, port, web_config))
     except OSError as exc:

@@ -157,6 +157,7 @@ class Target:
 class Config:
     targets: tuple[Target, ...]
     max_concurrent_probes: int = 32
+    probe_key_file: str | None = None
     source: str = field(default="", compare=False)
 
     def target(self, name: str) -> Target | None:
@@ -500,7 +501,7 @@ IMAP_KEYS = (*SERVER_KEYS, "mailbox", "idle", "poll_interval")
 TARGET_KEYS = ("name", "smtp", "imap", "from", "to", "checks", "interval", "timeout")
 DEFAULT_KEYS = tuple(k for k in TARGET_KEYS if k != "name")
 TOP_KEYS = ("global", "defaults", "targets")
-GLOBAL_KEYS = ("max_concurrent_probes",)
+GLOBAL_KEYS = ("max_concurrent_probes", "probe_key_file")
 
 DEFAULT_SCHEDULES = {
     Check.ROUNDTRIP: Schedule(interval=60.0, timeout=30.0),
@@ -634,6 +635,16 @@ def parse(
     return Config(
         targets=tuple(targets),
         max_concurrent_probes=r.get(glob, "max_concurrent_probes", "global", r.positive_int, 32),
+        probe_key_file=(
+            str(
+                r.file(
+                    r.string(glob["probe_key_file"], "global.probe_key_file"),
+                    "global.probe_key_file",
+                )
+            )
+            if glob.get("probe_key_file") is not None
+            else None
+        ),
         source=source,
     )
 

@@ -2,18 +2,75 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
 import secrets
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate
+from pathlib import Path
 from typing import Final
 
 PROBE_HEADER: Final = "X-Mailbox-Probe-Id"
 
 
-def new_probe_id() -> str:
-    """A fresh id: 24 hex digits, an IMAP atom that never needs quoting or encoding."""
-    return secrets.token_hex(12)
+KEY_BYTES: Final = 32
+
+
+class ProbeIds:
+    """Makes and checks probe ids: ``PREFIX.NONCE.MAC``.
+
+    PREFIX names the key (so a search finds this exporter's messages and no one else's), and
+    MAC is an HMAC over the target name and NONCE. Only an exporter holding the key can make
+    an id that verifies, so a message is deleted only if this exporter provably sent it to
+    this target. Ids are IMAP atoms: they never need quoting or encoding.
+    """
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self.key = key if key is not None else secrets.token_bytes(KEY_BYTES)
+        self.prefix = hashlib.sha256(b"mailbox-exporter probe key " + self.key).hexdigest()[:12]
+
+    def new(self, target: str) -> str:
+        nonce = secrets.token_hex(8)
+        return f"{self.prefix}.{nonce}.{self._mac(target, nonce)}"
+
+    def verify(self, probe_id: str, target: str) -> bool:
+        prefix, _, rest = probe_id.partition(".")
+        nonce, _, mac = rest.partition(".")
+        return (
+            prefix == self.prefix
+            and len(nonce) == 16
+            and len(mac) == 24
+            and hmac.compare_digest(mac, self._mac(target, nonce))
+        )
+
+    def _mac(self, target: str, nonce: str) -> str:
+        message = f"{target}\0{nonce}".encode()
+        return hmac.new(self.key, message, hashlib.sha256).hexdigest()[:24]
+
+
+def load_key(path: Path) -> bytes:
+    """The key in ``path``, made (random, readable by the owner only) if the file is missing.
+
+    Raises OSError or ValueError with a message fit for the user.
+    """
+    try:
+        key = bytes.fromhex(path.read_text(encoding="ascii").strip())
+    except FileNotFoundError:
+        key = secrets.token_bytes(KEY_BYTES)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as file:
+            file.write(key.hex() + "\n")
+        os.replace(temporary, path)
+        return key
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError(f"{path} does not hold a hex key") from None
+    if len(key) < 16:
+        raise ValueError(f"{path} holds a key shorter than 16 bytes")
+    return key
 
 
 def build(*, target: str, mail_from: str, mail_to: str, probe_id: str) -> bytes:

@@ -72,6 +72,7 @@ class TargetState:
     tls: dict[str, TlsSession] = field(default_factory=dict)
     token_expiry: dict[str, float] = field(default_factory=dict)
     token_failures: dict[str, int] = field(default_factory=dict)
+    lookalikes: int | None = None
     recent: deque[ProbeResult] = field(default_factory=lambda: deque(maxlen=RECENT_PROBES))
     last_delivery: float | None = None
 
@@ -140,6 +141,8 @@ class Store:
         target.late_arrivals += result.late_arrivals
         target.cleanup_deleted += result.cleanup_deleted
         target.cleanup_failures += int(result.cleanup_failed)
+        if result.lookalikes is not None:
+            target.lookalikes = result.lookalikes
         target.tls.update(result.tls)
         target.token_expiry.update(result.token_expiry)
         for protocol in result.token_failed:
@@ -204,6 +207,12 @@ class StoreCollector(Collector):
         deleted = CounterMetricFamily(
             "mailbox_cleanup_deleted", "Probe messages deleted from the mailbox.", labels=["target"]
         )
+        lookalikes = _gauge(
+            "mailbox_cleanup_lookalikes",
+            "Messages carrying this exporter's probe id prefix whose id did not verify, seen by "
+            "the last successful round trip; left alone.",
+            ["target"],
+        )
         cleanup_failures = CounterMetricFamily(
             "mailbox_cleanup_failures", "Round trips whose cleanup failed.", labels=["target"]
         )
@@ -239,6 +248,8 @@ class StoreCollector(Collector):
                 late.add_metric([name], target.late_arrivals)
                 deleted.add_metric([name], target.cleanup_deleted)
                 cleanup_failures.add_metric([name], target.cleanup_failures)
+                if target.lookalikes is not None:
+                    lookalikes.add_metric([name], target.lookalikes)
         yield from (
             success,
             duration,
@@ -255,6 +266,7 @@ class StoreCollector(Collector):
             late,
             deleted,
             cleanup_failures,
+            lookalikes,
         )
 
         yield from self._tls_and_tokens()

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from exporter import probes
 from exporter.config import Config, Target
+from exporter.message import ProbeIds
 from exporter.oauth import TokenCache
 from exporter.outcome import Check
 from exporter.probes import ProbeResult
@@ -30,7 +31,8 @@ Key = tuple[str, Check]
 class Scheduler:
     """Owns the probe tasks; :meth:`apply` makes them match a configuration."""
 
-    def __init__(self, on_result: Callable[[ProbeResult], None]) -> None:
+    def __init__(self, on_result: Callable[[ProbeResult], None], ids: ProbeIds) -> None:
+        self.ids = ids
         self._on_result = on_result
         self._tasks: dict[Key, tuple[Target, asyncio.Task[None]]] = {}
         self._sent: dict[str, SentProbes] = {}
@@ -73,7 +75,9 @@ class Scheduler:
         while True:
             await asyncio.sleep(max(0.0, planned - time.monotonic()))
             async with self._limit:
-                result = await probes.run(target, check, sent=sent, tokens=self.tokens)
+                result = await probes.run(
+                    target, check, sent=sent, tokens=self.tokens, ids=self.ids
+                )
             try:
                 self._on_result(result)
             except Exception:

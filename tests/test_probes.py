@@ -10,6 +10,7 @@ from email.message import EmailMessage
 import pytest
 
 from exporter import probes
+from exporter.message import ProbeIds
 from exporter.outcome import Check, Phase, Reason
 from exporter.probes.roundtrip import SentProbes
 from tests import fakeserver
@@ -141,10 +142,10 @@ async def test_deferred_delivery_is_not_delivered_then_late(
     mailstack: MailStack, user: MailUser
 ) -> None:
     target = make_target(mailstack, user, timeout="4s")
-    sent = SentProbes()
+    sent, ids = SentProbes(), ProbeIds()
     mailstack.defer_delivery()
     try:
-        stalled = await probes.run(target, Check.ROUNDTRIP, sent=sent)
+        stalled = await probes.run(target, Check.ROUNDTRIP, sent=sent, ids=ids)
     finally:
         mailstack.resume_delivery()
     assert (stalled.reason, stalled.phase) == (Reason.NOT_DELIVERED, Phase.DELIVERY), stalled
@@ -155,7 +156,7 @@ async def test_deferred_delivery_is_not_delivered_then_late(
         await asyncio.sleep(0.1)
     assert len(probe_files(mailstack, user)) == 1, "the deferred probe was delivered"
 
-    healed = await probes.run(target, Check.ROUNDTRIP, sent=sent)
+    healed = await probes.run(target, Check.ROUNDTRIP, sent=SentProbes(), ids=ids)
     assert healed.success, healed
     assert healed.late_arrivals == 1
     assert healed.cleanup_deleted == 2

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from exporter.config import Target
+from exporter.message import ProbeIds
 from exporter.net import TlsSession
 from exporter.oauth import TokenCache
 from exporter.outcome import Check, Phase, ProbeFailure, Reason
@@ -42,6 +43,7 @@ class ProbeResult:
     late_arrivals: int = 0
     cleanup_deleted: int = 0
     cleanup_failed: bool = False
+    lookalikes: int | None = None
     tls: Mapping[str, TlsSession] = field(default_factory=dict)
     token_expiry: Mapping[str, float] = field(default_factory=dict)
     token_failed: frozenset[str] = frozenset()
@@ -62,6 +64,7 @@ async def run(
     *,
     sent: SentProbes | None = None,
     tokens: TokenCache | None = None,
+    ids: ProbeIds | None = None,
     time_limit: float | None = None,
     transcript: bool = False,
 ) -> ProbeResult:
@@ -76,7 +79,9 @@ async def run(
     try:
         async with asyncio.timeout(timeout):
             if check is Check.ROUNDTRIP:
-                await roundtrip.probe(target, trace, sent or SentProbes(), tokens)
+                await roundtrip.probe(
+                    target, trace, sent or SentProbes(), tokens, ids or ProbeIds()
+                )
             elif check is Check.SMTP_LOGIN:
                 await smtp_login.probe(target, trace, tokens)
             else:
@@ -117,6 +122,7 @@ async def run(
         late_arrivals=trace.late_arrivals,
         cleanup_deleted=trace.cleanup_deleted,
         cleanup_failed=trace.cleanup_failed,
+        lookalikes=trace.lookalikes if check is Check.ROUNDTRIP and failure is None else None,
         tls=dict(trace.tls),
         token_expiry=dict(trace.token_expiry),
         token_failed=frozenset(trace.token_failed),

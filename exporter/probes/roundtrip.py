@@ -5,8 +5,9 @@ before it submits the probe message over SMTP, so that the arrival is seen the m
 server announces it. Delivery time runs from the server's reply to DATA to that announcement.
 It then confirms the message by its probe id header and deletes it by UID.
 
-Only messages whose id this process sent are ever deleted. A message that arrives after its
-probe gave up is counted late and deleted by the next probe that sees it.
+Only messages whose id verifies under this exporter's key for this target are ever deleted
+(see :class:`exporter.message.ProbeIds`). A message that arrives after its probe gave up is
+counted late and deleted by the next probe that sees it, after a restart too.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Final
 
 from exporter import message
 from exporter.config import Target
 from exporter.imap import ImapSession, quote
+from exporter.message import ProbeIds
 from exporter.oauth import TokenCache
 from exporter.outcome import Phase, ProbeFailure, Reason
 from exporter.probes import imap_login, smtp_login
@@ -33,7 +36,8 @@ REMEMBERED: Final = 200
 
 
 class SentProbes:
-    """Ids of the probe messages this process has sent to one mailbox and not yet deleted."""
+    """Probe ids of one mailbox this process has sent or found, so that a late arrival is
+    counted once even if deleting it takes several tries."""
 
     def __init__(self, limit: int = REMEMBERED) -> None:
         self._limit = limit
@@ -44,17 +48,15 @@ class SentProbes:
         while len(self._sent) > self._limit:
             self._sent.popitem(last=False)
 
-    def __contains__(self, probe_id: object) -> bool:
-        return probe_id in self._sent
-
-    def ids(self) -> list[str]:
-        return list(self._sent)
-
     def seen(self, probe_id: str) -> bool:
-        """Note that a message was found; True the first time it is found."""
-        first = probe_id in self._sent and not self._sent[probe_id]
-        if first:
-            self._sent[probe_id] = True
+        """Note that a message was found; True the first time it is found.
+
+        Ids this process does not remember (sent before a restart) count as found now.
+        """
+        first = not self._sent.get(probe_id, False)
+        self._sent[probe_id] = True
+        while len(self._sent) > self._limit:
+            self._sent.popitem(last=False)
         return first
 
     def forget(self, probe_ids: list[str]) -> None:
@@ -62,19 +64,27 @@ class SentProbes:
             self._sent.pop(probe_id, None)
 
 
-def _any_of(probe_ids: list[str]) -> str:
-    """A SEARCH key matching a message that carries any of the ids."""
-    keys = [f"HEADER {message.PROBE_HEADER} {quote(probe_id)}" for probe_id in probe_ids]
-    return "OR " * (len(keys) - 1) + " ".join(keys)
+def sort_out(
+    headers: Mapping[int, str], ids: ProbeIds, target: str
+) -> tuple[dict[int, str], set[int]]:
+    """Split candidate messages (UID to probe id header) into provably ours and lookalikes.
+
+    Ours are the messages whose id verifies for this target under this exporter's key: only
+    those are ever deleted. Everything else that carries the header is a lookalike: forged, or
+    another exporter's, or this exporter's for another target; it is left alone.
+    """
+    ours = {uid: value for uid, value in headers.items() if ids.verify(value, target)}
+    return ours, set(headers) - set(ours)
 
 
-async def _find(imap: ImapSession, sent: SentProbes, examined: set[int]) -> list[int]:
-    """UIDs of messages whose header mentions a probe id we sent, not examined before."""
-    return [uid for uid in await imap.search(_any_of(sent.ids())) if uid not in examined]
+async def _find(imap: ImapSession, ids: ProbeIds, examined: set[int]) -> list[int]:
+    """UIDs of messages with this exporter's id prefix in their header, not examined before."""
+    key = f"HEADER {message.PROBE_HEADER} {quote(ids.prefix + '.')}"
+    return [uid for uid in await imap.search(key) if uid not in examined]
 
 
 async def _watch(
-    imap: ImapSession, target: Target, sent: SentProbes, examined: set[int], deadline: float
+    imap: ImapSession, target: Target, ids: ProbeIds, examined: set[int], deadline: float
 ) -> tuple[float, list[int]]:
     """Wait until a search finds candidates; return when they arrived and their UIDs.
 
@@ -91,7 +101,7 @@ async def _watch(
         else:
             await imap.noop()
             arrived = time.monotonic()
-        uids = await _find(imap, sent, examined) if arrived is not None else []
+        uids = await _find(imap, ids, examined) if arrived is not None else []
         if uids:
             assert arrived is not None
             return arrived, uids
@@ -107,10 +117,12 @@ async def _watch(
             await asyncio.sleep(min(target.imap.poll_interval, remaining))
 
 
-async def probe(target: Target, trace: Trace, sent: SentProbes, tokens: TokenCache) -> None:
+async def probe(
+    target: Target, trace: Trace, sent: SentProbes, tokens: TokenCache, ids: ProbeIds
+) -> None:
     """Run one round trip; see the module docstring."""
     deadline = trace.deadline - min(2.0, trace.remaining() * 0.1)
-    probe_id = message.new_probe_id()
+    probe_id = ids.new(target.name)
     body = message.build(
         target=target.name, mail_from=target.mail_from, mail_to=target.mail_to, probe_id=probe_id
     )
@@ -136,14 +148,20 @@ async def probe(target: Target, trace: Trace, sent: SentProbes, tokens: TokenCac
 
         examined: set[int] = set()
         ours: dict[int, str] = {}
+        lookalikes: set[int] = set()
         try:
             while probe_id not in ours.values():
                 with trace.phase(Phase.DELIVERY):
-                    arrived, candidates = await _watch(imap, target, sent, examined, deadline)
+                    arrived, candidates = await _watch(imap, target, ids, examined, deadline)
                 with trace.phase(Phase.IMAP_FETCH):
                     found = await imap.header(candidates, message.PROBE_HEADER)
                 examined.update(candidates)
-                ours.update((uid, found[uid]) for uid in candidates if found.get(uid) in sent)
+                verified, unverified = sort_out(
+                    {uid: found.get(uid, "") for uid in candidates}, ids, target.name
+                )
+                ours.update(verified)
+                lookalikes |= unverified
+                trace.lookalikes = len(lookalikes)
         except ProbeFailure as failure:
             if failure.reason is Reason.NOT_DELIVERED:
                 await imap.logout()
@@ -152,9 +170,7 @@ async def probe(target: Target, trace: Trace, sent: SentProbes, tokens: TokenCac
         trace.phases[Phase.DELIVERY] = trace.delivery_seconds
 
         trace.late_arrivals = sum(
-            1
-            for probe_id_seen in set(ours.values())
-            if sent.seen(probe_id_seen) and probe_id_seen != probe_id
+            1 for found_id in set(ours.values()) if found_id != probe_id and sent.seen(found_id)
         )
         with trace.phase(Phase.IMAP_CLEANUP):
             try:

@@ -26,6 +26,8 @@ class Trace:
     late_arrivals: int = 0
     cleanup_deleted: int = 0
     cleanup_failed: bool = False
+    lookalikes: int = 0
+    """Messages with this exporter's id prefix whose id did not verify: left alone."""
     tls: dict[str, TlsSession] = field(default_factory=dict)
     """TLS sessions by protocol (``smtp``, ``imap``)."""
     token_expiry: dict[str, float] = field(default_factory=dict)
