@@ -1,0 +1,142 @@
+"""Only our own mail is ever deleted: a property test over arbitrary mailbox contents, and the
+same kinds of mail in a real Dovecot mailbox."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from exporter import message, probes
+from exporter.message import PROBE_HEADER, ProbeIds, load_key
+from exporter.outcome import Check
+from exporter.probes.roundtrip import SentProbes, sort_out
+from tests.conftest import make_target, probe_files
+from tests.mailstack import MailStack, MailUser
+
+OURS = ProbeIds(b"k" * 32)
+OTHER_EXPORTER = ProbeIds(b"o" * 32)
+TARGET = "corp"
+
+KINDS = (
+    "real",
+    "ours",
+    "ours_duplicate",
+    "forged",
+    "other_exporter",
+    "other_target",
+    "truncated",
+    "garbage",
+)
+
+
+def _header(kind: str, draw: st.DrawFn) -> str | None:
+    nonce = draw(st.text("0123456789abcdef", min_size=16, max_size=16))
+    if kind == "real":
+        return None
+    if kind in ("ours", "ours_duplicate"):
+        return OURS.new(TARGET)
+    if kind == "forged":
+        mac = draw(st.text("0123456789abcdef", min_size=24, max_size=24))
+        return f"{OURS.prefix}.{nonce}.{mac}"
+    if kind == "other_exporter":
+        return OTHER_EXPORTER.new(TARGET)
+    if kind == "other_target":
+        return OURS.new("another-target")
+    if kind == "truncated":
+        return OURS.new(TARGET)[:-3]
+    return draw(st.text(min_size=0, max_size=60).map(lambda t: OURS.prefix + "." + t))
+
+
+@st.composite
+def mailboxes(draw: st.DrawFn) -> list[tuple[str, str | None]]:
+    """A mailbox: (kind, probe id header or None) per message, in UID order."""
+    kinds = draw(st.lists(st.sampled_from(KINDS), max_size=60))
+    box: list[tuple[str, str | None]] = []
+    for kind in kinds:
+        header = _header(kind, draw)
+        box.append((kind, header))
+        if kind == "ours_duplicate":
+            box.append((kind, header))
+    return box
+
+
+@given(mailboxes())
+@settings(max_examples=400, deadline=None)
+def test_exactly_our_probe_messages_are_selected(box: list[tuple[str, str | None]]) -> None:
+    # What a server's substring SEARCH on our prefix would return, with the header values.
+    candidates = {
+        uid: header
+        for uid, (_, header) in enumerate(box, start=1)
+        if header is not None and OURS.prefix + "." in header
+    }
+    ours, lookalikes = sort_out(candidates, OURS, TARGET)
+    expected = {
+        uid for uid, (kind, _) in enumerate(box, start=1) if kind in ("ours", "ours_duplicate")
+    }
+    assert set(ours) == expected
+    assert lookalikes == set(candidates) - expected
+
+
+def test_keys_survive_restarts(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "probe-id.key"
+    first = ProbeIds(load_key(path))
+    assert path.stat().st_mode & 0o777 == 0o600
+    probe_id = first.new(TARGET)
+    assert ProbeIds(load_key(path)).verify(probe_id, TARGET), "the same key after a restart"
+    assert not ProbeIds().verify(probe_id, TARGET)
+
+
+def _mail(subject: str, header: str | None) -> bytes:
+    mail = EmailMessage()
+    mail["From"] = "someone@example.test"
+    mail["To"] = "probe@example.test"
+    mail["Subject"] = subject
+    if header is not None:
+        mail[PROBE_HEADER] = header
+    mail.set_content("hello\n")
+    return mail.as_bytes()
+
+
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(box=mailboxes())
+async def test_a_real_mailbox_keeps_everything_but_our_probes(
+    mailstack: MailStack, user: MailUser, box: list[tuple[str, str | None]]
+) -> None:
+    for path in mailstack.message_files(user):
+        path.unlink()
+    for index, (kind, header) in enumerate(box):
+        mailstack.put_message(user, _mail(f"{kind} {index}", header))
+    ours_before = {h for kind, h in box if kind in ("ours", "ours_duplicate")}
+    others_before = sorted(
+        p.read_bytes()
+        for p in mailstack.message_files(user)
+        if not any(h and h.encode() in p.read_bytes() for h in ours_before)
+    )
+
+    target = make_target(mailstack, user, name=TARGET)
+    result = await probes.run(target, Check.ROUNDTRIP, sent=SentProbes(), ids=OURS)
+
+    assert result.success, result
+    assert result.late_arrivals == len(ours_before)
+    assert result.cleanup_deleted == 1 + sum(
+        1 for kind, _ in box if kind in ("ours", "ours_duplicate")
+    )
+    left = sorted(p.read_bytes() for p in mailstack.message_files(user))
+    assert left == others_before
+    forged = sum(
+        1
+        for kind, h in box
+        if h and OURS.prefix + "." in h and kind not in ("ours", "ours_duplicate")
+    )
+    assert result.lookalikes == forged
+    assert not [
+        p
+        for p in probe_files(mailstack, user)
+        if any(h and h.encode() in p.read_bytes() for h in ours_before)
+    ]
+    assert message.PROBE_HEADER == "X-Mailbox-Probe-Id"
