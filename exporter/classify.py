@@ -70,6 +70,10 @@ def imap_reply(result: str, text: str, stage: ImapStage) -> Reason:
     lowered = text.lower()
     if code == "LIMIT" or any(word in lowered for word in _THROTTLE_WORDS):
         return Reason.THROTTLED
+    if result == "BYE":
+        if code == "UNAVAILABLE":
+            return Reason.THROTTLED
+        return Reason.CONNECT_REFUSED if stage == "greeting" else Reason.NETWORK
     if code == "SERVERBUG" or result == "BAD":
         return Reason.PROTOCOL_ERROR
     if code in _IMAP_AUTH_REJECTED:

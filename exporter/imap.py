@@ -29,6 +29,8 @@ from exporter.outcome import ProbeFailure, Reason
 
 MAX_LINE: Final = 64 * 1024
 """Longest response line accepted; a server sending more is cut off as broken."""
+MAX_LITERAL: Final = 1024 * 1024
+"""Largest literal accepted: the probe only ever fetches one header field."""
 
 T = TypeVar("T")
 Say = Callable[[str], None]
@@ -86,6 +88,8 @@ class _Protocol(imaplib.IMAP4ClientProtocol):  # type: ignore[misc]
             return
         if len(self.incomplete_line) > MAX_LINE:
             self._break(f"response line longer than {MAX_LINE} bytes")
+        elif (literal := getattr(self.current_command, "_expected_size", 0)) > MAX_LITERAL:
+            self._break(f"the server announced a {literal}-byte literal")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost.set()

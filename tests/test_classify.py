@@ -73,6 +73,8 @@ def test_smtp_replies(code: int, message: str, stage: classify.SmtpStage, reason
         ("BAD", "User is authenticated but not connected.", "select", Reason.PROTOCOL_ERROR),
         ("NO", "[SERVERBUG] Internal error", "mailbox", Reason.PROTOCOL_ERROR),
         ("BYE", "Server shutting down.", "greeting", Reason.CONNECT_REFUSED),
+        ("BYE", "Server shutting down.", "auth", Reason.NETWORK),
+        ("BYE", "[UNAVAILABLE] Too busy", "select", Reason.THROTTLED),
     ],
 )
 def test_imap_replies(result: str, text: str, stage: classify.ImapStage, reason: Reason) -> None:
