@@ -164,7 +164,7 @@ def smtp(misbehave: str, at: str = "") -> Handler:
             elif command == "DATA":
                 writer.write(b"354 go ahead\r\n")
                 await writer.drain()
-                while (body := await reader.readline()) not in (b".\r\n", b""):
+                while await reader.readline() not in (b".\r\n", b""):
                     pass
                 writer.write(b"250 2.0.0 queued\r\n")
             elif command == "QUIT":
