@@ -1,0 +1,212 @@
+"""Fault soak: round trips against a real Postfix + Dovecot while faults come and go at random.
+
+    python bench/soak.py --roundtrips 2000 --targets 8
+
+Several mailboxes are probed at once, each on its own schedule, while a fault injector breaks
+the stack and heals it: Dovecot restarted, logins broken, delivery deferred, Postfix stopped.
+Afterwards, with the stack healed, every mailbox gets one more round trip (the cleanup pass),
+and the report checks what the safety guarantees promise: nothing crashed, success came back
+within one interval of each healing, the mail that was in the mailboxes before is all still
+there, and no probe message is left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from exporter import config, probes  # noqa: E402
+from exporter.message import ProbeIds  # noqa: E402
+from exporter.outcome import Check  # noqa: E402
+from exporter.probes.roundtrip import SentProbes  # noqa: E402
+from tests.mailstack import MailStack, MailUser  # noqa: E402
+
+FAULTS = {
+    "dovecot restarted": ("stop_dovecot", "start_dovecot"),
+    "logins broken": ("break_passwd_file", "restore_passwd_file"),
+    "delivery deferred": ("defer_delivery", "resume_delivery"),
+    "postfix stopped": ("stop_postfix", "start_postfix"),
+}
+
+
+@dataclass
+class Report:
+    roundtrips: int = 0
+    successes: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
+    recovery_seconds: list[float] = field(default_factory=list)
+    late_arrivals: int = 0
+    deleted: int = 0
+    existing_before: int = 0
+    existing_after: int = 0
+    probe_messages_left: int = 0
+    crashed: str = ""
+    interval: float = 0.0
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, object]:
+        data = asdict(self)
+        recoveries = sorted(self.recovery_seconds)
+        data["recovery_seconds"] = {
+            "count": len(recoveries),
+            "median": round(statistics.median(recoveries), 3) if recoveries else None,
+            "max": round(max(recoveries), 3) if recoveries else None,
+        }
+        data["reasons"] = dict(self.reasons)
+        data["faults"] = dict(self.faults)
+        data["holds"] = self.holds()
+        return data
+
+    def holds(self) -> bool:
+        return (
+            not self.crashed
+            and self.existing_after == self.existing_before
+            and self.probe_messages_left == 0
+            and all(r <= self.interval + 5 for r in self.recovery_seconds)
+        )
+
+
+def _mail(index: int) -> bytes:
+    mail = EmailMessage()
+    mail["From"] = "colleague@example.test"
+    mail["To"] = "monitor@example.test"
+    mail["Subject"] = f"existing mail {index}"
+    mail.set_content(f"keep me {index}\n")
+    return mail.as_bytes()
+
+
+async def soak(
+    root: Path,
+    roundtrips: int,
+    targets: int,
+    interval: float = 2.0,
+    probe_timeout: float = 2.0,
+    existing: int = 200,
+    seed: int = 1,
+) -> Report:
+    """Run the soak in ``root``; returns the report (never raises for a probe)."""
+    rng = random.Random(seed)
+    report = Report(interval=interval)
+    started = time.monotonic()
+    stack = MailStack(root)
+    users: list[MailUser] = [stack.add_user(f"soak{i}", f"pw-soak-{i}") for i in range(targets)]
+    for index in range(existing):
+        stack.put_message(users[index % targets], _mail(index))
+    report.existing_before = sum(len(stack.message_files(u)) for u in users)
+    ms = int(probe_timeout * 1000)
+    parsed = config.parse(
+        "targets:\n"
+        + "".join(
+            f"  - name: soak{i}\n    interval: {int(interval * 1000)}ms\n    timeout: {ms}ms\n"
+            f"    checks: [roundtrip]\n"
+            f"    smtp: {{host: 127.0.0.1, port: {stack.smtp_port}, tls: none, "
+            f"username: {u.address}, password: {u.password}}}\n"
+            f"    imap: {{host: 127.0.0.1, port: {stack.imap_port}, tls: none, "
+            f"username: {u.address}, password: {u.password}}}\n"
+            for i, u in enumerate(users)
+        )
+    )
+    ids = ProbeIds()
+    sent = {t.name: SentProbes() for t in parsed.targets}
+    healed_at: list[float] = []
+    done = asyncio.Event()
+    results: list[tuple[str, float, float, bool]] = []
+
+    async def prober(target: config.Target) -> None:
+        await asyncio.sleep(rng.uniform(0, interval))
+        while not done.is_set():
+            begin = time.monotonic()
+            result = await probes.run(target, Check.ROUNDTRIP, sent=sent[target.name], ids=ids)
+            report.roundtrips += 1
+            report.successes += result.success
+            report.late_arrivals += result.late_arrivals
+            report.deleted += result.cleanup_deleted
+            if result.reason:
+                report.reasons[result.reason.value] += 1
+            results.append((target.name, begin, time.monotonic(), result.success))
+            if report.roundtrips >= roundtrips:
+                done.set()
+            await asyncio.sleep(max(0.0, begin + interval - time.monotonic()))
+
+    async def injector() -> None:
+        while not done.is_set():
+            await asyncio.sleep(rng.uniform(2, 5))
+            if done.is_set():
+                return
+            name = rng.choice(list(FAULTS))
+            breaks, heals = FAULTS[name]
+            report.faults[name] += 1
+            await asyncio.to_thread(getattr(stack, breaks))
+            await asyncio.sleep(rng.uniform(2, 6))
+            await asyncio.to_thread(getattr(stack, heals))
+            healed_at.append(time.monotonic())
+
+    with stack:
+        try:
+            await asyncio.gather(injector(), *(prober(t) for t in parsed.targets))
+            for target in parsed.targets:
+                for _ in range(5):
+                    result = await probes.run(
+                        target, Check.ROUNDTRIP, sent=sent[target.name], ids=ids
+                    )
+                    report.deleted += result.cleanup_deleted
+                    report.late_arrivals += result.late_arrivals
+                    if result.success:
+                        break
+        except Exception as exc:
+            report.crashed = f"{type(exc).__name__}: {exc}"
+        for heal in healed_at:
+            for target in parsed.targets:
+                after = [
+                    end
+                    for name, begin, end, ok in results
+                    if name == target.name and ok and begin >= heal
+                ]
+                if after:
+                    report.recovery_seconds.append(min(after) - heal)
+        report.existing_after = sum(
+            1 for u in users for p in stack.message_files(u) if b"existing mail" in p.read_bytes()
+        )
+        report.probe_messages_left = sum(
+            1
+            for u in users
+            for p in stack.message_files(u)
+            if ids.prefix.encode() in p.read_bytes()
+        )
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--roundtrips", type=int, default=2000)
+    parser.add_argument("--targets", type=int, default=8)
+    parser.add_argument("--interval", type=float, default=2.0)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
+        report = asyncio.run(
+            soak(Path(tmp), args.roundtrips, args.targets, args.interval, seed=args.seed)
+        )
+    print(json.dumps(report.summary(), indent=2))
+    return 0 if report.holds() else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
