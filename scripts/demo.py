@@ -54,7 +54,7 @@ Mail stack: Postfix on 127.0.0.1:{stack.smtp_port}, Dovecot IMAP on 127.0.0.1:{s
 Mailbox:    {user.address} (maildir {stack.maildir(user)})
 Config:     {config}
 
-Exporter:   {url}/          landing page
+Exporter:   {url}/          status page
             {url}/metrics   metrics (probes run every 15s)
 
 Try breaking things from another shell and watch mailbox_probe_success and the log:
