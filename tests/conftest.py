@@ -11,6 +11,7 @@ import pytest
 
 from exporter import config
 from exporter.config import Target
+from tests.identity import IdentityProvider
 from tests.mailstack import MailStack, MailUser
 
 _users = itertools.count(1)
@@ -24,6 +25,24 @@ def mailstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailStack]:
         yield stack
     finally:
         stack.stop()
+
+
+@pytest.fixture(scope="session")
+def idp() -> Iterator[IdentityProvider]:
+    """A token endpoint and introspection endpoint for OAuth2 tests."""
+    with IdentityProvider() as provider:
+        yield provider
+
+
+@pytest.fixture(scope="session")
+def oauth_mailstack(
+    idp: IdentityProvider, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MailStack]:
+    """A mail stack whose Dovecot checks OAuth2 tokens with ``idp`` (passwords work too)."""
+    with MailStack(
+        tmp_path_factory.mktemp("oauthstack"), oauth2_introspection_url=idp.introspection_url
+    ) as mail:
+        yield mail
 
 
 @pytest.fixture

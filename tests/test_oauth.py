@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,23 +21,13 @@ CLIENT_SECRET = "client-secret-7d1f"
 REFRESH_TOKEN = "refresh-token-91ac"
 
 
-@pytest.fixture(scope="module")
-def idp() -> Iterator[IdentityProvider]:
-    with IdentityProvider() as provider:
-        yield provider
-
-
-@pytest.fixture(scope="module")
-def stack(idp: IdentityProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailStack]:
-    with MailStack(
-        tmp_path_factory.mktemp("oauthstack"), oauth2_introspection_url=idp.introspection_url
-    ) as mail:
-        yield mail
-
-
 @pytest.fixture
-def mailbox(stack: MailStack, idp: IdentityProvider, request: pytest.FixtureRequest) -> MailUser:
-    user = stack.add_user(f"oauth{abs(hash(request.node.name)) % 10**6}", "unused-password-1")
+def mailbox(
+    oauth_mailstack: MailStack, idp: IdentityProvider, request: pytest.FixtureRequest
+) -> MailUser:
+    user = oauth_mailstack.add_user(
+        f"oauth{abs(hash(request.node.name)) % 10**6}", "unused-password-1"
+    )
     idp.add_client(f"app-{user.name}", CLIENT_SECRET, user.address)
     idp.add_refresh_token(f"{REFRESH_TOKEN}-{user.name}", f"app-{user.name}", user.address)
     idp.fail_with(None)
@@ -47,7 +36,7 @@ def mailbox(stack: MailStack, idp: IdentityProvider, request: pytest.FixtureRequ
 
 
 def _target(
-    stack: MailStack,
+    oauth_mailstack: MailStack,
     idp: IdentityProvider,
     user: MailUser,
     grant: str = "client_credentials",
@@ -66,18 +55,18 @@ def _target(
         "targets:\n"
         "  - name: oauth\n"
         f"    interval: 10s\n    timeout: {timeout}\n"
-        f"    smtp: {{host: 127.0.0.1, port: {stack.smtp_port}, tls: none, "
+        f"    smtp: {{host: 127.0.0.1, port: {oauth_mailstack.smtp_port}, tls: none, "
         f"username: {user.address}, oauth2: {oauth2}}}\n"
-        f"    imap: {{host: 127.0.0.1, port: {stack.imap_port}, tls: none, "
+        f"    imap: {{host: 127.0.0.1, port: {oauth_mailstack.imap_port}, tls: none, "
         f"username: {user.address}, oauth2: {oauth2}}}\n"
     ).targets[0]
 
 
 @pytest.mark.parametrize("grant", ["client_credentials", "refresh_token"])
 async def test_xoauth2_round_trip_and_logins(
-    stack: MailStack, idp: IdentityProvider, mailbox: MailUser, grant: str
+    oauth_mailstack: MailStack, idp: IdentityProvider, mailbox: MailUser, grant: str
 ) -> None:
-    target = _target(stack, idp, mailbox, grant)
+    target = _target(oauth_mailstack, idp, mailbox, grant)
     tokens = TokenCache()
     before = idp.token_requests
     try:
@@ -94,7 +83,7 @@ async def test_xoauth2_round_trip_and_logins(
         for protocol in ("smtp", "imap") if result.check is Check.ROUNDTRIP else ():
             assert result.token_expiry[protocol] == pytest.approx(time.time() + 3600, abs=60)
     assert idp.token_requests - before == 1, "one token for six probes and both protocols"
-    assert probe_files(stack, mailbox) == []
+    assert probe_files(oauth_mailstack, mailbox) == []
     shown = "\n".join(line for r in results for line in (*r.transcript, r.detail))
     for secret in (*idp.issued_tokens(), CLIENT_SECRET, f"{REFRESH_TOKEN}-{mailbox.name}"):
         assert secret not in shown
@@ -109,9 +98,9 @@ async def test_xoauth2_round_trip_and_logins(
     ],
 )
 async def test_token_endpoint_failures_are_oauth_token(
-    stack: MailStack, idp: IdentityProvider, mailbox: MailUser, fault: str, expected: str
+    oauth_mailstack: MailStack, idp: IdentityProvider, mailbox: MailUser, fault: str, expected: str
 ) -> None:
-    target = _target(stack, idp, mailbox, timeout="4s")
+    target = _target(oauth_mailstack, idp, mailbox, timeout="4s")
     if fault == "invalid_client":
         idp.fail_with(400, {"error": "invalid_client"})
     elif fault == "server_error":
@@ -137,9 +126,9 @@ async def test_token_endpoint_failures_are_oauth_token(
 
 
 async def test_a_token_the_servers_refuse_is_auth_rejected(
-    stack: MailStack, idp: IdentityProvider, mailbox: MailUser
+    oauth_mailstack: MailStack, idp: IdentityProvider, mailbox: MailUser
 ) -> None:
-    target = _target(stack, idp, mailbox)
+    target = _target(oauth_mailstack, idp, mailbox)
     tokens = TokenCache()
     try:
         assert (await probes.run(target, Check.IMAP_LOGIN, tokens=tokens)).success

@@ -7,7 +7,6 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,23 +23,9 @@ CLIENT_SECRET = "cs-Secret-41d7"
 REFRESH_TOKEN = "rt-Secret-0a2e"
 
 
-@pytest.fixture(scope="module")
-def idp() -> Iterator[IdentityProvider]:
-    with IdentityProvider() as provider:
-        yield provider
-
-
-@pytest.fixture(scope="module")
-def stack(idp: IdentityProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailStack]:
-    with MailStack(
-        tmp_path_factory.mktemp("secrets"), oauth2_introspection_url=idp.introspection_url
-    ) as mail:
-        yield mail
-
-
-def _config(stack: MailStack, idp: IdentityProvider, tmp_path: Path) -> Path:
-    user = stack.add_user("pw", PASSWORD)
-    oauth_user = stack.add_user("oauth", "unused-pw-123")
+def _config(oauth_mailstack: MailStack, idp: IdentityProvider, tmp_path: Path) -> Path:
+    user = oauth_mailstack.add_user("pw", PASSWORD)
+    oauth_user = oauth_mailstack.add_user("oauth", "unused-pw-123")
     idp.add_client("app-cc", CLIENT_SECRET, oauth_user.address)
     idp.add_refresh_token(REFRESH_TOKEN, "app-rt", oauth_user.address)
     idp.add_client("app-rt", "rt-client-secret-5", oauth_user.address)
@@ -57,24 +42,32 @@ def _config(stack: MailStack, idp: IdentityProvider, tmp_path: Path) -> Path:
     path = tmp_path / "c.yml"
     path.write_text(
         "targets:\n"
-        + target_yaml(stack, user, name="password", interval="3s", timeout="3s")
+        + target_yaml(oauth_mailstack, user, name="password", interval="3s", timeout="3s")
         + target_yaml(
-            stack, user, name="wrong", password=WRONG_PASSWORD, interval="3s", timeout="3s"
+            oauth_mailstack,
+            user,
+            name="wrong",
+            password=WRONG_PASSWORD,
+            interval="3s",
+            timeout="3s",
         )
         + "  - name: oauth\n    interval: 3s\n    timeout: 3s\n"
-        f"    smtp: {{host: 127.0.0.1, port: {stack.smtp_port}, tls: none, "
+        f"    smtp: {{host: 127.0.0.1, port: {oauth_mailstack.smtp_port}, tls: none, "
         f"username: {oauth_user.address}, oauth2: {oauth_smtp}}}\n"
-        f"    imap: {{host: 127.0.0.1, port: {stack.imap_port}, tls: none, "
+        f"    imap: {{host: 127.0.0.1, port: {oauth_mailstack.imap_port}, tls: none, "
         f"username: {oauth_user.address}, oauth2: {oauth_imap}}}\n"
     )
     return path
 
 
 async def test_no_secret_on_any_surface(
-    stack: MailStack, idp: IdentityProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    oauth_mailstack: MailStack,
+    idp: IdentityProvider,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("MAILBOX_TEST_REFRESH", REFRESH_TOKEN)
-    path = _config(stack, idp, tmp_path)
+    path = _config(oauth_mailstack, idp, tmp_path)
     seen: list[str] = []
     async for running in start(path, tmp_path / "run", "--log.level", "debug"):
         await running.until(

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from exporter.config import ServerConfig
 from exporter.oauth import TokenCache
 from exporter.outcome import ProbeFailure, Reason
 from exporter.probes.trace import Trace
+
+
+class Session(Protocol):
+    async def login(self, token: str | None = None) -> None: ...
 
 
 async def access_token(
@@ -35,3 +41,15 @@ def refused(server: ServerConfig, failure: ProbeFailure, tokens: TokenCache) -> 
     """A token the server refuses is dropped, so that the next probe asks for a new one."""
     if server.oauth2 is not None and failure.reason is Reason.AUTH_REJECTED:
         tokens.forget(server.oauth2)
+
+
+async def log_in(
+    session: Session, server: ServerConfig, protocol: str, trace: Trace, tokens: TokenCache
+) -> None:
+    """Authenticate ``session`` with a password or a token (fetched first)."""
+    token = await access_token(server, protocol, trace, tokens)
+    try:
+        await session.login(token)
+    except ProbeFailure as failure:
+        refused(server, failure, tokens)
+        raise

@@ -5,7 +5,7 @@ from __future__ import annotations
 from exporter.config import ImapConfig, Target
 from exporter.imap import ImapSession
 from exporter.oauth import TokenCache
-from exporter.outcome import Phase, ProbeFailure
+from exporter.outcome import Phase
 from exporter.probes import credentials
 from exporter.probes.trace import Trace
 
@@ -27,12 +27,7 @@ async def log_in(
     if session.tls is not None:
         trace.tls["imap"] = session.tls
     with trace.phase(Phase.IMAP_AUTH):
-        token = await credentials.access_token(server, "imap", trace, tokens)
-        try:
-            await session.login(token)
-        except ProbeFailure as failure:
-            credentials.refused(server, failure, tokens)
-            raise
+        await credentials.log_in(session, server, "imap", trace, tokens)
 
 
 async def probe(target: Target, trace: Trace, tokens: TokenCache) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from exporter.config import ServerConfig, Target
 from exporter.oauth import TokenCache
-from exporter.outcome import Phase, ProbeFailure
+from exporter.outcome import Phase
 from exporter.probes import credentials
 from exporter.probes.trace import Trace
 from exporter.smtp import SmtpSession
@@ -27,12 +27,7 @@ async def log_in(
     if session.tls is not None:
         trace.tls["smtp"] = session.tls
     with trace.phase(Phase.SMTP_AUTH):
-        token = await credentials.access_token(server, "smtp", trace, tokens)
-        try:
-            await session.login(token)
-        except ProbeFailure as failure:
-            credentials.refused(server, failure, tokens)
-            raise
+        await credentials.log_in(session, server, "smtp", trace, tokens)
 
 
 async def probe(target: Target, trace: Trace, tokens: TokenCache) -> None:
