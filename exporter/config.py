@@ -141,6 +141,8 @@ class Target:
     mail_to: str
     checks: tuple[Check, ...]
     schedules: Mapping[Check, Schedule]
+    labels: Mapping[str, str] = field(default_factory=dict)
+    """Static labels of the target, such as ``provider``, exported on ``mailbox_target_info``."""
 
     def interval(self, check: Check) -> float:
         return self.schedules[check].interval
@@ -498,7 +500,21 @@ OAUTH2_PRESETS: dict[str, dict[str, str]] = {
     },
 }
 IMAP_KEYS = (*SERVER_KEYS, "mailbox", "idle", "poll_interval")
-TARGET_KEYS = ("name", "smtp", "imap", "from", "to", "checks", "interval", "timeout")
+TARGET_KEYS = ("name", "smtp", "imap", "from", "to", "checks", "interval", "timeout", "labels")
+RESERVED_LABELS = frozenset(
+    {
+        "target",
+        "check",
+        "phase",
+        "reason",
+        "protocol",
+        "version",
+        "le",
+        "job",
+        "instance",
+    }
+)
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,62}$")
 DEFAULT_KEYS = tuple(k for k in TARGET_KEYS if k != "name")
 TOP_KEYS = ("global", "defaults", "targets")
 GLOBAL_KEYS = ("max_concurrent_probes", "probe_key_file")
@@ -557,7 +573,30 @@ def _target(r: _Reader, raw: Any, defaults: dict[str, Any], path: str) -> Target
     mail_from = _mail_address(r, merged, path, "from", smtp.username, needs_mail)
     mail_to = _mail_address(r, merged, path, "to", imap.username, needs_mail)
     schedules = _schedules(r, merged, path, checks)
-    return Target(name, smtp, imap, mail_from, mail_to, checks, schedules)
+    labels = _labels(r, defaults.get("labels"), data.get("labels"), path)
+    return Target(name, smtp, imap, mail_from, mail_to, checks, schedules, labels)
+
+
+def _labels(r: _Reader, defaults: Any, own: Any, path: str) -> dict[str, str]:
+    """``labels``: static label names and values, the defaults' merged with the target's."""
+    labels: dict[str, str] = {}
+    for where, value in (("defaults.labels", defaults), (_join(path, "labels"), own)):
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise r.fail(where, f"expected a mapping of label names to values, got {_kind(value)}")
+        for key, item in value.items():
+            key_path = _join(where, str(key))
+            if not _LABEL_NAME.match(str(key)) or str(key).startswith("__"):
+                raise r.fail(key_path, "expected a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)")
+            if key in RESERVED_LABELS:
+                raise r.fail(key_path, f"{key} is a label of the exporter's own metrics")
+            if not isinstance(item, str | int | float) or isinstance(item, bool) or not str(item):
+                raise r.fail(key_path, "expected a non-empty string")
+            if len(str(item)) > 128:
+                raise r.fail(key_path, "longer than 128 characters")
+            labels[str(key)] = str(item)
+    return labels
 
 
 def _schedules(

@@ -73,6 +73,7 @@ class TargetState:
     token_expiry: dict[str, float] = field(default_factory=dict)
     token_failures: dict[str, int] = field(default_factory=dict)
     lookalikes: int | None = None
+    labels: dict[str, str] = field(default_factory=dict)
     recent: deque[ProbeResult] = field(default_factory=lambda: deque(maxlen=RECENT_PROBES))
     last_delivery: float | None = None
 
@@ -97,6 +98,7 @@ class Store:
         targets: dict[str, TargetState] = {}
         for target in config.targets:
             state = self.targets.get(target.name) or TargetState()
+            state.labels = dict(target.labels)
             old_checks, state.checks = state.checks, {}
             for check in target.checks:
                 kept = old_checks.get(check) or CheckState(0.0, 0.0)
@@ -270,6 +272,7 @@ class StoreCollector(Collector):
         )
 
         yield from self._tls_and_tokens()
+        yield self._target_info()
 
         build = _gauge(
             "mailbox_exporter_build_info", "Version of the exporter; always 1.", ["version"]
@@ -291,6 +294,18 @@ class StoreCollector(Collector):
             )
             reload_ts.add_metric([], self.store.reload_success_timestamp)
             yield reload_ts
+
+    def _target_info(self) -> Metric:
+        """One series per target with its configured labels, to join onto the others."""
+        names = sorted({name for state in self.store.targets.values() for name in state.labels})
+        info = _gauge(
+            "mailbox_target_info",
+            "Static labels of each target, from its configuration; always 1.",
+            ["target", *names],
+        )
+        for target, state in self.store.targets.items():
+            info.add_metric([target, *(state.labels.get(name, "") for name in names)], 1)
+        return info
 
     def _tls_and_tokens(self) -> Iterator[Metric]:
         labels = ["target", "protocol"]

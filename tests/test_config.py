@@ -286,3 +286,29 @@ def test_oauth2_and_tls_mistakes(change: tuple[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         config.parse(text, environ={})
     assert message in str(caught.value)
+
+
+def test_target_labels_merge_with_defaults() -> None:
+    text = "defaults:\n  labels: {provider: microsoft, region: eu}\n" + TARGET.replace(
+        "name: a", "name: a\n    labels: {region: us, tier: 1}"
+    )
+    assert config.parse(text).targets[0].labels == {
+        "provider": "microsoft",
+        "region": "us",
+        "tier": "1",
+    }
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ("{target: x}", "targets[0].labels.target: target is a label of the exporter's own"),
+        ("{'bad-name': x}", "targets[0].labels.bad-name: expected a Prometheus label name"),
+        ("{provider: ''}", "targets[0].labels.provider: expected a non-empty string"),
+        ("[provider]", "targets[0].labels: expected a mapping of label names to values"),
+    ],
+)
+def test_bad_target_labels(labels: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.parse(TARGET.replace("name: a", f"name: a\n    labels: {labels}"))
+    assert message in str(caught.value)

@@ -120,3 +120,15 @@ def test_reload_keeps_remaining_state_and_drops_the_rest() -> None:
     assert samples[_key("mailbox_probes_total", target="a", check="roundtrip")] == 1
     assert not any(dict(labels).get("target") == "b" for _, labels in samples)
     assert not any(dict(labels).get("check") == "smtp_login" for _, labels in samples)
+
+
+def test_target_info_carries_each_targets_labels() -> None:
+    store = Store()
+    store.configure(
+        config.parse(
+            CONFIG.replace("  - name: a\n", "  - name: a\n    labels: {provider: google}\n")
+        )
+    )
+    samples = _scrape(store)
+    assert samples[_key("mailbox_target_info", target="a", provider="google")] == 1
+    assert samples[_key("mailbox_target_info", target="b", provider="")] == 1
