@@ -44,9 +44,7 @@ class SentProbes:
         self._sent: OrderedDict[str, bool] = OrderedDict()
 
     def add(self, probe_id: str) -> None:
-        self._sent[probe_id] = False
-        while len(self._sent) > self._limit:
-            self._sent.popitem(last=False)
+        self._remember(probe_id, found=False)
 
     def seen(self, probe_id: str) -> bool:
         """Note that a message was found; True the first time it is found.
@@ -54,10 +52,13 @@ class SentProbes:
         Ids this process does not remember (sent before a restart) count as found now.
         """
         first = not self._sent.get(probe_id, False)
-        self._sent[probe_id] = True
+        self._remember(probe_id, found=True)
+        return first
+
+    def _remember(self, probe_id: str, found: bool) -> None:
+        self._sent[probe_id] = found
         while len(self._sent) > self._limit:
             self._sent.popitem(last=False)
-        return first
 
     def forget(self, probe_ids: list[str]) -> None:
         for probe_id in probe_ids:
