@@ -3,6 +3,7 @@ same kinds of mail in a real Dovecot mailbox."""
 
 from __future__ import annotations
 
+import string
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -47,7 +48,8 @@ def _header(kind: str, draw: st.DrawFn) -> str | None:
         return OURS.new("another-target")
     if kind == "truncated":
         return OURS.new(TARGET)[:-3]
-    return draw(st.text(min_size=0, max_size=60).map(lambda t: OURS.prefix + "." + t))
+    printable = string.ascii_letters + string.digits + string.punctuation + " "
+    return draw(st.text(printable, max_size=60).map(lambda t: f"{OURS.prefix}.{t}".strip()))
 
 
 @st.composite
