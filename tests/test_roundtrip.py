@@ -103,7 +103,10 @@ def _mail(subject: str, header: str | None) -> bytes:
 
 
 @settings(
-    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=8,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(box=mailboxes())
 async def test_a_real_mailbox_keeps_everything_but_our_probes(
