@@ -49,6 +49,7 @@ class Report:
     reasons: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
     recovery_seconds: list[float] = field(default_factory=list)
+    recovery_by_fault: dict[str, list[float]] = field(default_factory=dict)
     late_arrivals: int = 0
     deleted: int = 0
     existing_before: int = 0
@@ -65,6 +66,11 @@ class Report:
             "count": len(recoveries),
             "median": round(statistics.median(recoveries), 3) if recoveries else None,
             "max": round(max(recoveries), 3) if recoveries else None,
+        }
+        data["recovery_by_fault"] = {
+            name: {"median": round(statistics.median(v), 3), "max": round(max(v), 3)}
+            for name, v in sorted(self.recovery_by_fault.items())
+            if v
         }
         data["reasons"] = dict(self.reasons)
         data["faults"] = dict(self.faults)
@@ -122,7 +128,7 @@ async def soak(
     )
     ids = ProbeIds()
     sent = {t.name: SentProbes() for t in parsed.targets}
-    healed_at: list[float] = []
+    healed_at: list[tuple[str, float]] = []
     done = asyncio.Event()
     results: list[tuple[str, float, float, bool]] = []
 
@@ -153,7 +159,7 @@ async def soak(
             await asyncio.to_thread(getattr(stack, breaks))
             await asyncio.sleep(rng.uniform(2, 6))
             await asyncio.to_thread(getattr(stack, heals))
-            healed_at.append(time.monotonic())
+            healed_at.append((name, time.monotonic()))
 
     with stack:
         try:
@@ -169,7 +175,7 @@ async def soak(
                         break
         except Exception as exc:
             report.crashed = f"{type(exc).__name__}: {exc}"
-        for heal in healed_at:
+        for fault, heal in healed_at:
             for target in parsed.targets:
                 after = [
                     end
@@ -178,6 +184,7 @@ async def soak(
                 ]
                 if after:
                     report.recovery_seconds.append(min(after) - heal)
+                    report.recovery_by_fault.setdefault(fault, []).append(min(after) - heal)
         report.existing_after = sum(
             1 for u in users for p in stack.message_files(u) if b"existing mail" in p.read_bytes()
         )
