@@ -19,4 +19,4 @@ async def test_a_short_soak_keeps_every_guarantee(tmp_path: Path) -> None:
     assert report.existing_after == report.existing_before == 40, summary
     assert report.probe_messages_left == 0, summary
     assert report.recovery_seconds, summary
-    assert max(report.recovery_seconds) <= report.interval + 5, summary
+    assert max(report.recovery_seconds) <= 2 * report.interval, summary
