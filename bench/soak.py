@@ -52,6 +52,8 @@ class Report:
     recovery_seconds: list[float] = field(default_factory=list)
     recovery_by_fault: dict[str, list[float]] = field(default_factory=dict)
     drain_seconds: list[float] = field(default_factory=list)
+    interrupted: int = 0
+    not_recovered: int = 0
     late_arrivals: int = 0
     deleted: int = 0
     existing_before: int = 0
@@ -139,6 +141,7 @@ async def soak(
     ids = ProbeIds()
     sent = {t.name: SentProbes() for t in parsed.targets}
     healed_at: list[tuple[str, float]] = []
+    broken_at: list[float] = []
     done = asyncio.Event()
     results: list[tuple[str, float, float, bool]] = []
 
@@ -166,6 +169,7 @@ async def soak(
             name = rng.choice(list(FAULTS))
             breaks, heals = FAULTS[name]
             report.faults[name] += 1
+            broken_at.append(time.monotonic())
             await asyncio.to_thread(getattr(stack, breaks))
             await asyncio.sleep(rng.uniform(2, 6))
             await asyncio.to_thread(getattr(stack, heals))
@@ -195,15 +199,25 @@ async def soak(
         except Exception as exc:
             report.crashed = f"{type(exc).__name__}: {exc}"
         for fault, heal in healed_at:
+            # Only probes that ran between this healing and the next fault tell how fast
+            # success came back; a target whose first such probe overlaps the next fault is
+            # counted as interrupted instead.
+            next_fault = min((b for b in broken_at if b > heal), default=float("inf"))
             for target in parsed.targets:
-                after = [
-                    end
+                clean = [
+                    (begin, end, ok)
                     for name, begin, end, ok in results
-                    if name == target.name and ok and begin >= heal
+                    if name == target.name and heal <= begin and end <= next_fault
                 ]
-                if after:
-                    report.recovery_seconds.append(min(after) - heal)
-                    report.recovery_by_fault.setdefault(fault, []).append(min(after) - heal)
+                if not clean:
+                    report.interrupted += 1
+                    continue
+                first_ok = [end for begin, end, ok in clean if ok]
+                if first_ok:
+                    report.recovery_seconds.append(min(first_ok) - heal)
+                    report.recovery_by_fault.setdefault(fault, []).append(min(first_ok) - heal)
+                else:
+                    report.not_recovered += 1
         report.existing_after = sum(
             1 for u in users for p in stack.message_files(u) if b"existing mail" in p.read_bytes()
         )

@@ -1,0 +1,448 @@
+"""Delivery-time accuracy against ground truth, for the exporter and prometheus-mailexporter.
+
+    python bench/accuracy.py --roundtrips 200 --variant-roundtrips 60
+
+Ground truth is the moment the message file appears in the Dovecot maildir (new/ or cur/),
+seen with inotify, minus the moment the SMTP server accepted the message (the 250 reply to
+DATA). A tool's error is its reported delivery time minus that true delivery time.
+
+Run side by side on one Postfix + Dovecot, each with a mailbox of its own:
+
+* the exporter's round trip in this process (``probes.run``), with IMAP IDLE;
+* the same with ``imap.idle: false`` (NOOP + UID SEARCH every ``poll_interval`` of 1 s);
+* ``mailexporter`` (Debian ``prometheus-mailexporter``), which watches the maildir with
+  inotify; it is sent through a small TCP relay here that stamps the 250 reply, and its
+  per-message duration is read from ``mail_last_deliver_duration_seconds`` as the histogram
+  count grows (scraped every 50 ms).
+
+Then variants, one at a time on a fresh stack: IDLE with the default Dovecot settings again,
+with ``imap_idle_notify_interval`` and ``mailbox_idle_check_interval`` changed (does either
+move IDLE's delay?), and polling with shorter ``poll_interval`` values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import contextvars
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import _proposed
+from bench._common import (
+    MaildirWatcher,
+    TunedStack,
+    free_port,
+    machine,
+    summary,
+    target_entry,
+)
+from exporter import config, probes
+from exporter.message import ProbeIds
+from exporter.outcome import Check
+from exporter.probes import roundtrip
+from exporter.probes.roundtrip import SentProbes
+from exporter.smtp import SmtpSession
+from tests.mailstack import MailStack, MailUser
+
+_accepts: contextvars.ContextVar[list[float]] = contextvars.ContextVar("accepts")
+
+POLL_1S = ", idle: false, poll_interval: 1s"
+VARIANTS: dict[str, tuple[str, str]] = {
+    # name: (extra dovecot.conf settings, extra imap keys of the target)
+    "IDLE, default": ("", ""),
+    "IDLE, imap_idle_notify_interval=1s": ("imap_idle_notify_interval = 1 secs\n", ""),
+    "IDLE, imap_idle_notify_interval=10min": ("imap_idle_notify_interval = 10 mins\n", ""),
+    "IDLE, mailbox_idle_check_interval=30s": ("mailbox_idle_check_interval = 30 secs\n", ""),
+    "polling 100ms": ("", ", idle: false, poll_interval: 100ms"),
+    "polling 25ms": ("", ", idle: false, poll_interval: 25ms"),
+    # bench/_proposed.py: pauses between polls of 25 ms doubling up to poll_interval
+    "polling 1s with proposed backoff": ("", POLL_1S),
+}
+PATCHED = {"polling 1s with proposed backoff"}
+
+
+def patch_smtp_send() -> None:
+    """Note the wall-clock time at which SmtpSession.send returns (the server said 250)."""
+    original = SmtpSession.send
+
+    async def send(self: SmtpSession, mail_from: str, mail_to: str, message: bytes) -> None:
+        await original(self, mail_from, mail_to, message)
+        with contextlib.suppress(LookupError):
+            _accepts.get().append(time.time())
+
+    SmtpSession.send = send  # type: ignore[method-assign]
+
+
+@dataclass
+class Series:
+    """Per-message figures of one tool."""
+
+    reported: list[float] = field(default_factory=list)
+    truth: list[float] = field(default_factory=list)
+    failures: int = 0
+    unmatched: int = 0
+
+    @property
+    def errors(self) -> list[float]:
+        return [r - t for r, t in zip(self.reported, self.truth, strict=True)]
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "roundtrips": len(self.reported),
+            "failures": self.failures,
+            "unmatched": self.unmatched,
+            "true_delivery_ms": summary(self.truth, 1000),
+            "reported_ms": summary(self.reported, 1000),
+            "error_ms": summary(self.errors, 1000),
+        }
+
+
+async def exporter_series(
+    stack: MailStack,
+    user: MailUser,
+    watcher: MaildirWatcher,
+    count: int,
+    imap_extra: str,
+    name: str,
+    pause: float = 0.2,
+) -> Series:
+    """Run ``count`` round trips one after another and compare with inotify's arrivals."""
+    extra = imap_extra
+    target = config.parse("targets:\n" + target_entry(stack, user, name, imap_extra=extra)).targets[
+        0
+    ]
+    accepts: list[float] = []
+    _accepts.set(accepts)
+    sent, ids = SentProbes(), ProbeIds()
+    maildir = stack.maildir(user)
+    series = Series()
+    for _ in range(count):
+        begin = time.time()
+        before = len(accepts)
+        result = await probes.run(target, Check.ROUNDTRIP, sent=sent, ids=ids)
+        if not result.success or result.delivery_seconds is None or len(accepts) == before:
+            series.failures += 1
+            continue
+        accepted = accepts[-1]
+        arrival = watcher.first_after(maildir, begin)
+        if arrival is None:
+            series.unmatched += 1
+            continue
+        series.reported.append(result.delivery_seconds)
+        series.truth.append(arrival.wall - accepted)
+        await asyncio.sleep(pause)
+    return series
+
+
+# ------------------------------------------------------------------ mailexporter
+
+
+class StampingRelay:
+    """A TCP relay to Postfix that stamps each ``250 ... queued as`` reply (wall clock)."""
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self.port = free_port()
+        self.queued: list[float] = []
+        self.sessions: list[float] = []
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        opened = time.time()
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream)
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, down: bool) -> None:
+            try:
+                while data := await src.read(65536):
+                    if down and b" queued as " in data:
+                        now = time.time()
+                        self.queued.append(now)
+                        self.sessions.append(now - opened)
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                with contextlib.suppress(Exception):
+                    dst.close()
+
+        await asyncio.gather(pump(reader, up_w, False), pump(up_r, writer, True))
+
+
+async def scrape_mailexporter(
+    url: str, stop: asyncio.Event, seen: list[tuple[float, float]]
+) -> None:
+    """Record (wall time, last duration) each time the delivery histogram's count grows."""
+    last_count = 0.0
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        while not stop.is_set():
+            try:
+                async with session.get(url) as response:
+                    text = await response.text()
+            except (aiohttp.ClientError, TimeoutError):
+                await asyncio.sleep(0.05)
+                continue
+            count, duration = None, None
+            for line in text.splitlines():
+                if line.startswith("mail_deliver_durations_seconds_count"):
+                    count = float(line.split()[-1])
+                elif line.startswith("mail_last_deliver_duration_seconds{"):
+                    duration = float(line.split()[-1])
+            if count is not None and duration is not None and count > last_count:
+                if count > last_count + 1 and last_count:
+                    seen.append((time.time(), float("nan")))  # missed one: keep order honest
+                seen.append((time.time(), duration))
+                last_count = count
+            await asyncio.sleep(0.05)
+
+
+def mailexporter_config(relay_port: int, user: MailUser, maildir: Path, interval: str) -> str:
+    return (
+        f"monitoringinterval: {interval}\n"
+        "mailchecktimeout: 20s\n"
+        "startupoffset: 1s\n"
+        "servers:\n"
+        "  - name: bench\n"
+        "    server: 127.0.0.1\n"
+        f"    port: {relay_port}\n"
+        f"    login: {user.address}\n"
+        f"    passphrase: {user.password}\n"
+        f"    from: {user.address}\n"
+        f"    to: {user.address}\n"
+        f"    detectiondir: {maildir / 'new'}\n"
+    )
+
+
+def pair_mailexporter(
+    queued: list[float],
+    seen: list[tuple[float, float]],
+    watcher: MaildirWatcher,
+    maildir: Path,
+) -> Series:
+    """Match each accepted message with its arrival and the next reported duration."""
+    series = Series()
+    arrivals = [a for a in watcher.arrivals.get(maildir, []) if a.directory.name == "new"]
+    used = 0
+    for index, accepted in enumerate(queued):
+        later = [a for a in arrivals if a.wall >= accepted]
+        nxt = queued[index + 1] if index + 1 < len(queued) else float("inf")
+        if not later or later[0].wall >= nxt:
+            series.unmatched += 1
+            continue
+        arrival = later[0]
+        while used < len(seen) and seen[used][0] < arrival.wall:
+            used += 1
+        if used >= len(seen) or seen[used][0] >= nxt + 0.5:
+            series.unmatched += 1
+            continue
+        reported = seen[used][1]
+        used += 1
+        if reported != reported:  # NaN: a scrape missed this one
+            series.unmatched += 1
+            continue
+        series.reported.append(reported)
+        series.truth.append(arrival.wall - accepted)
+    return series
+
+
+def spawn(argv: list[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+    """Start a peer process with its output in ``log``."""
+    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+
+
+async def with_mailexporter(
+    stack: MailStack,
+    user: MailUser,
+    watcher: MaildirWatcher,
+    workdir: Path,
+    interval: str,
+    body: Callable[[], Awaitable[dict[str, Series]]],
+) -> tuple[dict[str, Series], Series | None, dict[str, Any]]:
+    """Run mailexporter alongside ``body()``; return body's series and mailexporter's."""
+    binary = shutil.which("mailexporter")
+    if binary is None:
+        return await body(), None, {"skipped": "mailexporter is not installed"}
+    relay = StampingRelay(stack.smtp_port)
+    await relay.start()
+    port = free_port()
+    conf = workdir / "mailexporter.conf"
+    conf.write_text(mailexporter_config(relay.port, user, stack.maildir(user), interval))
+    log = (workdir / "mailexporter.log").open("wb")
+    process = spawn(
+        [binary, "-config.file", str(conf), "-web.listen-address", f"127.0.0.1:{port}"], log
+    )
+    stop = asyncio.Event()
+    seen: list[tuple[float, float]] = []
+    url = f"http://127.0.0.1:{port}/metrics"
+    scraper = asyncio.create_task(scrape_mailexporter(url, stop, seen))
+    try:
+        results = await body()
+        await asyncio.sleep(1.0)
+    finally:
+        stop.set()
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+        await scraper
+        await relay.close()
+    series = pair_mailexporter(relay.queued, seen, watcher, stack.maildir(user))
+    extra = {
+        "smtp_session_ms": summary(relay.sessions, 1000),
+        "note": "reported duration starts before the SMTP connection is opened",
+    }
+    return results, series, extra
+
+
+# ------------------------------------------------------------------ runs
+
+
+async def main_run(workdir: Path, roundtrips: int, me_interval: str) -> dict[str, Any]:
+    stack = TunedStack(workdir / "stack")
+    users = {n: stack.add_user(n, f"pw-{n}-acc") for n in ("idle", "poll", "mailexp")}
+    watcher = MaildirWatcher()
+    for user in users.values():
+        watcher.watch(stack.maildir(user))
+    watcher.start()
+    try:
+        with stack:
+
+            async def ours() -> dict[str, Series]:
+                idle, poll = await asyncio.gather(
+                    exporter_series(stack, users["idle"], watcher, roundtrips, "", "idle"),
+                    exporter_series(stack, users["poll"], watcher, roundtrips, POLL_1S, "poll"),
+                )
+                return {"exporter (IDLE)": idle, "exporter (polling 1s)": poll}
+
+            results, me, extra = await with_mailexporter(
+                stack, users["mailexp"], watcher, workdir, me_interval, ours
+            )
+    finally:
+        watcher.close()
+    report = {name: series.report() for name, series in results.items()}
+    if me is not None:
+        report["mailexporter"] = me.report() | extra
+    else:
+        report["mailexporter"] = extra
+    return report
+
+
+async def variant_run(
+    workdir: Path, index: int, extra: str, imap_extra: str, roundtrips: int
+) -> dict[str, Any]:
+    stack = TunedStack(workdir / f"variant-{index}", extra)
+    user = stack.add_user("idle", "pw-idle-var")
+    watcher = MaildirWatcher()
+    watcher.watch(stack.maildir(user))
+    watcher.start()
+    try:
+        with stack:
+            series = await exporter_series(stack, user, watcher, roundtrips, imap_extra, "idle")
+    finally:
+        watcher.close()
+    return {
+        "dovecot_settings": extra.strip() or "(MailStack defaults)",
+        "imap": imap_extra.strip(", ") or "(idle: true)",
+    } | series.report()
+
+
+def render(report: dict[str, Any]) -> str:
+    """A compact Markdown table of the errors."""
+    lines = [
+        "| tool | n | true delivery median ms | error median ms | error p10 | error p90 | "
+        "error p99 | error max |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    rows = dict(report["main"])
+    rows.update({f"variant: {k}": v for k, v in report.get("variants", {}).items()})
+    for name, data in rows.items():
+        err = data.get("error_ms", {})
+        if not err or not err.get("n"):
+            lines.append(f"| {name} | 0 | | | | | | |")
+            continue
+        lines.append(
+            f"| {name} | {err['n']} | {data['true_delivery_ms']['median']} | {err['median']} | "
+            f"{err['p10']} | {err['p90']} | {err['p99']} | {err['max']} |"
+        )
+    return "\n".join(lines)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    patch_smtp_send()
+    report: dict[str, Any] = {"machine": machine()}
+    with tempfile.TemporaryDirectory(prefix="bench-accuracy-") as tmp:
+        started = time.monotonic()
+        report["main"] = {}
+        if args.roundtrips > 0:
+            report["main"] = await main_run(Path(tmp), args.roundtrips, args.mailexporter_interval)
+        report["main_seconds"] = round(time.monotonic() - started, 1)
+        if args.variant_roundtrips > 0:
+            report["variants"] = {}
+            wanted = args.variants.split(",") if args.variants else list(VARIANTS)
+            for index, (name, (extra, imap_extra)) in enumerate(VARIANTS.items()):
+                if name not in wanted:
+                    continue
+                original = roundtrip._watch
+                if name in PATCHED:
+                    _proposed.apply_poll_backoff()
+                try:
+                    report["variants"][name] = await variant_run(
+                        Path(tmp), index, extra, imap_extra, args.variant_roundtrips
+                    )
+                finally:
+                    roundtrip._watch = original  # type: ignore[assignment]
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--roundtrips", type=int, default=200, help="per tool (default 200); 0 skips"
+    )
+    parser.add_argument(
+        "--variant-roundtrips", type=int, default=60, help="per Dovecot variant; 0 skips them"
+    )
+    parser.add_argument("--variants", help=f"comma-separated subset of: {', '.join(VARIANTS)}")
+    parser.add_argument(
+        "--mailexporter-interval", default="1s", help="mailexporter's monitoringinterval"
+    )
+    parser.add_argument("--json", type=Path, help="also write the full report here")
+    args = parser.parse_args()
+    report = asyncio.run(run(args))
+    text = json.dumps(report, indent=2)
+    if args.json:
+        args.json.write_text(text + "\n")
+    print(text)
+    print(render(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

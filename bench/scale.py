@@ -1,0 +1,414 @@
+"""Scale: many targets on one local Postfix + Dovecot, one exporter.
+
+    python bench/scale.py --targets 1000 --checks roundtrip --interval 30s
+    python bench/scale.py --targets 1000 --checks smtp_login,imap_login --interval 60s
+    python bench/scale.py --mode inprocess --targets 1000 --interval 30s [--loop uvloop]
+
+``--mode process`` (default) runs the real CLI (``python -m exporter``) and measures, over a
+window that starts once every (target, check) has had its first, jittered, run:
+
+* exporter CPU (utime + stime from /proc) per completed probe, from ``mailbox_probes_total``;
+* Postfix's and Dovecot's CPU over the same window (whole process trees), and the machine's;
+* probes completed per minute and failures by reason;
+* resident memory (VmRSS) at the end, and ``GET /metrics`` render time (``--metrics-gets``);
+* optionally a py-spy profile of the exporter during the window (``--profile PREFIX``).
+
+``--mode inprocess`` runs ``exporter.app.Exporter`` in this process (no HTTP server) and adds
+schedule lag: each probe's actual start (after the concurrency limit lets it in) minus its
+planned time, learnt by wrapping the scheduler's ``random.uniform`` (first plan) and
+``probes.run`` (starts). ``--loop uvloop`` runs the same on uvloop; ``--proposed`` applies
+the code changes proposed from the profile (``bench/_proposed.py``) by monkeypatching.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+from prometheus_client import generate_latest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import (
+    ROOT,
+    TunedStack,
+    cpu_seconds,
+    free_port,
+    machine,
+    machine_cpu,
+    rss_mib,
+    stack_cpu,
+    summary,
+    target_entry,
+)
+from exporter import config as configuration
+from exporter import scheduler as scheduler_module
+from exporter.probes import ProbeResult
+from tests.mailstack import MailStack, MailUser
+
+
+def write_config(
+    path: Path,
+    stack: MailStack,
+    users: list[MailUser],
+    checks: list[str],
+    interval: str,
+    timeout: str,
+    concurrency: int,
+) -> None:
+    text = f"global:\n  max_concurrent_probes: {concurrency}\ntargets:\n" + "".join(
+        target_entry(stack, user, f"t{i}", checks=checks, interval=interval, timeout=timeout)
+        for i, user in enumerate(users)
+    )
+    path.write_text(text)
+
+
+def parse_counts(text: str) -> tuple[Counter[str], Counter[str]]:
+    """Probes completed by check, and failures by reason, summed over targets."""
+    done: Counter[str] = Counter()
+    failed: Counter[str] = Counter()
+    for line in text.splitlines():
+        if line.startswith("mailbox_probes_total{"):
+            check = line.split('check="', 1)[1].split('"', 1)[0]
+            done[check] += int(float(line.rsplit(" ", 1)[1]))
+        elif line.startswith("mailbox_probe_failures_total{"):
+            reason = line.split('reason="', 1)[1].split('"', 1)[0]
+            failed[reason] += int(float(line.rsplit(" ", 1)[1]))
+    return done, failed
+
+
+class Window:
+    """CPU snapshots of the exporter, the stack and the machine at the start of a window."""
+
+    def __init__(self, pid: int, stack: MailStack) -> None:
+        self.pid, self.stack = pid, stack
+        self.wall = time.monotonic()
+        self.exporter = cpu_seconds(pid, children=False)
+        self.daemons = stack_cpu(stack)
+        self.machine = machine_cpu()
+
+    def close(self) -> dict[str, float]:
+        seconds = time.monotonic() - self.wall
+        daemons = stack_cpu(self.stack)
+        busy, total = machine_cpu()
+        out = {
+            "seconds": seconds,
+            "exporter_cpu_s": cpu_seconds(self.pid, children=False) - self.exporter,
+            "postfix_cpu_s": daemons["postfix"] - self.daemons["postfix"],
+            "dovecot_cpu_s": daemons["dovecot"] - self.daemons["dovecot"],
+            "machine_busy_s": busy - self.machine[0],
+            "machine_total_s": total - self.machine[1],
+        }
+        out["others_cpu_s"] = (
+            out["machine_busy_s"]
+            - out["exporter_cpu_s"]
+            - out["postfix_cpu_s"]
+            - out["dovecot_cpu_s"]
+        )
+        return {k: round(v, 2) for k, v in out.items()}
+
+
+def per_probe(window: dict[str, float], probes: int) -> dict[str, Any]:
+    """CPU milliseconds per completed probe, and each party's share of the machine."""
+    if probes <= 0:
+        return {}
+    cores = window["machine_total_s"] / window["seconds"]
+    return {
+        "probes": probes,
+        "per_minute": round(probes / window["seconds"] * 60, 1),
+        "exporter_cpu_ms_per_probe": round(window["exporter_cpu_s"] / probes * 1000, 2),
+        "postfix_cpu_ms_per_probe": round(window["postfix_cpu_s"] / probes * 1000, 2),
+        "dovecot_cpu_ms_per_probe": round(window["dovecot_cpu_s"] / probes * 1000, 2),
+        "cores_used": {
+            name: round(window[f"{name}_cpu_s"] / window["seconds"], 2)
+            for name in ("exporter", "postfix", "dovecot", "others")
+        }
+        | {"machine_busy": round(window["machine_busy_s"] / window["seconds"], 2)},
+        "cores_available": round(cores, 2),
+    }
+
+
+def spawn(argv: list[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def get(session: aiohttp.ClientSession, url: str) -> str:
+    async with session.get(url) as response:
+        return await response.text()
+
+
+async def run_process(args: argparse.Namespace, stack: MailStack, cfg: Path, tmp: Path) -> Any:
+    port = free_port()
+    log = (tmp / "exporter.log").open("wb")
+    process = spawn(
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            "--config.file",
+            str(cfg),
+            "--web.listen-address",
+            f"127.0.0.1:{port}",
+            "--log.level",
+            args.log_level,
+        ],
+        log,
+    )
+    profiler: subprocess.Popen[bytes] | None = None
+    url = f"http://127.0.0.1:{port}"
+    try:
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            for _ in range(300):
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(url + "/-/ready") as response:
+                        if response.status == 200:
+                            break
+                if process.poll() is not None:
+                    raise RuntimeError((tmp / "exporter.log").read_text()[-3000:])
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(args.warmup)
+            done0, failed0 = parse_counts(await get(session, url + "/metrics"))
+            window = Window(process.pid, stack)
+            if args.profile:
+                profiler = spawn(
+                    [
+                        str(Path(sys.executable).parent / "py-spy"),
+                        "record",
+                        "--pid",
+                        str(process.pid),
+                        "--duration",
+                        str(int(args.window)),
+                        "--rate",
+                        "50",
+                        "--format",
+                        "raw",
+                        "-o",
+                        f"{args.profile}.txt",
+                    ],
+                    (tmp / "py-spy.log").open("wb"),
+                )
+            await asyncio.sleep(args.window)
+            measured = window.close()
+            done1, failed1 = parse_counts(await get(session, url + "/metrics"))
+            renders: list[float] = []
+            size = 0
+            for _ in range(args.metrics_gets):
+                begin = time.perf_counter()
+                body = await get(session, url + "/metrics")
+                renders.append(time.perf_counter() - begin)
+                size = len(body)
+            rss = rss_mib(process.pid)
+    finally:
+        if profiler is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                profiler.wait(30)
+            stop_process(profiler)
+        stop_process(process)
+        log.close()
+    done = done1 - done0
+    return {
+        "window": measured,
+        "completed": dict(done),
+        "failures": dict(failed1 - failed0),
+        "cpu": per_probe(measured, sum(done.values())),
+        "rss_mib": round(rss, 1),
+        "metrics_get_ms": summary(renders, 1000, 2),
+        "metrics_bytes": size,
+    }
+
+
+async def run_inprocess(args: argparse.Namespace, stack: MailStack, cfg: Path) -> Any:
+    from exporter import app as app_module
+
+    first_plan: dict[str, float] = {}
+    starts: dict[str, list[float]] = defaultdict(list)
+    finished: list[tuple[float, ProbeResult]] = []
+    real_probes = scheduler_module.probes
+    real_run = real_probes.run
+    real_random = scheduler_module.random
+
+    class Planned:
+        """Stands in for the scheduler's ``random``: notes each task's first planned start."""
+
+        @staticmethod
+        def uniform(low: float, high: float) -> float:
+            value = real_random.uniform(low, high)
+            task = asyncio.current_task()
+            if task is not None:
+                first_plan[task.get_name()] = time.monotonic() + value
+            return value
+
+    class Probes:
+        """Stands in for the scheduler's ``probes``: notes when each probe really starts."""
+
+        @staticmethod
+        async def run(*a: Any, **kw: Any) -> ProbeResult:
+            task = asyncio.current_task()
+            if task is not None:
+                starts[task.get_name()].append(time.monotonic())
+            result = await real_run(*a, **kw)
+            finished.append((time.monotonic(), result))
+            return result
+
+    scheduler_module.random = Planned  # type: ignore[assignment]
+    scheduler_module.probes = Probes  # type: ignore[assignment]
+    loaded = configuration.load(cfg)
+    exporter = app_module.Exporter(cfg)
+    exporter.start(loaded)
+    renders: list[float] = []
+
+    async def scrape() -> None:
+        """Render /metrics on the event loop every --scrape-every s, as the web handler does."""
+        while True:
+            await asyncio.sleep(args.scrape_every)
+            begin = time.perf_counter()
+            generate_latest(exporter.registry)
+            renders.append(time.perf_counter() - begin)
+
+    scraper = asyncio.create_task(scrape()) if args.scrape_every > 0 else None
+    try:
+        await asyncio.sleep(args.warmup)
+        window_start = time.monotonic()
+        window = Window(os.getpid(), stack)
+        await asyncio.sleep(args.window)
+        measured = window.close()
+        window_end = time.monotonic()
+    finally:
+        if scraper is not None:
+            scraper.cancel()
+        await exporter.stop()
+        scheduler_module.random = real_random
+        scheduler_module.probes = real_probes
+    intervals = {f"probe {t.name} {c}": t.interval(c) for t in loaded.targets for c in t.checks}
+    lags: list[float] = []
+    for name, times in starts.items():
+        planned0, interval = first_plan.get(name), intervals.get(name)
+        if planned0 is None or interval is None:
+            continue
+        for start in times:
+            if window_start <= start <= window_end:
+                k = round((start - planned0) / interval)
+                lags.append(start - (planned0 + k * interval))
+    in_window = [r for t, r in finished if window_start <= t <= window_end]
+    done = Counter(r.check.value for r in in_window)
+    failed = Counter(r.reason.value for r in in_window if r.reason is not None)
+    durations = [r.duration for r in in_window if r.success]
+    return {
+        "loop": args.loop,
+        "proposed_fixes": args.proposed,
+        "window": measured,
+        "completed": dict(done),
+        "failures": dict(failed),
+        "cpu": per_probe(measured, len(in_window)),
+        "schedule_lag_ms": summary(lags, 1000, 1),
+        "probe_duration_ms": summary(durations, 1000, 1),
+        "rss_mib_bench_process": round(rss_mib(os.getpid()), 1),
+        "scrape_every_s": args.scrape_every,
+        "render_on_loop_ms": summary(renders, 1000, 1) if renders else None,
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    checks = args.checks.split(",")
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as name:
+        tmp = Path(name)
+        stack = TunedStack(tmp / "stack")
+        users = [stack.add_user(f"u{i}", f"pw-scale-{i}") for i in range(args.targets)]
+        cfg = tmp / "mailbox-exporter.yml"
+        write_config(cfg, stack, users, checks, args.interval, args.timeout, args.concurrency)
+        with stack:
+            if args.mode == "process":
+                result = await run_process(args, stack, cfg, tmp)
+            else:
+                result = await run_inprocess(args, stack, cfg)
+    return {
+        "machine": machine(),
+        "settings": {
+            "mode": args.mode,
+            "targets": args.targets,
+            "checks": checks,
+            "interval": args.interval,
+            "timeout": args.timeout,
+            "max_concurrent_probes": args.concurrency,
+            "warmup_s": args.warmup,
+            "window_s": args.window,
+        },
+    } | result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--mode", choices=["process", "inprocess"], default="process")
+    parser.add_argument("--targets", type=int, default=100)
+    parser.add_argument("--checks", default="roundtrip", help="comma-separated (default roundtrip)")
+    parser.add_argument("--interval", default="30s", help="every check's interval")
+    parser.add_argument("--timeout", default="20s")
+    parser.add_argument("--concurrency", type=int, default=32, help="max_concurrent_probes")
+    parser.add_argument(
+        "--warmup", type=float, default=35.0, help="seconds before the window (>= interval)"
+    )
+    parser.add_argument("--window", type=float, default=60.0, help="measured seconds")
+    parser.add_argument("--metrics-gets", type=int, default=50)
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    parser.add_argument("--profile", help="py-spy raw profile to PREFIX.txt (process mode)")
+    parser.add_argument(
+        "--proposed",
+        action="store_true",
+        help="inprocess: monkeypatch in the proposed fixes (bench/_proposed.py)",
+    )
+    parser.add_argument(
+        "--scrape-every",
+        type=float,
+        default=0.0,
+        help="inprocess: render /metrics on the loop this often (s), as a scrape would",
+    )
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", type=Path, help="also write the report here")
+    args = parser.parse_args()
+    random.seed(args.seed)
+    if args.proposed:
+        from bench import _proposed
+
+        _proposed.apply()
+    if args.loop == "uvloop":
+        import uvloop
+
+        result = uvloop.run(run(args))
+    else:
+        result = asyncio.run(run(args))
+    text = json.dumps(result, indent=2)
+    if args.json:
+        args.json.write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
