@@ -31,6 +31,11 @@ from exporter.smtp import SmtpSession
 IDLE_RENEWAL: Final = 600.0
 """Re-issue IDLE this often; hosted providers drop idle sessions after about ten minutes."""
 
+FIRST_POLL: Final = 0.025
+"""Without IDLE, the first poll after sending waits this long, and each next one twice as
+long, up to ``poll_interval``: local delivery is seen within tens of milliseconds rather
+than a whole interval late, and a slow delivery still costs few polls."""
+
 REMEMBERED: Final = 200
 """Probe ids kept per target for late arrivals; the oldest are forgotten first."""
 
@@ -93,6 +98,7 @@ async def _watch(
     watched again only when the wait goes on.
     """
     idle = imap.has("IDLE") and target.imap.idle
+    pause = FIRST_POLL
     while True:
         arrived: float | None
         if idle:
@@ -115,7 +121,8 @@ async def _watch(
         if idle:
             await imap.idle_start()
         else:
-            await asyncio.sleep(min(target.imap.poll_interval, remaining))
+            await asyncio.sleep(min(pause, remaining))
+            pause = min(pause * 2, target.imap.poll_interval)
 
 
 async def probe(
