@@ -75,6 +75,9 @@ def load_key(path: Path) -> bytes:
 
 def build(*, target: str, mail_from: str, mail_to: str, probe_id: str) -> bytes:
     """A small plain-text message that says what it is, and asks for no auto-replies."""
+    fields = (target, mail_from, mail_to, probe_id)
+    if all(value.isascii() and len(value) < 400 for value in fields):
+        return _from_template(target, mail_from, mail_to, probe_id)
     message = EmailMessage(policy=SMTP)
     message["From"] = mail_from
     message["To"] = mail_to
@@ -84,8 +87,33 @@ def build(*, target: str, mail_from: str, mail_to: str, probe_id: str) -> bytes:
     message[PROBE_HEADER] = probe_id
     message["Auto-Submitted"] = "auto-generated"
     message["X-Auto-Response-Suppress"] = "All"
-    message.set_content(
+    message.set_content(_body(target))
+    return message.as_bytes()
+
+
+def _body(target: str) -> str:
+    return (
         f"This message checks that mail reaches this mailbox (target {target}).\n"
         "mailbox-exporter deletes it as soon as it arrives; it needs no action.\n"
     )
-    return message.as_bytes()
+
+
+def _from_template(target: str, mail_from: str, mail_to: str, probe_id: str) -> bytes:
+    """The same message as the email package builds, written out directly: building it with
+    the email package costs more CPU than the rest of a round trip together. ASCII only."""
+    body = _body(target).replace("\n", "\r\n")
+    return (
+        f"From: {mail_from}\r\n"
+        f"To: {mail_to}\r\n"
+        f"Subject: mailbox-exporter probe {probe_id}\r\n"
+        f"Date: {formatdate(usegmt=True)}\r\n"
+        f"Message-ID: <{probe_id}@mailbox-exporter.invalid>\r\n"
+        f"{PROBE_HEADER}: {probe_id}\r\n"
+        "Auto-Submitted: auto-generated\r\n"
+        "X-Auto-Response-Suppress: All\r\n"
+        'Content-Type: text/plain; charset="utf-8"\r\n'
+        "Content-Transfer-Encoding: 7bit\r\n"
+        "MIME-Version: 1.0\r\n"
+        "\r\n"
+        f"{body}"
+    ).encode("ascii")
