@@ -42,7 +42,6 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import _proposed
 from bench._common import (
     MaildirWatcher,
     TunedStack,
@@ -54,7 +53,6 @@ from bench._common import (
 from exporter import config, probes
 from exporter.message import ProbeIds
 from exporter.outcome import Check
-from exporter.probes import roundtrip
 from exporter.probes.roundtrip import SentProbes
 from exporter.smtp import SmtpSession
 from tests.mailstack import MailStack, MailUser
@@ -70,10 +68,9 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "IDLE, mailbox_idle_check_interval=30s": ("mailbox_idle_check_interval = 30 secs\n", ""),
     "polling 100ms": ("", ", idle: false, poll_interval: 100ms"),
     "polling 25ms": ("", ", idle: false, poll_interval: 25ms"),
-    # bench/_proposed.py: pauses between polls of 25 ms doubling up to poll_interval
-    "polling 1s with proposed backoff": ("", POLL_1S),
+    # polls start 25 ms after sending and back off, doubling, to poll_interval
+    "polling, poll_interval 1s": ("", POLL_1S),
 }
-PATCHED = {"polling 1s with proposed backoff"}
 
 
 def patch_smtp_send() -> None:
@@ -407,15 +404,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for index, (name, (extra, imap_extra)) in enumerate(VARIANTS.items()):
                 if name not in wanted:
                     continue
-                original = roundtrip._watch
-                if name in PATCHED:
-                    _proposed.apply_poll_backoff()
-                try:
-                    report["variants"][name] = await variant_run(
-                        Path(tmp), index, extra, imap_extra, args.variant_roundtrips
-                    )
-                finally:
-                    roundtrip._watch = original  # type: ignore[assignment]
+                report["variants"][name] = await variant_run(
+                    Path(tmp), index, extra, imap_extra, args.variant_roundtrips
+                )
     return report
 
 

@@ -3,9 +3,10 @@
     python bench/render.py --targets 1000 --repeat 20 [--profile]
 
 Fills the exporter's in-memory store with one successful result per (target, check), as after
-a run, then times the two halves of a scrape: ``StoreCollector.collect()`` (building metric
-families) and ``prometheus_client.generate_latest`` (collect + text exposition), median of
-``--repeat``. ``--profile`` prints cProfile's top functions of one render.
+a run, then times ``exporter.metrics.render`` (the probes' part of a scrape), median of
+``--repeat``. ``--compare-with REV`` also times, in the same run, the prometheus_client
+collector that rendered the store at that git revision. ``--profile`` prints cProfile's top
+functions of one render.
 """
 
 from __future__ import annotations
@@ -14,25 +15,31 @@ import argparse
 import cProfile
 import json
 import pstats
+import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-from prometheus_client import generate_latest
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client import generate_latest  # noqa: E402
+from prometheus_client.registry import CollectorRegistry  # noqa: E402
 
-from bench._common import summary
-from exporter import config as configuration
-from exporter.metrics import DELIVERY_BUCKETS, Store, StoreCollector
-from exporter.outcome import Check, Phase
-from exporter.probes import ProbeResult
+from bench._common import summary  # noqa: E402
+from exporter import config as configuration  # noqa: E402
+from exporter import metrics  # noqa: E402
+from exporter.metrics import Store  # noqa: E402
+from exporter.outcome import Check, Phase  # noqa: E402
+from exporter.probes import ProbeResult  # noqa: E402
 
 ROUNDTRIP_PHASES = [p for p in Phase]
 
 
-def filled_store(targets: int, checks: list[str]) -> Store:
+def filled_store(targets: int, checks: list[str], store_class: Any) -> Any:
     text = "targets:\n" + "".join(
         f"  - name: t{i}\n    checks: [{', '.join(checks)}]\n"
         f"    smtp: {{host: 127.0.0.1, port: 25, tls: none, username: u{i}@x.test, "
@@ -42,7 +49,7 @@ def filled_store(targets: int, checks: list[str]) -> Store:
         for i in range(targets)
     )
     config = configuration.parse(text)
-    store = Store()
+    store = store_class()
     store.configure(config)
     now = time.time()
     for target in config.targets:
@@ -63,67 +70,19 @@ def filled_store(targets: int, checks: list[str]) -> Store:
     return store
 
 
-def direct_render(store: Store) -> bytes:
-    """A sketch of rendering the store's series straight to text (the proposed fix).
-
-    Label sets are escaped once per target and check and cached; values are formatted with
-    ``repr`` (Prometheus' parser accepts it). Only the series that dominate the size are
-    written, as they are laid out by ``StoreCollector``: enough to time the approach.
-    """
-    out: list[str] = []
-    append = out.append
-    cache: dict[tuple[str, str], str] = {}
-    families: dict[str, list[str]] = {}
-    for name, target in store.targets.items():
-        for check, state in target.checks.items():
-            key = (name, check.value)
-            labels = cache.get(key)
-            if labels is None:
-                labels = cache[key] = f'target="{_esc(name)}",check="{check.value}"'
-            families.setdefault("mailbox_probes_total", []).append(
-                f"mailbox_probes_total{{{labels}}} {float(state.probes)!r}\n"
-            )
-            fam = families.setdefault("mailbox_probe_failures_total", [])
-            for reason, count in state.failures.items():
-                fam.append(
-                    f'mailbox_probe_failures_total{{{labels},reason="{reason.value}"}} '
-                    f"{float(count)!r}\n"
-                )
-            last = state.last
-            if last is None:
-                continue
-            for metric, value in (
-                ("mailbox_probe_success", 1.0 if last.success else 0.0),
-                ("mailbox_probe_duration_seconds", last.duration),
-                ("mailbox_probe_interval_seconds", state.interval),
-                ("mailbox_probe_timeout_seconds", state.timeout),
-                ("mailbox_probe_consecutive_failures", float(state.consecutive_failures)),
-                ("mailbox_probe_last_timestamp_seconds", last.started + last.duration),
-            ):
-                families.setdefault(metric, []).append(f"{metric}{{{labels}}} {value!r}\n")
-            fam = families.setdefault("mailbox_probe_phase_duration_seconds", [])
-            for phase, seconds in last.phases.items():
-                fam.append(
-                    f'mailbox_probe_phase_duration_seconds{{{labels},phase="{phase.value}"}} '
-                    f"{seconds!r}\n"
-                )
-        fam = families.setdefault("mailbox_roundtrip_delivery_seconds", [])
-        target_label = f'target="{_esc(name)}"'
-        cumulative = 0
-        for bound, count in zip(DELIVERY_BUCKETS, target.delivery_counts, strict=True):
-            cumulative += count
-            fam.append(
-                f'mailbox_roundtrip_delivery_seconds_bucket{{{target_label},le="{bound!r}"}} '
-                f"{float(cumulative)!r}\n"
-            )
-    for metric, lines in families.items():
-        append(f"# HELP {metric} ...\n# TYPE {metric} gauge\n")
-        out.extend(lines)
-    return "".join(out).encode()
-
-
-def _esc(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+def previous_implementation(rev: str) -> ModuleType:
+    """``exporter/metrics.py`` as it was at ``rev``, loaded beside the current one."""
+    source = subprocess.run(
+        ["git", "show", f"{rev}:exporter/metrics.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout
+    module = ModuleType("metrics_at_" + rev.replace("~", "_"))
+    sys.modules[module.__name__] = module
+    exec(compile(source, f"{rev}:exporter/metrics.py", "exec"), module.__dict__)
+    return module
 
 
 def main() -> int:
@@ -133,55 +92,41 @@ def main() -> int:
     parser.add_argument("--targets", type=int, default=1000)
     parser.add_argument("--checks", default="roundtrip,smtp_login,imap_login")
     parser.add_argument("--repeat", type=int, default=20)
-    parser.add_argument("--profile", action="store_true")
     parser.add_argument(
-        "--direct", action="store_true", help="also time direct_render (the proposed fix)"
+        "--compare-with",
+        metavar="REV",
+        help="also time the prometheus_client collector of that git revision",
     )
+    parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
-    store = filled_store(args.targets, args.checks.split(","))
-    collector = StoreCollector(store)
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)
-    collect, render = [], []
-    size = 0
+    checks = args.checks.split(",")
+    store = filled_store(args.targets, checks, Store)
+    results: dict[str, object] = {"targets": args.targets, "checks": checks}
+    times = []
     for _ in range(args.repeat):
         begin = time.perf_counter()
-        families = list(collector.collect())
-        collect.append(time.perf_counter() - begin)
-        begin = time.perf_counter()
-        body = generate_latest(registry)
-        render.append(time.perf_counter() - begin)
-        size = len(body)
-    samples = sum(len(f.samples) for f in families)
-    direct: list[float] = []
-    direct_size = 0
-    if args.direct:
+        text = metrics.render(store)
+        times.append(time.perf_counter() - begin)
+    results["render_ms"] = summary(times, 1000, 1)
+    results["bytes"] = len(text)
+    results["series"] = sum(1 for line in text.splitlines() if not line.startswith("#"))
+    if args.compare_with:
+        old = previous_implementation(args.compare_with)
+        old_store = filled_store(args.targets, checks, old.Store)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(old.StoreCollector(old_store))
+        old_times = []
         for _ in range(args.repeat):
             begin = time.perf_counter()
-            direct_size = len(direct_render(store))
-            direct.append(time.perf_counter() - begin)
-    print(
-        json.dumps(
-            {
-                "targets": args.targets,
-                "checks": args.checks,
-                "samples": samples,
-                "bytes": size,
-                "collect_ms": summary(collect, 1000, 1),
-                "generate_latest_ms": summary(render, 1000, 1),
-                "direct_render_ms": summary(direct, 1000, 1) if direct else None,
-                "direct_render_bytes": direct_size or None,
-                "us_per_sample": round(sorted(render)[len(render) // 2] / max(samples, 1) * 1e6, 2),
-            },
-            indent=2,
-        )
-    )
+            generate_latest(registry)
+            old_times.append(time.perf_counter() - begin)
+        results[f"collector_at_{args.compare_with}_ms"] = summary(old_times, 1000, 1)
+        results["ratio"] = round(statistics.median(old_times) / statistics.median(times), 1)
     if args.profile:
         profiler = cProfile.Profile()
-        profiler.enable()
-        generate_latest(registry)
-        profiler.disable()
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(12)
+        profiler.runcall(metrics.render, store)
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(12)
+    print(json.dumps(results, indent=2))
     return 0
 
 

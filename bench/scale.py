@@ -16,8 +16,7 @@ window that starts once every (target, check) has had its first, jittered, run:
 ``--mode inprocess`` runs ``exporter.app.Exporter`` in this process (no HTTP server) and adds
 schedule lag: each probe's actual start (after the concurrency limit lets it in) minus its
 planned time, learnt by wrapping the scheduler's ``random.uniform`` (first plan) and
-``probes.run`` (starts). ``--loop uvloop`` runs the same on uvloop; ``--proposed`` applies
-the code changes proposed from the profile (``bench/_proposed.py``) by monkeypatching.
+``probes.run`` (starts). ``--loop uvloop`` runs the same on uvloop.
 """
 
 from __future__ import annotations
@@ -319,7 +318,6 @@ async def run_inprocess(args: argparse.Namespace, stack: MailStack, cfg: Path) -
     durations = [r.duration for r in in_window if r.success]
     return {
         "loop": args.loop,
-        "proposed_fixes": args.proposed,
         "window": measured,
         "completed": dict(done),
         "failures": dict(failed),
@@ -379,11 +377,6 @@ def main() -> int:
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     parser.add_argument("--profile", help="py-spy raw profile to PREFIX.txt (process mode)")
     parser.add_argument(
-        "--proposed",
-        action="store_true",
-        help="inprocess: monkeypatch in the proposed fixes (bench/_proposed.py)",
-    )
-    parser.add_argument(
         "--scrape-every",
         type=float,
         default=0.0,
@@ -393,10 +386,6 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args()
     random.seed(args.seed)
-    if args.proposed:
-        from bench import _proposed
-
-        _proposed.apply()
     if args.loop == "uvloop":
         import uvloop
 
