@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import aiohttp
-from prometheus_client import generate_latest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -285,7 +284,7 @@ async def run_inprocess(args: argparse.Namespace, stack: MailStack, cfg: Path) -
         while True:
             await asyncio.sleep(args.scrape_every)
             begin = time.perf_counter()
-            generate_latest(exporter.registry)
+            exporter.exposition()
             renders.append(time.perf_counter() - begin)
 
     scraper = asyncio.create_task(scrape()) if args.scrape_every > 0 else None
