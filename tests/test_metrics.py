@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 import time
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import config
-from exporter.metrics import Store, StoreCollector
+from exporter.metrics import Store, render
 from exporter.outcome import Check, Phase, Reason
 from exporter.probes import ProbeResult
 
@@ -24,9 +27,7 @@ targets:
 
 
 def _scrape(store: Store) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    registry = CollectorRegistry()
-    registry.register(StoreCollector(store))
-    text = generate_latest(registry).decode()
+    text = render(store)
     return {
         (s.name, frozenset(s.labels.items())): s.value
         for family in text_string_to_metric_families(text)
@@ -132,3 +133,35 @@ def test_target_info_carries_each_targets_labels() -> None:
     samples = _scrape(store)
     assert samples[_key("mailbox_target_info", target="a", provider="google")] == 1
     assert samples[_key("mailbox_target_info", target="b", provider="")] == 1
+
+
+def test_the_exposition_passes_promtool_and_escapes_label_values(tmp_path: Path) -> None:
+    """Checked against Prometheus' own parser, with a label value that needs escaping."""
+    store = Store()
+    store.configure(
+        config.parse(
+            CONFIG.replace(
+                "  - name: a\n", '  - name: a\n    labels: {site: "quote \\" back \\\\ slash"}\n'
+            )
+        )
+    )
+    store.record(_result(Check.ROUNDTRIP, False, reason=Reason.TIMEOUT, phase=Phase.DELIVERY))
+    samples = _scrape(store)
+    assert samples[_key("mailbox_target_info", target="a", site='quote " back \\ slash')] == 1
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is installed by scripts/bootstrap"
+    checked = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=render(store).encode(),
+        capture_output=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_every_metric_is_documented() -> None:
+    source = (Path(__file__).parent.parent / "exporter" / "metrics.py").read_text()
+    names = set(re.findall(r'_Family\(\s*"(mailbox_[a-z_]+)"', source))
+    assert len(names) >= 20
+    documented = (Path(__file__).parent.parent / "docs" / "metrics.md").read_text()
+    assert sorted(n for n in names if f"`{n}" not in documented) == []
