@@ -9,15 +9,20 @@ import time
 from pathlib import Path
 
 from aiohttp import web
-from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    generate_latest,
+)
 from prometheus_client.registry import CollectorRegistry
 
 from exporter import config as configuration
-from exporter import ondemand, probes, status, webconfig
+from exporter import metrics, ondemand, probes, status, webconfig
 from exporter.config import Config, ConfigError
 from exporter.logs import fields
 from exporter.message import ProbeIds
-from exporter.metrics import Store, StoreCollector
+from exporter.metrics import Store
 from exporter.ondemand import UnknownProbe
 from exporter.probes import ProbeResult
 from exporter.probes.roundtrip import SentProbes
@@ -41,7 +46,6 @@ class Exporter:
         self.config: Config | None = None
         self.store = Store()
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(StoreCollector(self.store))
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             self.registry.register(collector)
         self.scheduler = Scheduler(self.record, self.ids)
@@ -146,6 +150,10 @@ class Exporter:
                 transcript=transcript,
             )
 
+    def exposition(self) -> bytes:
+        """Everything ``/metrics`` shows: the probes' metrics, then the process's own."""
+        return metrics.render(self.store).encode() + generate_latest(self.registry)
+
     async def stop(self) -> None:
         await self.scheduler.stop()
 
@@ -159,7 +167,7 @@ async def serve(
 ) -> None:
     """Run until SIGINT or SIGTERM; SIGHUP reloads the configuration."""
     app = create_app(
-        exporter.registry,
+        exporter.exposition,
         exporter.reload,
         exporter.probe_now,
         lambda: status.snapshot(exporter.store),

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from exporter import ondemand, status
 from exporter.ondemand import UnknownProbe
@@ -26,7 +26,7 @@ READY = web.AppKey("ready", dict[str, bool])
 
 
 def create_app(
-    registry: CollectorRegistry,
+    exposition: Callable[[], bytes],
     reload: Reload,
     probe_now: ProbeNow,
     snapshot: Callable[[], dict[str, Any]],
@@ -41,7 +41,7 @@ def create_app(
         return web.json_response(snapshot())
 
     async def metrics(_: web.Request) -> web.Response:
-        response = web.Response(body=generate_latest(registry))
+        response = web.Response(body=exposition())
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import trustme
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import config, probes
 from exporter.config import Target
-from exporter.metrics import Store, StoreCollector
+from exporter.metrics import Store, render
 from exporter.outcome import Check, Phase, Reason
 from exporter.probes.roundtrip import SentProbes
 from tests.conftest import probe_files
@@ -101,19 +101,18 @@ async def test_valid_certificates_pass_and_are_measured(
     store.configure(config.Config(targets=(target,)))
     for result in results.values():
         store.record(result)
-    registry = CollectorRegistry()
-    registry.register(StoreCollector(store))
-    exposition = generate_latest(registry).decode()
+    samples = {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(render(store))
+        for sample in family.samples
+    }
     for protocol in ("smtp", "imap"):
-        line = (
-            f'mailbox_tls_certificate_expiry_timestamp_seconds{{protocol="{protocol}",'
-            f'target="tls"}} '
-        )
-        value = next(x for x in exposition.splitlines() if x.startswith(line))
-        assert float(value.split()[-1]) == _not_after(leaf)
+        labels = {("target", "tls"), ("protocol", protocol)}
+        expiry = samples[("mailbox_tls_certificate_expiry_timestamp_seconds", frozenset(labels))]
+        assert expiry == _not_after(leaf)
+        version = results[Check.ROUNDTRIP].tls[protocol].version
         assert (
-            f'mailbox_tls_version_info{{protocol="{protocol}",target="tls",version="TLSv1.'
-            in exposition
+            samples[("mailbox_tls_version_info", frozenset(labels | {("version", version)}))] == 1
         )
 
 
