@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,7 @@ targets:
 
 
 def main() -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--web.listen-address", dest="listen", default="127.0.0.1:10025")
     args = parser.parse_args()
@@ -77,7 +79,7 @@ Press Ctrl-C to stop.
             )
             try:
                 return exporter.wait()
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, SystemExit):
                 exporter.terminate()
                 exporter.wait(10)
                 return 0
