@@ -75,10 +75,8 @@ async def test_https_and_basic_auth(
                 except aiohttp.ClientConnectorError:
                     assert process.poll() is None, log.read_text()
                     await asyncio.sleep(0.1)
-            good = {
-                "Authorization": aiohttp.BasicAuth("prometheus", "right horse battery").encode()
-            }
-            bad = {"Authorization": aiohttp.BasicAuth("prometheus", "wrong horse").encode()}
+            good = {"Authorization": aiohttp.encode_basic_auth("prometheus", "right horse battery")}
+            bad = {"Authorization": aiohttp.encode_basic_auth("prometheus", "wrong horse")}
             for path_ in ("/metrics", "/", "/api/v1/status", "/probe?target=local"):
                 async with session.get(url + path_) as response:
                     assert response.status == 401, path_
