@@ -28,7 +28,6 @@ import contextlib
 import contextvars
 import json
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -47,6 +46,7 @@ from bench._common import (
     TunedStack,
     free_port,
     machine,
+    stop_process,
     summary,
     target_entry,
 )
@@ -299,12 +299,7 @@ async def with_mailexporter(
         await asyncio.sleep(1.0)
     finally:
         stop.set()
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, grace=10)
         log.close()
         await scraper
         await relay.close()

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import json
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -36,31 +35,18 @@ import trustme
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import (
-    ROOT,
     TunedStack,
     cpu_seconds,
     free_port,
     machine,
     rss_mib,
+    spawn,
     stack_cpu,
+    stop_process,
     summary,
     target_entry,
 )
 from tests.mailstack import MailStack, TlsFiles
-
-
-def spawn(argv: list[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 async def wait_http(

@@ -27,28 +27,28 @@ import contextlib
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import (
-    ROOT,
     TunedStack,
     cpu_seconds,
     free_port,
     machine,
     machine_cpu,
     rss_mib,
+    spawn,
     stack_cpu,
+    stop_process,
     summary,
     target_entry,
 )
@@ -137,20 +137,6 @@ def per_probe(window: dict[str, float], probes: int) -> dict[str, Any]:
         | {"machine_busy": round(window["machine_busy_s"] / window["seconds"], 2)},
         "cores_available": round(cores, 2),
     }
-
-
-def spawn(argv: list[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 async def get(session: aiohttp.ClientSession, url: str) -> str:
