@@ -1,0 +1,1 @@
+"""Test equipment: real servers started on loopback, scripted fakes and simulators."""
