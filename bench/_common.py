@@ -12,7 +12,6 @@ import signal
 import statistics
 import struct
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -20,11 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from testing.mailstack import MailStack, MailUser, process_family
 
-from tests.mailstack import MailStack, MailUser, _family  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -90,7 +87,7 @@ def family_cpu(masters: Iterable[int | None]) -> float:
     for master in masters:
         if master is None:
             continue
-        for pid in _family(master):
+        for pid in process_family(master):
             with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
                 total += cpu_seconds(pid)
     return total

@@ -1,6 +1,6 @@
 """Delivery-time accuracy against ground truth, for the exporter and prometheus-mailexporter.
 
-    python bench/accuracy.py --roundtrips 200 --variant-roundtrips 60
+    python -m bench.accuracy --roundtrips 200 --variant-roundtrips 60
 
 Ground truth is the moment the message file appears in the Dovecot maildir (new/ or cur/),
 seen with inotify, minus the moment the SMTP server accepted the message (the 250 reply to
@@ -29,7 +29,6 @@ import contextvars
 import json
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -38,8 +37,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import aiohttp
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import (
     MaildirWatcher,
@@ -55,7 +52,7 @@ from exporter.message import ProbeIds
 from exporter.outcome import Check
 from exporter.probes.roundtrip import SentProbes
 from exporter.smtp import SmtpSession
-from tests.mailstack import MailStack, MailUser
+from testing.mailstack import MailStack, MailUser
 
 _accepts: contextvars.ContextVar[list[float]] = contextvars.ContextVar("accepts")
 

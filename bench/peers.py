@@ -1,6 +1,6 @@
 """CPU cost against peers on the same local Postfix + Dovecot.
 
-    python bench/peers.py --roundtrip-targets 50 --roundtrip-interval 3s --login-probes 300
+    python -m bench.peers --roundtrip-targets 50 --roundtrip-interval 3s --login-probes 300
 
 * round trips: ``mailexporter`` (Debian ``prometheus-mailexporter``, Go) with N configured
   servers, each probing every interval; its CPU (utime + stime from /proc) over a window
@@ -32,8 +32,6 @@ from typing import IO, Any
 import aiohttp
 import trustme
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from bench._common import (
     TunedStack,
     cpu_seconds,
@@ -46,7 +44,7 @@ from bench._common import (
     summary,
     target_entry,
 )
-from tests.mailstack import MailStack, TlsFiles
+from testing.mailstack import MailStack, TlsFiles
 
 
 async def wait_http(

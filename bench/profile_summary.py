@@ -1,6 +1,6 @@
 """Summarise a py-spy raw profile (``py-spy record --format raw``): where the CPU went.
 
-    python bench/profile_summary.py bench/profile-roundtrip.txt [--top 25]
+    python -m bench.profile_summary bench/profile-roundtrip.txt [--top 25]
 
 py-spy counts a thread blocked in ``epoll_wait`` or in a thread pool's idle ``queue.get`` as
 active; those samples are dropped here (``--keep-idle`` keeps them), so the shares are of the

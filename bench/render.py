@@ -1,6 +1,6 @@
 """How long ``/metrics`` takes to render for many targets, without any mail server.
 
-    python bench/render.py --targets 1000 --repeat 20 [--profile]
+    python -m bench.render --targets 1000 --repeat 20 [--profile]
 
 Fills the exporter's in-memory store with one successful result per (target, check), as after
 a run, then times ``exporter.metrics.render`` (the probes' part of a scrape), median of
@@ -23,18 +23,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from prometheus_client import generate_latest
+from prometheus_client.registry import CollectorRegistry
+
+from bench._common import summary
+from exporter import config as configuration
+from exporter import metrics
+from exporter.metrics import Store
+from exporter.outcome import Check, Phase
+from exporter.probes import ProbeResult
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from prometheus_client import generate_latest  # noqa: E402
-from prometheus_client.registry import CollectorRegistry  # noqa: E402
-
-from bench._common import summary  # noqa: E402
-from exporter import config as configuration  # noqa: E402
-from exporter import metrics  # noqa: E402
-from exporter.metrics import Store  # noqa: E402
-from exporter.outcome import Check, Phase  # noqa: E402
-from exporter.probes import ProbeResult  # noqa: E402
 
 ROUNDTRIP_PHASES = [p for p in Phase]
 

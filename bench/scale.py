@@ -1,8 +1,8 @@
 """Scale: many targets on one local Postfix + Dovecot, one exporter.
 
-    python bench/scale.py --targets 1000 --checks roundtrip --interval 30s
-    python bench/scale.py --targets 1000 --checks smtp_login,imap_login --interval 60s
-    python bench/scale.py --mode inprocess --targets 1000 --interval 30s [--loop uvloop]
+    python -m bench.scale --targets 1000 --checks roundtrip --interval 30s
+    python -m bench.scale --targets 1000 --checks smtp_login,imap_login --interval 60s
+    python -m bench.scale --mode inprocess --targets 1000 --interval 30s [--loop uvloop]
 
 ``--mode process`` (default) runs the real CLI (``python -m exporter``) and measures, over a
 window that starts once every (target, check) has had its first, jittered, run:
@@ -37,8 +37,6 @@ from typing import Any
 
 import aiohttp
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from bench._common import (
     TunedStack,
     cpu_seconds,
@@ -55,7 +53,7 @@ from bench._common import (
 from exporter import config as configuration
 from exporter import scheduler as scheduler_module
 from exporter.probes import ProbeResult
-from tests.mailstack import MailStack, MailUser
+from testing.mailstack import MailStack, MailUser
 
 
 def write_config(

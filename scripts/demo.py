@@ -15,10 +15,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from testing.mailstack import MailStack
 
-from tests.mailstack import MailStack  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 CONFIG = """\
 # Written by scripts/demo: one mailbox on a local Postfix + Dovecot.

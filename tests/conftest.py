@@ -5,14 +5,11 @@ from __future__ import annotations
 import itertools
 import secrets
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from exporter import config
-from exporter.config import Target
-from tests.identity import IdentityProvider
-from tests.mailstack import MailStack, MailUser
+from testing.identity import IdentityProvider
+from testing.mailstack import MailStack, MailUser
 
 _users = itertools.count(1)
 
@@ -49,39 +46,3 @@ def oauth_mailstack(
 def user(mailstack: MailStack) -> MailUser:
     """A mailbox of its own for each test, so tests never see each other's mail."""
     return mailstack.add_user(f"probe{next(_users)}", "pw-" + secrets.token_hex(8))
-
-
-def target_yaml(
-    stack: MailStack,
-    user: MailUser,
-    *,
-    name: str = "local",
-    password: str | None = None,
-    timeout: str | None = "10s",
-    interval: str | None = "10s",
-    extra: str = "",
-) -> str:
-    """One target's YAML entry for ``user`` on ``stack``; None keeps a built-in default."""
-    secret = password if password is not None else user.password
-    return (
-        f"  - name: {name}\n"
-        + (f"    interval: {interval}\n" if interval else "")
-        + (f"    timeout: {timeout}\n" if timeout else "")
-        + f"    smtp: {{host: 127.0.0.1, port: {stack.smtp_port}, tls: none, "
-        f"username: {user.address}, password: '{secret}'}}\n"
-        f"    imap: {{host: 127.0.0.1, port: {stack.imap_port}, tls: none, "
-        f"username: {user.address}, password: '{secret}'}}\n"
-        f"{extra}"
-    )
-
-
-def make_target(stack: MailStack, user: MailUser, **kwargs: str) -> Target:
-    """A target for ``user``, read through the real configuration parser."""
-    return config.parse("targets:\n" + target_yaml(stack, user, **kwargs)).targets[0]
-
-
-def probe_files(stack: MailStack, user: MailUser) -> list[Path]:
-    """Message files in the mailbox that carry a probe id header."""
-    return [
-        path for path in stack.message_files(user) if b"X-Mailbox-Probe-Id:" in path.read_bytes()
-    ]

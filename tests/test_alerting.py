@@ -30,9 +30,9 @@ import pytest_asyncio
 import yaml
 from aiohttp import web
 
-from tests.conftest import target_yaml
-from tests.exporter_process import Running, free_port, start
-from tests.mailstack import MailStack
+from testing.exporter_process import Running, free_port, start
+from testing.mailstack import MailStack
+from testing.targets import target_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES_FOR_SINGLE = {"MailboxLoginFailing", "MailboxServerUnreachable", "MailboxDeliveryStalled"}

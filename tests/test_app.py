@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import probe_files, target_yaml
-from tests.exporter_process import Running, Samples, start, value
-from tests.mailstack import MailStack, MailUser
+from testing.exporter_process import Running, Samples, start, value
+from testing.mailstack import MailStack, MailUser
+from testing.targets import probe_files, target_yaml
 
 REASONS = {
     "dns",

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import target_yaml
-from tests.exporter_process import start as start_exporter
-from tests.mailstack import MailStack, MailUser
-from tests.prometheus_process import start as start_prometheus
+from testing.exporter_process import start as start_exporter
+from testing.mailstack import MailStack, MailUser
+from testing.prometheus_process import start as start_prometheus
+from testing.targets import target_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 GRAFANA = ROOT / "deploy" / "grafana"

@@ -39,9 +39,9 @@ from prometheus_client.parser import text_string_to_metric_families
 import exporter
 from exporter import config, shard
 from exporter.config import Config
-from tests.conftest import target_yaml
-from tests.exporter_process import free_port
-from tests.mailstack import MailStack, MailUser
+from testing.exporter_process import free_port
+from testing.mailstack import MailStack, MailUser
+from testing.targets import target_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

@@ -18,10 +18,10 @@ from exporter import config, probes
 from exporter.config import Target
 from exporter.outcome import Check, Phase, Reason
 from exporter.probes.roundtrip import SentProbes
+from testing.exporter_process import start, value
+from testing.mailstack import MailStack, MailUser
+from testing.targets import target_yaml
 from tests import fakeserver
-from tests.conftest import target_yaml
-from tests.exporter_process import start, value
-from tests.mailstack import MailStack, MailUser
 
 TIMEOUT = 2.0
 

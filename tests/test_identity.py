@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.identity import IdentityProvider
+from testing.identity import IdentityProvider
 
 ALICE = "alice@example.test"
 

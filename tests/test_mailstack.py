@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests.identity import IdentityProvider
-from tests.mailstack import MailStack, MailStackError, MailUser, TlsFiles
+from testing.identity import IdentityProvider
+from testing.mailstack import MailStack, MailStackError, MailUser, TlsFiles
 
 DELIVERY_TIMEOUT = 10.0
 

@@ -13,9 +13,9 @@ from exporter.config import Target
 from exporter.oauth import TokenCache
 from exporter.outcome import Check, Phase, Reason
 from exporter.probes.roundtrip import SentProbes
-from tests.conftest import probe_files
-from tests.identity import IdentityProvider
-from tests.mailstack import MailStack, MailUser
+from testing.identity import IdentityProvider
+from testing.mailstack import MailStack, MailUser
+from testing.targets import probe_files
 
 CLIENT_SECRET = "client-secret-7d1f"
 REFRESH_TOKEN = "refresh-token-91ac"

@@ -13,10 +13,10 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from testing.exporter_process import Running, start
+from testing.mailstack import MailStack, MailUser
+from testing.targets import target_yaml
 from tests import fakeserver
-from tests.conftest import target_yaml
-from tests.exporter_process import Running, start
-from tests.mailstack import MailStack, MailUser
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,9 +13,9 @@ from exporter import probes
 from exporter.message import ProbeIds
 from exporter.outcome import Check, Phase, Reason
 from exporter.probes.roundtrip import SentProbes
+from testing.mailstack import MailStack, MailUser
+from testing.targets import make_target, probe_files
 from tests import fakeserver
-from tests.conftest import make_target, probe_files
-from tests.mailstack import MailStack, MailUser
 
 ALL = (Check.ROUNDTRIP, Check.SMTP_LOGIN, Check.IMAP_LOGIN)
 

@@ -14,8 +14,8 @@ from exporter import message, probes
 from exporter.message import PROBE_HEADER, ProbeIds, load_key
 from exporter.outcome import Check
 from exporter.probes.roundtrip import SentProbes, sort_out
-from tests.conftest import make_target, probe_files
-from tests.mailstack import MailStack, MailUser
+from testing.mailstack import MailStack, MailUser
+from testing.targets import make_target, probe_files
 
 OURS = ProbeIds(b"k" * 32)
 OTHER_EXPORTER = ProbeIds(b"o" * 32)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import target_yaml
-from tests.exporter_process import start, value
-from tests.identity import IdentityProvider
-from tests.mailstack import MailStack
+from testing.exporter_process import start, value
+from testing.identity import IdentityProvider
+from testing.mailstack import MailStack
+from testing.targets import target_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "pw-Right-6c1b"

@@ -8,9 +8,9 @@ import pytest
 
 from exporter import config
 from exporter.shard import assign, parse
-from tests.conftest import target_yaml
-from tests.exporter_process import start
-from tests.mailstack import MailStack, MailUser
+from testing.exporter_process import start
+from testing.mailstack import MailStack, MailUser
+from testing.targets import target_yaml
 
 NAMES = [f"target-{i:04d}" for i in range(1000)]
 

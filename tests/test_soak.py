@@ -1,10 +1,10 @@
-"""A short fault soak (the full one is bench/soak.py; its figures are in docs/safety.md)."""
+"""A short fault soak (the full one: `python -m bench.soak`; figures in docs/safety.md)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from bench.soak import soak
+from testing.soak import soak
 
 
 async def test_a_short_soak_keeps_every_guarantee(tmp_path: Path) -> None:

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import target_yaml
-from tests.exporter_process import Running, start
-from tests.mailstack import MailStack, MailUser
+from testing.exporter_process import Running, start
+from testing.mailstack import MailStack, MailUser
+from testing.targets import target_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"

@@ -16,8 +16,8 @@ from exporter.config import Target
 from exporter.metrics import Store, render
 from exporter.outcome import Check, Phase, Reason
 from exporter.probes.roundtrip import SentProbes
-from tests.conftest import probe_files
-from tests.mailstack import MailStack, MailUser, TlsFiles
+from testing.mailstack import MailStack, MailUser, TlsFiles
+from testing.targets import probe_files
 
 NOW = datetime.datetime.now(datetime.UTC)
 

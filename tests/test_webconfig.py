@@ -13,9 +13,9 @@ import bcrypt
 import pytest
 import trustme
 
-from tests.conftest import target_yaml
-from tests.exporter_process import free_port
-from tests.mailstack import MailStack, MailUser
+from testing.exporter_process import free_port
+from testing.mailstack import MailStack, MailUser
+from testing.targets import target_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 

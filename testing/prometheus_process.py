@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from tests.exporter_process import free_port
+from testing.exporter_process import free_port
 
 
 class Prometheus:

@@ -187,7 +187,7 @@ def _readlink(path: str) -> str:
         return ""
 
 
-def _family(master: int) -> set[int]:
+def process_family(master: int) -> set[int]:
     """The master, its process group and all its descendants."""
     procs = _all_procs()
     members = {p.pid for p in procs if p.pgrp == master}
@@ -247,7 +247,7 @@ def _terminate(master: int | None, strays: set[int], timeout: float = 10.0) -> b
         return False
     family = set(strays)
     if master is not None and _alive(master):
-        family |= _family(master)
+        family |= process_family(master)
         _kill([master], signal.SIGTERM)
         # Dovecot's master otherwise waits ~1 s for idle children to notice it is going.
         _kill(family - {master}, signal.SIGTERM)
@@ -1081,7 +1081,7 @@ class MailStack:
         if master is None or not _alive(master):
             return  # the next start reads main.cf anyway
         old_qmgrs = {
-            pid for pid in _family(master) if _readlink(f"/proc/{pid}/exe").endswith("/qmgr")
+            pid for pid in process_family(master) if _readlink(f"/proc/{pid}/exe").endswith("/qmgr")
         }
         self._run("postfix", "-c", str(self.postfix_etc), "reload")
         if _wait_dead(old_qmgrs, 10.0):
@@ -1135,7 +1135,7 @@ class MailStack:
         found = _daemons_in([*self._dovecot_dirs(), self.postfix_spool])
         for master in (self._dovecot_master(), self._postfix_master()):
             if master is not None and _alive(master):
-                found |= _family(master)
+                found |= process_family(master)
         return sorted(found)
 
     def _wait_refused(self, port: int, what: str, timeout: float = 10.0) -> None:
@@ -1176,7 +1176,7 @@ class MailStack:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a stack by hand (``python -m tests.mailstack [ROOT]``) until Ctrl-C or SIGTERM."""
+    """Run a stack by hand (``python -m testing.mailstack [ROOT]``) until Ctrl-C or SIGTERM."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
