@@ -49,6 +49,7 @@ class Reason(StrEnum):
     AUTH_REJECTED = "auth_rejected"
     AUTH_TEMPORARY = "auth_temporary"
     THROTTLED = "throttled"
+    UNAVAILABLE = "unavailable"
     MAILBOX_UNAVAILABLE = "mailbox_unavailable"
     SEND_REJECTED = "send_rejected"
     NOT_DELIVERED = "not_delivered"
