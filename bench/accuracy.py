@@ -50,8 +50,9 @@ from bench._common import (
 from exporter import config, probes
 from exporter.message import ProbeIds
 from exporter.outcome import Check
-from exporter.probes.roundtrip import SentProbes
-from exporter.smtp import SmtpSession
+from exporter.probes.context import ProbeContext
+from exporter.transports.oauth import TokenCache
+from exporter.transports.smtp import SmtpSession
 from testing.mailstack import MailStack, MailUser
 
 _accepts: contextvars.ContextVar[list[float]] = contextvars.ContextVar("accepts")
@@ -122,13 +123,13 @@ async def exporter_series(
     ]
     accepts: list[float] = []
     _accepts.set(accepts)
-    sent, ids = SentProbes(), ProbeIds()
+    context = ProbeContext(ids=ProbeIds(), tokens=TokenCache())
     maildir = stack.maildir(user)
     series = Series()
     for _ in range(count):
         begin = time.time()
         before = len(accepts)
-        result = await probes.run(target, Check.ROUNDTRIP, sent=sent, ids=ids)
+        result = await probes.run(target, Check.ROUNDTRIP, context)
         if not result.success or result.delivery_seconds is None or len(accepts) == before:
             series.failures += 1
             continue

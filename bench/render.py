@@ -3,7 +3,7 @@
     python -m bench.render --targets 1000 --repeat 20 [--profile]
 
 Fills the exporter's in-memory store with one successful result per (target, check), as after
-a run, then times ``exporter.metrics.render`` (the probes' part of a scrape), median of
+a run, then times ``exporter.serve.metrics.render`` (the probes' part of a scrape), median of
 ``--repeat``. ``--compare-with REV`` also times, in the same run, the prometheus_client
 collector that rendered the store at that git revision. ``--profile`` prints cProfile's top
 functions of one render.
@@ -28,10 +28,10 @@ from prometheus_client.registry import CollectorRegistry
 
 from bench._common import summary
 from exporter import config as configuration
-from exporter import metrics
-from exporter.metrics import Store
 from exporter.outcome import Check, Phase
-from exporter.probes import ProbeResult
+from exporter.result import Findings, ProbeResult
+from exporter.serve import metrics
+from exporter.state import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,8 +62,10 @@ def filled_store(targets: int, checks: list[str], store_class: Any) -> Any:
                     started=now,
                     duration=0.52,
                     phases={p: 0.01 for p in ROUNDTRIP_PHASES[: 11 if roundtrip else 4]},
-                    delivery_seconds=0.5 if roundtrip else None,
-                    lookalikes=0 if roundtrip else None,
+                    found=Findings(
+                        delivery_seconds=0.5 if roundtrip else None,
+                        lookalikes=0 if roundtrip else None,
+                    ),
                 )
             )
     return store

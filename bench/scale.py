@@ -51,8 +51,13 @@ from bench._common import (
     target_entry,
 )
 from exporter import config as configuration
-from exporter import scheduler as scheduler_module
-from exporter.probes import ProbeResult
+from exporter.config import model as config_model
+from exporter.message import ProbeIds
+from exporter.outcome import Check
+from exporter.probes.context import ProbeContext
+from exporter.result import ProbeResult
+from exporter.shard import ALL
+from exporter.transports.oauth import TokenCache
 from testing.mailstack import MailStack, MailUser
 
 
@@ -229,37 +234,29 @@ async def run_inprocess(args: argparse.Namespace, stack: MailStack, cfg: Path) -
     first_plan: dict[str, float] = {}
     starts: dict[str, list[float]] = defaultdict(list)
     finished: list[tuple[float, ProbeResult]] = []
-    real_probes = scheduler_module.probes
-    real_run = real_probes.run
-    real_random = scheduler_module.random
+    class Planned(random.Random):
+        """The scheduler's source of randomness: notes each task's first planned start."""
 
-    class Planned:
-        """Stands in for the scheduler's ``random``: notes each task's first planned start."""
-
-        @staticmethod
-        def uniform(low: float, high: float) -> float:
-            value = real_random.uniform(low, high)
+        def uniform(self, a: float, b: float) -> float:
+            value = super().uniform(a, b)
             task = asyncio.current_task()
             if task is not None:
                 first_plan[task.get_name()] = time.monotonic() + value
             return value
 
-    class Probes:
-        """Stands in for the scheduler's ``probes``: notes when each probe really starts."""
+    class Timed(app_module.Exporter):
+        """Notes when each scheduled probe really starts and when it ends."""
 
-        @staticmethod
-        async def run(*a: Any, **kw: Any) -> ProbeResult:
+        async def run_scheduled(self, target: config_model.Target, check: Check) -> ProbeResult:
             task = asyncio.current_task()
             if task is not None:
                 starts[task.get_name()].append(time.monotonic())
-            result = await real_run(*a, **kw)
+            result = await super().run_scheduled(target, check)
             finished.append((time.monotonic(), result))
             return result
 
-    scheduler_module.random = Planned  # type: ignore[assignment]
-    scheduler_module.probes = Probes  # type: ignore[assignment]
     loaded = configuration.load(cfg)
-    exporter = app_module.Exporter(cfg)
+    exporter = Timed(cfg, ALL, ProbeContext(ids=ProbeIds(), tokens=TokenCache()), Planned())
     exporter.start(loaded)
     renders: list[float] = []
 
@@ -283,8 +280,6 @@ async def run_inprocess(args: argparse.Namespace, stack: MailStack, cfg: Path) -
         if scraper is not None:
             scraper.cancel()
         await exporter.stop()
-        scheduler_module.random = real_random
-        scheduler_module.probes = real_probes
     intervals = {f"probe {t.name} {c}": t.interval(c) for t in loaded.targets for c in t.checks}
     lags: list[float] = []
     for name, times in starts.items():

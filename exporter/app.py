@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import signal
 import time
 from pathlib import Path
@@ -18,40 +19,48 @@ from prometheus_client import (
 from prometheus_client.registry import CollectorRegistry
 
 from exporter import config as configuration
-from exporter import metrics, ondemand, probes, status, webconfig
-from exporter.config import Config, ConfigError
+from exporter import probes
+from exporter.config import Config, ConfigError, Target
+from exporter.config.model import MAX_CONCURRENT_PROBES
 from exporter.logs import fields
-from exporter.message import ProbeIds
-from exporter.metrics import Store
-from exporter.ondemand import UnknownProbe
-from exporter.probes import ProbeResult
-from exporter.probes.roundtrip import SentProbes
+from exporter.outcome import Check
+from exporter.probes.context import ProbeContext
+from exporter.result import ProbeResult
 from exporter.scheduler import Scheduler
-from exporter.shard import ALL, Shard
-from exporter.web import READY, create_app
-from exporter.webconfig import WebConfig
+from exporter.serve import metrics, ondemand, status, webconfig
+from exporter.serve.ondemand import UnknownProbe
+from exporter.serve.web import READY, create_app
+from exporter.serve.webconfig import WebConfig
+from exporter.shard import Shard
+from exporter.state import Store
 
 log = logging.getLogger("exporter")
+
+ON_DEMAND_CONCURRENCY = 8
+"""On-demand probes in flight at once."""
 
 
 class Exporter:
     """Keeps one configuration running; a reload that fails leaves the running one alone."""
 
     def __init__(
-        self, config_path: str | Path, shard: Shard = ALL, ids: ProbeIds | None = None
+        self, config_path: str | Path, shard: Shard, context: ProbeContext, rng: random.Random
     ) -> None:
         self.config_path = Path(config_path)
         self.shard = shard
-        self.ids = ids or ProbeIds()
+        self.context = context
         self.config: Config | None = None
         self.store = Store()
         self.registry = CollectorRegistry(auto_describe=False)
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             self.registry.register(collector)
-        self.scheduler = Scheduler(self.record, self.ids)
+        self.scheduler = Scheduler(self.run_scheduled, self.record, rng, MAX_CONCURRENT_PROBES)
         self._reloading = asyncio.Lock()
-        self._on_demand_sent: dict[str, SentProbes] = {}
-        self._on_demand_limit = asyncio.Semaphore(8)
+        self._on_demand_limit = asyncio.Semaphore(ON_DEMAND_CONCURRENCY)
+
+    async def run_scheduled(self, target: Target, check: Check) -> ProbeResult:
+        """One scheduled probe."""
+        return await probes.run(target, check, self.context)
 
     def start(self, config: Config) -> None:
         self._apply(config)
@@ -77,7 +86,7 @@ class Exporter:
 
     def _apply(self, config: Config) -> None:
         for target in config.targets:
-            for protocol, server in (("smtp", target.smtp), ("imap", target.imap)):
+            for protocol, server in target.sections().items():
                 if server.tls_config.insecure_skip_verify:
                     log.warning(
                         "TLS certificates are not verified: anyone on the path can read the "
@@ -88,6 +97,7 @@ class Exporter:
         mine = self.shard.select(config)
         self.store.configure(mine)
         self.scheduler.apply(mine)
+        self.context.keep_only(t.name for t in config.targets)
         if self.shard.count > 1:
             log.info(
                 "shard selected",
@@ -118,6 +128,7 @@ class Exporter:
                 ),
                 phases=phases,
                 detail=result.detail,
+                **{k: v for k, v in result.found.logged().items() if k != "delivery_seconds"},
             ),
         )
 
@@ -130,8 +141,8 @@ class Exporter:
     ) -> ProbeResult:
         """Run one probe of a configured target now; :class:`UnknownProbe` for anything else.
 
-        Round trips started here remember their own probe ids, apart from the scheduled ones,
-        so that neither deletes the other's message while it is still awaited.
+        On-demand probes share the scheduled probes' context: a message an on-demand round
+        trip gave up on is recognised, counted late and deleted by the next probe.
         """
         if self.config is None:
             raise UnknownProbe("no configuration is loaded")
@@ -139,15 +150,9 @@ class Exporter:
         limit = (
             target.timeout(check) if time_limit is None else min(time_limit, target.timeout(check))
         )
-        sent = self._on_demand_sent.setdefault(target.name, SentProbes())
         async with self._on_demand_limit:
             return await probes.run(
-                target,
-                check,
-                sent=sent,
-                tokens=self.scheduler.tokens,
-                time_limit=max(limit, 0.1),
-                transcript=transcript,
+                target, check, self.context, time_limit=max(limit, 0.1), transcript=transcript
             )
 
     def exposition(self) -> bytes:
@@ -156,6 +161,7 @@ class Exporter:
 
     async def stop(self) -> None:
         await self.scheduler.stop()
+        await self.context.close()
 
 
 async def serve(

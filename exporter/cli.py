@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from exporter import __version__, logs, message, ondemand, probes, webconfig
+from exporter import __version__, logs, message, probes
 from exporter import config as configuration
 from exporter import shard as shards
 from exporter.config import Config, ConfigError, format_duration
-from exporter.oauth import TokenCache
 from exporter.outcome import Check
+from exporter.probes.context import ProbeContext
+from exporter.serve import ondemand, webconfig
+from exporter.transports.oauth import TokenCache
 
 DEFAULT_LISTEN = ":10025"
 
@@ -91,11 +94,11 @@ def summary(config: Config) -> str:
             f"(timeout {format_duration(target.timeout(check))})"
             for check in target.checks
         )
-        lines.append(
-            f"  {target.name}: {checks}; "
-            f"smtp {target.smtp.host}:{target.smtp.port} ({target.smtp.tls}), "
-            f"imap {target.imap.host}:{target.imap.port} ({target.imap.tls}) {target.imap.mailbox}"
+        servers = ", ".join(
+            f"{name} {server.host}:{server.port} ({server.tls})"
+            for name, server in target.sections().items()
         )
+        lines.append(f"  {target.name}: {checks}; {servers}")
     return "\n".join(lines)
 
 
@@ -108,15 +111,15 @@ async def _probe(
         print(f"mailbox-exporter: {exc}", file=sys.stderr)
         return 1
     checks = [Check(check_name)] if check_name else list(target.checks)
-    tokens = TokenCache()
+    context = ProbeContext(ids=ids, tokens=TokenCache())
     failed = False
     try:
         for check in checks:
-            result = await probes.run(target, check, tokens=tokens, ids=ids, transcript=True)
+            result = await probes.run(target, check, context, transcript=True)
             print(ondemand.report(result))
             failed |= not result.success
     finally:
-        await tokens.close()
+        await context.close()
     return 1 if failed else 0
 
 
@@ -155,7 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.setup(args.log_level, args.log_format)
     from exporter.app import Exporter, serve
 
-    exporter = Exporter(args.config_file, shard, ids)
+    exporter = Exporter(
+        args.config_file, shard, ProbeContext(ids=ids, tokens=TokenCache()), random.Random()
+    )
     try:
         asyncio.run(serve(exporter, config, host, port, web_config))
     except OSError as exc:

@@ -81,17 +81,29 @@ def build(*, target: str, mail_from: str, mail_to: str, probe_id: str) -> bytes:
     message = EmailMessage(policy=SMTP)
     message["From"] = mail_from
     message["To"] = mail_to
-    message["Subject"] = f"mailbox-exporter probe {probe_id}"
+    message["Subject"] = subject(probe_id)
     message["Date"] = formatdate(usegmt=True)
-    message["Message-ID"] = f"<{probe_id}@mailbox-exporter.invalid>"
-    message[PROBE_HEADER] = probe_id
-    message["Auto-Submitted"] = "auto-generated"
-    message["X-Auto-Response-Suppress"] = "All"
-    message.set_content(_body(target))
+    for name, value in headers(probe_id):
+        message[name] = value
+    message.set_content(body(target))
     return message.as_bytes()
 
 
-def _body(target: str) -> str:
+def subject(probe_id: str) -> str:
+    return f"mailbox-exporter probe {probe_id}"
+
+
+def headers(probe_id: str) -> tuple[tuple[str, str], ...]:
+    """The header fields that mark a probe message, beyond From, To, Subject and Date."""
+    return (
+        ("Message-ID", f"<{probe_id}@mailbox-exporter.invalid>"),
+        (PROBE_HEADER, probe_id),
+        ("Auto-Submitted", "auto-generated"),
+        ("X-Auto-Response-Suppress", "All"),
+    )
+
+
+def body(target: str) -> str:
     return (
         f"This message checks that mail reaches this mailbox (target {target}).\n"
         "mailbox-exporter deletes it as soon as it arrives; it needs no action.\n"
@@ -101,19 +113,16 @@ def _body(target: str) -> str:
 def _from_template(target: str, mail_from: str, mail_to: str, probe_id: str) -> bytes:
     """The same message as the email package builds, written out directly: building it with
     the email package costs more CPU than the rest of a round trip together. ASCII only."""
-    body = _body(target).replace("\n", "\r\n")
+    text = body(target).replace("\n", "\r\n")
     return (
         f"From: {mail_from}\r\n"
         f"To: {mail_to}\r\n"
-        f"Subject: mailbox-exporter probe {probe_id}\r\n"
+        f"Subject: {subject(probe_id)}\r\n"
         f"Date: {formatdate(usegmt=True)}\r\n"
-        f"Message-ID: <{probe_id}@mailbox-exporter.invalid>\r\n"
-        f"{PROBE_HEADER}: {probe_id}\r\n"
-        "Auto-Submitted: auto-generated\r\n"
-        "X-Auto-Response-Suppress: All\r\n"
-        'Content-Type: text/plain; charset="utf-8"\r\n'
+        + "".join(f"{name}: {value}\r\n" for name, value in headers(probe_id))
+        + 'Content-Type: text/plain; charset="utf-8"\r\n'
         "Content-Transfer-Encoding: 7bit\r\n"
         "MIME-Version: 1.0\r\n"
         "\r\n"
-        f"{body}"
+        f"{text}"
     ).encode("ascii")

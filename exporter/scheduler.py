@@ -13,32 +13,41 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-from exporter import probes
 from exporter.config import Config, Target
-from exporter.message import ProbeIds
-from exporter.oauth import TokenCache
 from exporter.outcome import Check
-from exporter.probes import ProbeResult
-from exporter.probes.roundtrip import SentProbes
+from exporter.result import ProbeResult
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, Check]
+RunProbe = Callable[[Target, Check], Awaitable[ProbeResult]]
+"""Runs one probe of a check of a target; never raises but for cancellation."""
 
 
 class Scheduler:
-    """Owns the probe tasks; :meth:`apply` makes them match a configuration."""
+    """Owns the probe tasks; :meth:`apply` makes them match a configuration.
 
-    def __init__(self, on_result: Callable[[ProbeResult], None], ids: ProbeIds) -> None:
-        self.ids = ids
+    ``run`` does the probing and ``rng`` places each pair's first run, both given so that
+    tests can drive the schedule without mail servers. A provider that asks us to wait
+    (``Retry-After``) holds back every check of that target, and no other.
+    """
+
+    def __init__(
+        self,
+        run: RunProbe,
+        on_result: Callable[[ProbeResult], None],
+        rng: random.Random,
+        max_concurrent: int,
+    ) -> None:
+        self._run_probe = run
         self._on_result = on_result
+        self._rng = rng
+        self._not_before: dict[str, float] = {}
         self._tasks: dict[Key, tuple[Target, asyncio.Task[None]]] = {}
-        self._sent: dict[str, SentProbes] = {}
-        self._limit = asyncio.Semaphore(32)
-        self._limit_size = 32
-        self.tokens = TokenCache()
+        self._limit = asyncio.Semaphore(max_concurrent)
+        self._limit_size = max_concurrent
 
     def apply(self, config: Config) -> None:
         """Start, restart and stop tasks; pairs whose target is unchanged keep running."""
@@ -58,7 +67,7 @@ class Scheduler:
                 )
                 self._tasks[key] = (target, task)
         names = {t.name for t in config.targets}
-        self._sent = {name: sent for name, sent in self._sent.items() if name in names}
+        self._not_before = {n: t for n, t in self._not_before.items() if n in names}
 
     async def stop(self) -> None:
         tasks = [task for _, task in self._tasks.values()]
@@ -66,18 +75,19 @@ class Scheduler:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self.tokens.close()
 
     async def _run(self, target: Target, check: Check) -> None:
         interval = target.interval(check)
-        planned = time.monotonic() + random.uniform(0, interval)
-        sent = self._sent.setdefault(target.name, SentProbes())
+        planned = time.monotonic() + self._rng.uniform(0, interval)
         while True:
             await asyncio.sleep(max(0.0, planned - time.monotonic()))
+            held = self._not_before.get(target.name, 0.0) - time.monotonic()
+            if held > 0:
+                await asyncio.sleep(held)
             async with self._limit:
-                result = await probes.run(
-                    target, check, sent=sent, tokens=self.tokens, ids=self.ids
-                )
+                result = await self._run_probe(target, check)
+            if result.found.retry_after is not None:
+                self._not_before[target.name] = time.monotonic() + result.found.retry_after
             try:
                 self._on_result(result)
             except Exception:

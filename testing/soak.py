@@ -28,7 +28,8 @@ from pathlib import Path
 from exporter import config, probes
 from exporter.message import ProbeIds
 from exporter.outcome import Check
-from exporter.probes.roundtrip import SentProbes
+from exporter.probes.context import ProbeContext
+from exporter.transports.oauth import TokenCache
 from testing.mailstack import MailStack, MailUser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,8 +137,8 @@ async def soak(
             for i, u in enumerate(users)
         )
     )
-    ids = ProbeIds()
-    sent = {t.name: SentProbes() for t in parsed.targets}
+    context = ProbeContext(ids=ProbeIds(), tokens=TokenCache())
+    ids = context.ids
     healed_at: list[tuple[str, float]] = []
     broken_at: list[float] = []
     done = asyncio.Event()
@@ -147,11 +148,11 @@ async def soak(
         await asyncio.sleep(rng.uniform(0, interval))
         while not done.is_set():
             begin = time.monotonic()
-            result = await probes.run(target, Check.ROUNDTRIP, sent=sent[target.name], ids=ids)
+            result = await probes.run(target, Check.ROUNDTRIP, context)
             report.roundtrips += 1
             report.successes += result.success
-            report.late_arrivals += result.late_arrivals
-            report.deleted += result.cleanup_deleted
+            report.late_arrivals += result.found.late_arrivals
+            report.deleted += result.found.cleanup_deleted
             if result.reason:
                 report.reasons[result.reason.value] += 1
             results.append((target.name, begin, time.monotonic(), result.success))
@@ -187,11 +188,9 @@ async def soak(
             await asyncio.gather(injector(), *(prober(t) for t in parsed.targets))
             for target in parsed.targets:
                 for _ in range(5):
-                    result = await probes.run(
-                        target, Check.ROUNDTRIP, sent=sent[target.name], ids=ids
-                    )
-                    report.deleted += result.cleanup_deleted
-                    report.late_arrivals += result.late_arrivals
+                    result = await probes.run(target, Check.ROUNDTRIP, context)
+                    report.deleted += result.found.cleanup_deleted
+                    report.late_arrivals += result.found.late_arrivals
                     if result.success:
                         break
         except Exception as exc:

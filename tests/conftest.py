@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import itertools
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from exporter.message import ProbeIds
+from exporter.probes.context import ProbeContext
+from exporter.transports.oauth import TokenCache
 from testing.identity import IdentityProvider
 from testing.mailstack import MailStack, MailUser
 
@@ -46,3 +49,13 @@ def oauth_mailstack(
 def user(mailstack: MailStack) -> MailUser:
     """A mailbox of its own for each test, so tests never see each other's mail."""
     return mailstack.add_user(f"probe{next(_users)}", "pw-" + secrets.token_hex(8))
+
+
+@pytest.fixture
+async def context() -> AsyncIterator[ProbeContext]:
+    """What probes share, built once per test as the exporter builds it once per process."""
+    shared = ProbeContext(ids=ProbeIds(), tokens=TokenCache())
+    try:
+        yield shared
+    finally:
+        await shared.close()

@@ -160,9 +160,16 @@ TARGET = (
         ("target:\n  - name: a\n", "target: unknown key (did you mean 'targets'?)"),
         (TARGET.replace("name: a", "name: 'a b'"), "targets[0].name: expected 1 to 63 letters"),
         (
-            "targets:\n  - name: a\n    imap: {host: h, username: u, password: p}\n",
-            "targets[0].smtp: required",
+            "targets:\n  - name: a\n    imap: {host: h, username: u, password: p}\n"
+            "    checks: [imap_login, roundtrip]\n",
+            "line 4: targets[0].smtp: required by the roundtrip check",
         ),
+        (
+            "targets:\n  - name: a\n    imap: {host: h, username: u, password: p}\n"
+            "    sender: imap\n",
+            "line 4: targets[0].sender: expected one of smtp, got 'imap'",
+        ),
+        ("targets:\n  - name: a\n", "line 2: targets[0]: configure at least one of smtp, imap"),
     ],
 )
 def test_mistakes_name_their_place(text: str, message: str) -> None:
@@ -312,3 +319,14 @@ def test_bad_target_labels(labels: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         config.parse(TARGET.replace("name: a", f"name: a\n    labels: {labels}"))
     assert message in str(caught.value)
+
+
+def test_a_target_runs_the_checks_its_transports_allow() -> None:
+    only_imap = config.parse(
+        "targets:\n  - name: a\n    imap: {host: h, username: u, password: p}\n"
+    ).targets[0]
+    assert only_imap.checks == (Check.IMAP_LOGIN,)
+    assert only_imap.smtp is None
+    both = config.parse(TARGET).targets[0]
+    assert both.checks == tuple(Check)
+    assert (both.sender, both.receiver) == ("smtp", "imap")

@@ -17,11 +17,12 @@ import pytest
 from exporter import config, probes
 from exporter.config import Target
 from exporter.outcome import Check, Phase, Reason
-from exporter.probes.roundtrip import SentProbes
+from exporter.probes.context import ProbeContext
+from exporter.result import ProbeResult
+from testing import fakeserver
 from testing.exporter_process import start, value
 from testing.mailstack import MailStack, MailUser
 from testing.targets import target_yaml
-from tests import fakeserver
 
 TIMEOUT = 2.0
 
@@ -64,11 +65,13 @@ SMTP_CASES = [
 ]
 
 
-async def _probe(check: Check, target: Target) -> tuple[probes.ProbeResult, float, int]:
+async def _probe(
+    check: Check, target: Target, context: ProbeContext
+) -> tuple[probes.ProbeResult, float, int]:
     tracemalloc.start()
     started = time.monotonic()
     try:
-        result = await probes.run(target, check, sent=SentProbes())
+        result = await probes.run(target, check, context)
         elapsed = time.monotonic() - started
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -82,10 +85,16 @@ async def _probe(check: Check, target: Target) -> tuple[probes.ProbeResult, floa
     ids=[c[0] for c in IMAP_CASES],
 )
 async def test_hostile_imap(
-    name: str, misbehave: str, at: str, tls: str, reason: Reason, phase: Phase
+    name: str,
+    misbehave: str,
+    at: str,
+    tls: str,
+    reason: Reason,
+    phase: Phase,
+    context: ProbeContext,
 ) -> None:
     async with fakeserver.serve(fakeserver.imap(misbehave, at)) as port:
-        result, elapsed, peak = await _probe(Check.IMAP_LOGIN, _target(1, port, tls))
+        result, elapsed, peak = await _probe(Check.IMAP_LOGIN, _target(1, port, tls), context)
     assert (result.reason, result.phase) == (reason, phase), result
     assert elapsed <= TIMEOUT + 1, elapsed
     assert peak < 8 * 1024 * 1024, f"{peak} bytes allocated at the peak"
@@ -98,25 +107,31 @@ async def test_hostile_imap(
     ids=[c[0] for c in SMTP_CASES],
 )
 async def test_hostile_smtp(
-    name: str, misbehave: str, at: str, tls: str, reason: Reason, phase: Phase
+    name: str,
+    misbehave: str,
+    at: str,
+    tls: str,
+    reason: Reason,
+    phase: Phase,
+    context: ProbeContext,
 ) -> None:
     check = Check.ROUNDTRIP if at == "MAIL" else Check.SMTP_LOGIN
     async with (
         fakeserver.serve(fakeserver.smtp(misbehave, at)) as port,
         fakeserver.serve(fakeserver.imap("none")) as imap_port,
     ):
-        result, elapsed, peak = await _probe(check, _target(port, imap_port, tls))
+        result, elapsed, peak = await _probe(check, _target(port, imap_port, tls), context)
     assert (result.reason, result.phase) == (reason, phase), result
     assert elapsed <= TIMEOUT + 1, elapsed
     assert peak < 8 * 1024 * 1024, f"{peak} bytes allocated at the peak"
 
 
-async def test_idle_that_never_returns() -> None:
+async def test_idle_that_never_returns(context: ProbeContext) -> None:
     async with (
         fakeserver.serve(fakeserver.imap("silent", "DONE")) as imap_port,
         fakeserver.serve(fakeserver.smtp("none")) as smtp_port,
     ):
-        result, elapsed, _ = await _probe(Check.ROUNDTRIP, _target(smtp_port, imap_port))
+        result, elapsed, _ = await _probe(Check.ROUNDTRIP, _target(smtp_port, imap_port), context)
     assert (result.reason, result.phase) == (Reason.TIMEOUT, Phase.DELIVERY), result
     assert elapsed <= TIMEOUT + 1
 
@@ -125,7 +140,7 @@ def _open_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-async def test_a_thousand_failing_probes_leak_nothing() -> None:
+async def test_a_thousand_failing_probes_leak_nothing(context: ProbeContext) -> None:
     behaviours = [("reset", "LOGIN"), ("bye", "SELECT"), ("garbage", "LOGIN"), ("silent", "")]
     async with AsyncExitStack() as stack:
         ports = [
@@ -134,13 +149,13 @@ async def test_a_thousand_failing_probes_leak_nothing() -> None:
         ]
         targets = [_target(1, port, timeout=0.3) for port in ports]
 
-        async def batch(n: int) -> list[probes.ProbeResult]:
+        async def batch(n: int) -> list[ProbeResult]:
             return await asyncio.gather(
                 *(
                     probes.run(
                         targets[i % len(targets)],
                         Check.ROUNDTRIP if i % 2 else Check.IMAP_LOGIN,
-                        sent=SentProbes(),
+                        context,
                     )
                     for i in range(n)
                 )

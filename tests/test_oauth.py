@@ -10,9 +10,8 @@ import pytest
 
 from exporter import config, probes
 from exporter.config import Target
-from exporter.oauth import TokenCache
 from exporter.outcome import Check, Phase, Reason
-from exporter.probes.roundtrip import SentProbes
+from exporter.probes.context import ProbeContext
 from testing.identity import IdentityProvider
 from testing.mailstack import MailStack, MailUser
 from testing.targets import probe_files
@@ -64,24 +63,24 @@ def _target(
 
 @pytest.mark.parametrize("grant", ["client_credentials", "refresh_token"])
 async def test_xoauth2_round_trip_and_logins(
-    oauth_mailstack: MailStack, idp: IdentityProvider, mailbox: MailUser, grant: str
+    oauth_mailstack: MailStack,
+    idp: IdentityProvider,
+    mailbox: MailUser,
+    grant: str,
+    context: ProbeContext,
 ) -> None:
     target = _target(oauth_mailstack, idp, mailbox, grant)
-    tokens = TokenCache()
     before = idp.token_requests
-    try:
-        results = [
-            await probes.run(target, check, sent=SentProbes(), tokens=tokens, transcript=True)
-            for _ in range(2)
-            for check in Check
-        ]
-    finally:
-        await tokens.close()
+    results = [
+        await probes.run(target, check, context, transcript=True)
+        for _ in range(2)
+        for check in Check
+    ]
     for result in results:
         assert result.success, result
         assert any("XOAUTH2" in line for line in result.transcript)
         for protocol in ("smtp", "imap") if result.check is Check.ROUNDTRIP else ():
-            assert result.token_expiry[protocol] == pytest.approx(time.time() + 3600, abs=60)
+            assert result.found.token_expiry[protocol] == pytest.approx(time.time() + 3600, abs=60)
     assert idp.token_requests - before == 1, "one token for six probes and both protocols"
     assert probe_files(oauth_mailstack, mailbox) == []
     shown = "\n".join(line for r in results for line in (*r.transcript, r.detail))
@@ -98,7 +97,12 @@ async def test_xoauth2_round_trip_and_logins(
     ],
 )
 async def test_token_endpoint_failures_are_oauth_token(
-    oauth_mailstack: MailStack, idp: IdentityProvider, mailbox: MailUser, fault: str, expected: str
+    oauth_mailstack: MailStack,
+    idp: IdentityProvider,
+    mailbox: MailUser,
+    fault: str,
+    expected: str,
+    context: ProbeContext,
 ) -> None:
     target = _target(oauth_mailstack, idp, mailbox, timeout="4s")
     if fault == "invalid_client":
@@ -114,10 +118,10 @@ async def test_token_endpoint_failures_are_oauth_token(
             (Check.ROUNDTRIP, Phase.IMAP_AUTH),
         ):
             started = time.monotonic()
-            result = await probes.run(target, check, sent=SentProbes())
+            result = await probes.run(target, check, context)
             assert (result.reason, result.phase) == (Reason.OAUTH_TOKEN, phase), result
             assert expected in result.detail
-            assert result.token_failed == {phase.value.split("_")[0]}
+            assert result.found.token_failed == {phase.value.split("_")[0]}
             assert time.monotonic() - started <= 4 + 1
             assert CLIENT_SECRET not in result.detail
     finally:
@@ -126,30 +130,24 @@ async def test_token_endpoint_failures_are_oauth_token(
 
 
 async def test_a_token_the_servers_refuse_is_auth_rejected(
-    oauth_mailstack: MailStack, idp: IdentityProvider, mailbox: MailUser
+    oauth_mailstack: MailStack, idp: IdentityProvider, mailbox: MailUser, context: ProbeContext
 ) -> None:
     target = _target(oauth_mailstack, idp, mailbox)
-    tokens = TokenCache()
-    try:
-        assert (await probes.run(target, Check.IMAP_LOGIN, tokens=tokens)).success
-        idp.revoke_all()
-        smtp, imap = await asyncio.gather(
-            probes.run(target, Check.SMTP_LOGIN, tokens=tokens, transcript=True),
-            probes.run(target, Check.IMAP_LOGIN, tokens=tokens, transcript=True),
-        )
-        assert (smtp.reason, smtp.phase) == (Reason.AUTH_REJECTED, Phase.SMTP_AUTH), smtp
-        assert (imap.reason, imap.phase) == (Reason.AUTH_REJECTED, Phase.IMAP_AUTH), imap
-        assert "535" in smtp.detail and "AUTHENTICATIONFAILED" in imap.detail
-        assert any(
-            line.endswith(
-                "S: + eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIiwic2NvcGUiOiJtYWlsIn0="
-            )
-            for line in imap.transcript
-        ), imap.transcript
-        requests = idp.token_requests
-        assert (await probes.run(target, Check.IMAP_LOGIN, tokens=tokens)).success, (
-            "a refused token is dropped and a new one fetched"
-        )
-        assert idp.token_requests == requests + 1
-    finally:
-        await tokens.close()
+    assert (await probes.run(target, Check.IMAP_LOGIN, context)).success
+    idp.revoke_all()
+    smtp, imap = await asyncio.gather(
+        probes.run(target, Check.SMTP_LOGIN, context, transcript=True),
+        probes.run(target, Check.IMAP_LOGIN, context, transcript=True),
+    )
+    assert (smtp.reason, smtp.phase) == (Reason.AUTH_REJECTED, Phase.SMTP_AUTH), smtp
+    assert (imap.reason, imap.phase) == (Reason.AUTH_REJECTED, Phase.IMAP_AUTH), imap
+    assert "535" in smtp.detail and "AUTHENTICATIONFAILED" in imap.detail
+    assert any(
+        line.endswith("S: + eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIiwic2NvcGUiOiJtYWlsIn0=")
+        for line in imap.transcript
+    ), imap.transcript
+    requests = idp.token_requests
+    assert (await probes.run(target, Check.IMAP_LOGIN, context)).success, (
+        "a refused token is dropped and a new one fetched"
+    )
+    assert idp.token_requests == requests + 1

@@ -8,15 +8,23 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from random import Random
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter import config as configuration
+from exporter.app import Exporter
+from exporter.message import ProbeIds
+from exporter.outcome import Check, Reason
+from exporter.probes.context import ProbeContext
+from exporter.shard import ALL
+from exporter.transports.oauth import TokenCache
+from testing import fakeserver
 from testing.exporter_process import Running, start
 from testing.mailstack import MailStack, MailUser
-from testing.targets import target_yaml
-from tests import fakeserver
+from testing.targets import probe_files, target_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -171,3 +179,35 @@ def test_probe_command_prints_the_transcript_and_exits_by_result(
     run = _cli(good, "nowhere")
     assert run.returncode == 1
     assert "unknown target 'nowhere'; configured targets: local" in run.stderr
+
+
+async def test_an_on_demand_message_that_arrives_late_is_cleaned_by_the_schedule(
+    tmp_path: Path, mailstack: MailStack, user: MailUser
+) -> None:
+    """On-demand and scheduled probes share one probe context (key and sent ids), so the
+    message of an on-demand round trip that gave up is recognised and deleted later."""
+    config = tmp_path / "c.yml"
+    config.write_text("targets:\n" + target_yaml(mailstack, user, interval="10m", timeout="10s"))
+    exporter = Exporter(config, ALL, ProbeContext(ids=ProbeIds(), tokens=TokenCache()), Random(1))
+    loaded = configuration.load(config)
+    target = loaded.targets[0]
+    exporter.config = loaded
+    mailstack.defer_delivery()
+    try:
+        stalled = await exporter.probe_now("local", "roundtrip", 3.0, False)
+    finally:
+        mailstack.resume_delivery()
+    try:
+        assert stalled.reason is Reason.NOT_DELIVERED, stalled
+        deadline = time.monotonic() + 10
+        while not probe_files(mailstack, user) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert len(probe_files(mailstack, user)) == 1, "the on-demand probe was delivered"
+
+        scheduled = await exporter.run_scheduled(target, Check.ROUNDTRIP)
+        assert scheduled.success, scheduled
+        assert scheduled.found.late_arrivals == 1
+        assert scheduled.found.cleanup_deleted == 2
+        assert probe_files(mailstack, user) == []
+    finally:
+        await exporter.stop()

@@ -10,12 +10,11 @@ from email.message import EmailMessage
 import pytest
 
 from exporter import probes
-from exporter.message import ProbeIds
 from exporter.outcome import Check, Phase, Reason
-from exporter.probes.roundtrip import SentProbes
+from exporter.probes.context import ProbeContext
+from testing import fakeserver
 from testing.mailstack import MailStack, MailUser
 from testing.targets import make_target, probe_files
-from tests import fakeserver
 
 ALL = (Check.ROUNDTRIP, Check.SMTP_LOGIN, Check.IMAP_LOGIN)
 
@@ -33,14 +32,14 @@ def _existing_mail(n: int) -> list[bytes]:
 
 
 async def test_roundtrip_delivers_and_deletes_only_its_probe(
-    mailstack: MailStack, user: MailUser
+    mailstack: MailStack, user: MailUser, context: ProbeContext
 ) -> None:
     for raw in _existing_mail(50):
         mailstack.put_message(user, raw)
     before = sorted(p.read_bytes() for p in mailstack.message_files(user))
     target = make_target(mailstack, user)
 
-    result = await probes.run(target, Check.ROUNDTRIP, sent=SentProbes())
+    result = await probes.run(target, Check.ROUNDTRIP, context)
 
     assert result.success, result
     assert result.reason is None and result.phase is None
@@ -60,25 +59,29 @@ async def test_roundtrip_delivers_and_deletes_only_its_probe(
     assert result.delivery_seconds is not None
     assert 0 <= result.delivery_seconds < 10
     assert result.phases[Phase.DELIVERY] == result.delivery_seconds
-    assert result.cleanup_deleted == 1 and not result.cleanup_failed
+    assert result.found.cleanup_deleted == 1 and not result.found.cleanup_failed
     assert probe_files(mailstack, user) == []
     after = sorted(p.read_bytes() for p in mailstack.message_files(user))
     assert len(after) == 50
     assert after == before
 
 
-async def test_roundtrip_by_polling_when_idle_is_off(mailstack: MailStack, user: MailUser) -> None:
+async def test_roundtrip_by_polling_when_idle_is_off(
+    mailstack: MailStack, user: MailUser, context: ProbeContext
+) -> None:
     target = make_target(mailstack, user)
     target = replace(target, imap=replace(target.imap, idle=False))
-    result = await probes.run(target, Check.ROUNDTRIP, sent=SentProbes())
+    result = await probes.run(target, Check.ROUNDTRIP, context)
     assert result.success, result
     assert probe_files(mailstack, user) == []
 
 
-async def test_login_checks_succeed(mailstack: MailStack, user: MailUser) -> None:
+async def test_login_checks_succeed(
+    mailstack: MailStack, user: MailUser, context: ProbeContext
+) -> None:
     target = make_target(mailstack, user)
-    smtp = await probes.run(target, Check.SMTP_LOGIN)
-    imap = await probes.run(target, Check.IMAP_LOGIN)
+    smtp = await probes.run(target, Check.SMTP_LOGIN, context)
+    imap = await probes.run(target, Check.IMAP_LOGIN, context)
     assert smtp.success and imap.success, (smtp, imap)
     assert set(smtp.phases) == {Phase.SMTP_CONNECT, Phase.SMTP_AUTH}
     assert set(imap.phases) == {Phase.IMAP_CONNECT, Phase.IMAP_AUTH, Phase.IMAP_SELECT}
@@ -93,16 +96,16 @@ async def test_login_checks_succeed(mailstack: MailStack, user: MailUser) -> Non
     ],
 )
 async def test_wrong_password_is_auth_rejected(
-    mailstack: MailStack, user: MailUser, check: Check, phase: Phase
+    mailstack: MailStack, user: MailUser, check: Check, phase: Phase, context: ProbeContext
 ) -> None:
     target = make_target(mailstack, user, password="not-the-password")
-    result = await probes.run(target, check, sent=SentProbes())
+    result = await probes.run(target, check, context)
     assert (result.success, result.reason, result.phase) == (False, Reason.AUTH_REJECTED, phase)
     assert "not-the-password" not in result.detail
 
 
 async def test_missing_passwd_file_is_reported_as_each_server_says(
-    mailstack: MailStack, user: MailUser
+    mailstack: MailStack, user: MailUser, context: ProbeContext
 ) -> None:
     """Dovecot cannot read its user database.
 
@@ -113,7 +116,7 @@ async def test_missing_passwd_file_is_reported_as_each_server_says(
     target = make_target(mailstack, user)
     mailstack.break_passwd_file()
     try:
-        results = {check: await probes.run(target, check, sent=SentProbes()) for check in ALL}
+        results = {check: await probes.run(target, check, context) for check in ALL}
     finally:
         mailstack.restore_passwd_file()
     expected = {
@@ -126,12 +129,14 @@ async def test_missing_passwd_file_is_reported_as_each_server_says(
     assert "reason unavailable" in results[Check.SMTP_LOGIN].detail
 
 
-async def test_dovecot_stopped_is_connect_refused(mailstack: MailStack, user: MailUser) -> None:
+async def test_dovecot_stopped_is_connect_refused(
+    mailstack: MailStack, user: MailUser, context: ProbeContext
+) -> None:
     target = make_target(mailstack, user)
     mailstack.stop_dovecot()
     try:
-        imap = await probes.run(target, Check.IMAP_LOGIN)
-        roundtrip = await probes.run(target, Check.ROUNDTRIP, sent=SentProbes())
+        imap = await probes.run(target, Check.IMAP_LOGIN, context)
+        roundtrip = await probes.run(target, Check.ROUNDTRIP, context)
     finally:
         mailstack.start_dovecot()
     for result in (imap, roundtrip):
@@ -139,13 +144,12 @@ async def test_dovecot_stopped_is_connect_refused(mailstack: MailStack, user: Ma
 
 
 async def test_deferred_delivery_is_not_delivered_then_late(
-    mailstack: MailStack, user: MailUser
+    mailstack: MailStack, user: MailUser, context: ProbeContext
 ) -> None:
     target = make_target(mailstack, user, timeout="4s")
-    sent, ids = SentProbes(), ProbeIds()
     mailstack.defer_delivery()
     try:
-        stalled = await probes.run(target, Check.ROUNDTRIP, sent=sent, ids=ids)
+        stalled = await probes.run(target, Check.ROUNDTRIP, context)
     finally:
         mailstack.resume_delivery()
     assert (stalled.reason, stalled.phase) == (Reason.NOT_DELIVERED, Phase.DELIVERY), stalled
@@ -156,10 +160,10 @@ async def test_deferred_delivery_is_not_delivered_then_late(
         await asyncio.sleep(0.1)
     assert len(probe_files(mailstack, user)) == 1, "the deferred probe was delivered"
 
-    healed = await probes.run(target, Check.ROUNDTRIP, sent=SentProbes(), ids=ids)
+    healed = await probes.run(target, Check.ROUNDTRIP, context)
     assert healed.success, healed
-    assert healed.late_arrivals == 1
-    assert healed.cleanup_deleted == 2
+    assert healed.found.late_arrivals == 1
+    assert healed.found.cleanup_deleted == 2
     assert probe_files(mailstack, user) == []
 
 
@@ -172,7 +176,7 @@ async def test_deferred_delivery_is_not_delivered_then_late(
     ],
 )
 async def test_a_server_that_never_greets_times_out_on_time(
-    mailstack: MailStack, user: MailUser, check: Check, phase: Phase
+    mailstack: MailStack, user: MailUser, check: Check, phase: Phase, context: ProbeContext
 ) -> None:
     async with fakeserver.serve(fakeserver.never_greet) as port:
         target = make_target(mailstack, user, timeout="2s")
@@ -180,7 +184,7 @@ async def test_a_server_that_never_greets_times_out_on_time(
             target, smtp=replace(target.smtp, port=port), imap=replace(target.imap, port=port)
         )
         started = time.monotonic()
-        result = await probes.run(target, check, sent=SentProbes())
+        result = await probes.run(target, check, context)
         elapsed = time.monotonic() - started
     assert (result.reason, result.phase) == (Reason.TIMEOUT, phase), result
     assert elapsed <= target.timeout(check) + 1

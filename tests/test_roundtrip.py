@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from exporter import message, probes
 from exporter.message import PROBE_HEADER, ProbeIds, load_key
 from exporter.outcome import Check
-from exporter.probes.roundtrip import SentProbes, sort_out
+from exporter.probes.context import ProbeContext
+from exporter.probes.roundtrip import sort_out
+from exporter.transports.oauth import TokenCache
 from testing.mailstack import MailStack, MailUser
 from testing.targets import make_target, probe_files
 
@@ -124,11 +126,15 @@ async def test_a_real_mailbox_keeps_everything_but_our_probes(
     )
 
     target = make_target(mailstack, user, name=TARGET)
-    result = await probes.run(target, Check.ROUNDTRIP, sent=SentProbes(), ids=OURS)
+    context = ProbeContext(ids=OURS, tokens=TokenCache())
+    try:
+        result = await probes.run(target, Check.ROUNDTRIP, context)
+    finally:
+        await context.close()
 
     assert result.success, result
-    assert result.late_arrivals == len(ours_before)
-    assert result.cleanup_deleted == 1 + sum(
+    assert result.found.late_arrivals == len(ours_before)
+    assert result.found.cleanup_deleted == 1 + sum(
         1 for kind, _ in box if kind in ("ours", "ours_duplicate")
     )
     left = sorted(p.read_bytes() for p in mailstack.message_files(user))
@@ -138,7 +144,7 @@ async def test_a_real_mailbox_keeps_everything_but_our_probes(
         for kind, h in box
         if h and OURS.prefix + "." in h and kind not in ("ours", "ours_duplicate")
     )
-    assert result.lookalikes == forged
+    assert result.found.lookalikes == forged
     assert not [
         p
         for p in probe_files(mailstack, user)

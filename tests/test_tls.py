@@ -13,9 +13,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import config, probes
 from exporter.config import Target
-from exporter.metrics import Store, render
 from exporter.outcome import Check, Phase, Reason
-from exporter.probes.roundtrip import SentProbes
+from exporter.probes.context import ProbeContext
+from exporter.serve.metrics import render
+from exporter.state import Store
 from testing.mailstack import MailStack, MailUser, TlsFiles
 from testing.targets import probe_files
 
@@ -82,18 +83,21 @@ def _not_after(leaf: trustme.LeafCert) -> float:
 
 @pytest.mark.parametrize("mode", ["starttls", "implicit"])
 async def test_valid_certificates_pass_and_are_measured(
-    valid: tuple[MailStack, MailUser, trustme.LeafCert], ca_file: Path, mode: str
+    valid: tuple[MailStack, MailUser, trustme.LeafCert],
+    ca_file: Path,
+    mode: str,
+    context: ProbeContext,
 ) -> None:
     stack, user, leaf = valid
     target = _target(stack, user, ca_file, mode, mode)
-    results = {check: await probes.run(target, check, sent=SentProbes()) for check in Check}
+    results = {check: await probes.run(target, check, context) for check in Check}
     for check, result in results.items():
         assert result.success, (check, result)
     assert Phase.SMTP_TLS in results[Check.SMTP_LOGIN].phases
     assert Phase.IMAP_TLS in results[Check.IMAP_LOGIN].phases
     assert probe_files(stack, user) == []
     for protocol in ("smtp", "imap"):
-        session = results[Check.ROUNDTRIP].tls[protocol]
+        session = results[Check.ROUNDTRIP].found.tls[protocol]
         assert session.version in ("TLSv1.2", "TLSv1.3")
         assert session.not_after == _not_after(leaf)
 
@@ -110,7 +114,7 @@ async def test_valid_certificates_pass_and_are_measured(
         labels = {("target", "tls"), ("protocol", protocol)}
         expiry = samples[("mailbox_tls_certificate_expiry_timestamp_seconds", frozenset(labels))]
         assert expiry == _not_after(leaf)
-        version = results[Check.ROUNDTRIP].tls[protocol].version
+        version = results[Check.ROUNDTRIP].found.tls[protocol].version
         assert (
             samples[("mailbox_tls_version_info", frozenset(labels | {("version", version)}))] == 1
         )
@@ -131,7 +135,11 @@ BAD_CERTIFICATES = {
 
 @pytest.mark.parametrize("problem", list(BAD_CERTIFICATES))
 async def test_bad_certificates_fail_with_tls_in_the_tls_phase(
-    ca: trustme.CA, ca_file: Path, tmp_path_factory: pytest.TempPathFactory, problem: str
+    ca: trustme.CA,
+    ca_file: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    problem: str,
+    context: ProbeContext,
 ) -> None:
     expected, options = BAD_CERTIFICATES[problem]
     if problem == "self-signed":
@@ -151,13 +159,13 @@ async def test_bad_certificates_fail_with_tls_in_the_tls_phase(
                 (Check.IMAP_LOGIN, Phase.IMAP_TLS),
                 (Check.ROUNDTRIP, Phase.IMAP_TLS),
             ):
-                result = await probes.run(target, check, sent=SentProbes())
+                result = await probes.run(target, check, context)
                 assert (result.reason, result.phase) == (Reason.TLS, phase), (mode, result)
                 assert expected in result.detail, result.detail
 
 
 async def test_insecure_skip_verify_connects_and_still_reads_the_expiry(
-    ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory, ca_file: Path
+    ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory, ca_file: Path, context: ProbeContext
 ) -> None:
     leaf = ca.issue_cert(
         "mail.elsewhere.example",
@@ -168,29 +176,29 @@ async def test_insecure_skip_verify_connects_and_still_reads_the_expiry(
         target = _target(
             stack, user, ca_file, "implicit", "implicit", ", insecure_skip_verify: true"
         )
-        result = await probes.run(target, Check.IMAP_LOGIN)
+        result = await probes.run(target, Check.IMAP_LOGIN, context)
         assert result.success, result
-        assert result.tls["imap"].not_after == _not_after(leaf)
+        assert result.found.tls["imap"].not_after == _not_after(leaf)
 
 
 async def test_starttls_configured_but_not_offered(
-    mailstack: MailStack, user: MailUser, ca_file: Path
+    mailstack: MailStack, user: MailUser, ca_file: Path, context: ProbeContext
 ) -> None:
     target = _target(mailstack, user, ca_file, "starttls", "starttls")
     for check, phase in ((Check.SMTP_LOGIN, Phase.SMTP_TLS), (Check.IMAP_LOGIN, Phase.IMAP_TLS)):
-        result = await probes.run(target, check)
+        result = await probes.run(target, check, context)
         assert (result.reason, result.phase) == (Reason.TLS, phase), result
         assert "does not offer STARTTLS" in result.detail
 
 
 async def test_the_configured_server_name_is_the_one_verified(
-    valid: tuple[MailStack, MailUser, trustme.LeafCert], ca_file: Path
+    valid: tuple[MailStack, MailUser, trustme.LeafCert], ca_file: Path, context: ProbeContext
 ) -> None:
     stack, user, _ = valid
     target = _target(
         stack, user, ca_file, "implicit", "implicit", ", server_name: mail.elsewhere.example"
     )
-    result = await probes.run(target, Check.IMAP_LOGIN)
+    result = await probes.run(target, Check.IMAP_LOGIN, context)
     assert (result.reason, result.phase) == (Reason.TLS, Phase.IMAP_TLS)
     target = replace(
         target,
@@ -198,4 +206,4 @@ async def test_the_configured_server_name_is_the_one_verified(
             target.imap, tls_config=replace(target.imap.tls_config, server_name="localhost")
         ),
     )
-    assert (await probes.run(target, Check.IMAP_LOGIN)).success
+    assert (await probes.run(target, Check.IMAP_LOGIN, context)).success

@@ -12,13 +12,13 @@ import functools
 import ipaddress
 import socket
 import ssl
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from exporter import classify
 from exporter.config import ServerConfig, TlsConfig
 from exporter.outcome import ProbeFailure, Reason
+from exporter.result import TlsSession
 
 
 async def open_socket(server: ServerConfig) -> socket.socket:
@@ -87,14 +87,6 @@ def tls_context(config: TlsConfig) -> ssl.SSLContext:
 def server_name(server: ServerConfig) -> str:
     """The name the server's certificate must carry (and the SNI sent)."""
     return server.tls_config.server_name or server.host
-
-
-@dataclass(frozen=True)
-class TlsSession:
-    """What a TLS handshake established: the protocol version and the leaf's expiry."""
-
-    version: str
-    not_after: float | None
 
 
 def tls_session(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> TlsSession | None:

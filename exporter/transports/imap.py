@@ -15,22 +15,35 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from aioimaplib import aioimaplib as imaplib
 
-from exporter import classify, net
+from exporter import classify
 from exporter.classify import ImapStage
-from exporter.config import ImapConfig
-from exporter.net import TlsSession
-from exporter.outcome import ProbeFailure, Reason
+from exporter.config import ImapConfig, ServerConfig
+from exporter.message import PROBE_HEADER
+from exporter.outcome import Phase, ProbeFailure, Reason
+from exporter.result import TlsSession
+from exporter.trace import Trace
+from exporter.transports import net
+from exporter.transports.credentials import LoginPhases, log_in
+from exporter.transports.oauth import TokenCache
 
 MAX_LINE: Final = 64 * 1024
 """Longest response line accepted; a server sending more is cut off as broken."""
 MAX_LITERAL: Final = 1024 * 1024
 """Largest literal accepted: the probe only ever fetches one header field."""
+
+PHASES: Final = LoginPhases("imap", Phase.IMAP_CONNECT, Phase.IMAP_TLS, Phase.IMAP_AUTH)
+IDLE_RENEWAL: Final = 600.0
+"""Re-issue IDLE this often; hosted providers drop idle sessions after about ten minutes."""
+FIRST_POLL: Final = 0.025
+"""Without IDLE, the first poll after the first look waits this long, and each next one twice
+as long, up to ``poll_interval``: local delivery is seen within tens of milliseconds rather
+than a whole interval late, and a slow delivery still costs few polls."""
 
 T = TypeVar("T")
 Say = Callable[[str], None]
@@ -460,3 +473,83 @@ def _header_value(raw: bytes, field: str) -> str:
         elif line.lower().startswith(prefix):
             value.append(line[len(prefix) :].strip())
     return b" ".join(value).decode("ascii", errors="replace")
+
+
+def _imap(server: ServerConfig) -> ImapConfig:
+    if not isinstance(server, ImapConfig):
+        raise TypeError(f"an imap section is needed, got {type(server).__name__}")
+    return server
+
+
+class ImapReceiver:
+    """The mailbox watched over IMAP: IDLE where offered and wanted, else polling.
+
+    Every ``EXISTS`` is time-stamped as it arrives, so delivery time does not depend on when
+    the round trip gets around to looking. Deletion is by UID, and only with UIDPLUS.
+    """
+
+    def __init__(self, server: ServerConfig, trace: Trace, tokens: TokenCache) -> None:
+        self.server = _imap(server)
+        self.trace = trace
+        self.tokens = tokens
+        self.session = ImapSession(self.server, trace.say)
+        self._idling = False
+        self._looked = False
+        self._pause = FIRST_POLL
+
+    @property
+    def _idle(self) -> bool:
+        return self.server.idle and self.session.has("IDLE")
+
+    async def open(self) -> None:
+        await log_in(self.session, self.server, PHASES, self.trace, self.tokens)
+        with self.trace.phase(Phase.IMAP_SELECT):
+            await self.session.select()
+            if self._idle:
+                await self.session.idle_start()
+                self._idling = True
+            self.session.forget_new_mail()
+
+    async def wait(self, deadline: float) -> float | None:
+        if self._idle:
+            if not self._idling:
+                await self.session.idle_start()
+            remaining = deadline - time.monotonic()
+            arrived = await self.session.wait_for_new_mail(max(0.0, min(remaining, IDLE_RENEWAL)))
+            self._idling = False
+            await self.session.idle_done()
+            return arrived
+        if self._looked:
+            await asyncio.sleep(max(0.0, min(self._pause, deadline - time.monotonic())))
+            self._pause = min(self._pause * 2, self.server.poll_interval)
+        self._looked = True
+        await self.session.noop()
+        return time.monotonic()
+
+    async def find(self, prefix: str) -> list[str]:
+        key = f"HEADER {PROBE_HEADER} {quote(prefix)}"
+        return [str(uid) for uid in await self.session.search(key)]
+
+    async def probe_ids(self, refs: Sequence[str]) -> dict[str, str]:
+        with self.trace.phase(Phase.IMAP_FETCH):
+            found = await self.session.header([int(ref) for ref in refs], PROBE_HEADER)
+        return {str(uid): value for uid, value in found.items()}
+
+    async def delete(self, refs: Sequence[str]) -> bool:
+        with self.trace.phase(Phase.IMAP_CLEANUP):
+            return await self.session.delete(int(ref) for ref in refs)
+
+    async def close(self) -> None:
+        await self.session.logout()
+
+    def abort(self) -> None:
+        self.session.abort()
+
+
+async def check_login(server: ServerConfig, trace: Trace, tokens: TokenCache) -> None:
+    """imap_login: can a client open a fresh IMAP session, log in and open the mailbox?"""
+    async with ImapSession(_imap(server), trace.say) as session:
+        await log_in(session, server, PHASES, trace, tokens)
+        with trace.phase(Phase.IMAP_SELECT):
+            await session.select()
+        await session.logout()

@@ -11,9 +11,9 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from exporter import ondemand, status
-from exporter.ondemand import UnknownProbe
-from exporter.probes import ProbeResult
+from exporter.result import ProbeResult
+from exporter.serve import ondemand, status
+from exporter.serve.ondemand import UnknownProbe
 
 Reload = Callable[[], Awaitable[str | None]]
 """Reloads the configuration; returns an error message, or None on success."""

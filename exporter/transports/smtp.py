@@ -7,8 +7,10 @@ transcript callback, with credentials replaced by ``<redacted>``.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from typing import Final
 
@@ -21,13 +23,20 @@ from aiosmtplib import (
     SMTPTimeoutError,
 )
 
-from exporter import classify, net
+from exporter import classify
 from exporter.classify import SmtpStage
 from exporter.config import ServerConfig
-from exporter.net import TlsSession
-from exporter.outcome import ProbeFailure, Reason
+from exporter.outcome import Phase, ProbeFailure, Reason
+from exporter.result import TlsSession
+from exporter.trace import Trace
+from exporter.transports import ProbeMessage, net
+from exporter.transports.credentials import LoginPhases, log_in
+from exporter.transports.oauth import TokenCache
 
 LOCAL_HOSTNAME: Final = "mailbox-exporter.invalid"
+QUIT_WAIT: Final = 1.0
+"""How long to wait for the reply to QUIT once the message is accepted."""
+PHASES: Final = LoginPhases("smtp", Phase.SMTP_CONNECT, Phase.SMTP_TLS, Phase.SMTP_AUTH)
 
 Say = Callable[[str], None]
 
@@ -228,3 +237,32 @@ def _peer(sock: socket.socket) -> str:
     except OSError:
         return "server"
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class SmtpSender:
+    """Submits the probe message over an authenticated submission session."""
+
+    def __init__(self, server: ServerConfig, trace: Trace, tokens: TokenCache) -> None:
+        self.server = server
+        self.trace = trace
+        self.tokens = tokens
+
+    async def send(self, probe: ProbeMessage) -> float:
+        async with SmtpSession(self.server, self.trace.say) as smtp:
+            await log_in(smtp, self.server, PHASES, self.trace, self.tokens)
+            with self.trace.phase(Phase.SMTP_SEND):
+                await smtp.send(probe.mail_from, probe.mail_to, probe.raw)
+            accepted = time.monotonic()
+            try:
+                async with asyncio.timeout(QUIT_WAIT):
+                    await smtp.quit()
+            except TimeoutError:
+                pass
+        return accepted
+
+
+async def check_login(server: ServerConfig, trace: Trace, tokens: TokenCache) -> None:
+    """smtp_login: can a client open a fresh submission session and log in?"""
+    async with SmtpSession(server, trace.say) as session:
+        await log_in(session, server, PHASES, trace, tokens)
+        await session.quit()

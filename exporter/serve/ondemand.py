@@ -7,15 +7,10 @@ blackbox_exporter convention), or as a readable transcript with credentials reda
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
-
 from exporter.config import Config, Target
 from exporter.outcome import Check
-from exporter.probes import ProbeResult
+from exporter.result import ProbeResult
+from exporter.serve import metrics
 
 
 class UnknownProbe(ValueError):
@@ -47,51 +42,8 @@ def resolve(
     return target, check
 
 
-class _ResultCollector(Collector):
-    def __init__(self, result: ProbeResult) -> None:
-        self.result = result
-
-    def collect(self) -> Iterator[Metric]:
-        result = self.result
-        success = GaugeMetricFamily("probe_success", "1 if the probe succeeded, else 0.")
-        success.add_metric([], 1.0 if result.success else 0.0)
-        duration = GaugeMetricFamily("probe_duration_seconds", "How long the probe took.")
-        duration.add_metric([], result.duration)
-        phases = GaugeMetricFamily(
-            "probe_phase_duration_seconds",
-            "How long each phase of the probe took.",
-            labels=["phase"],
-        )
-        for phase, seconds in result.phases.items():
-            phases.add_metric([phase.value], seconds)
-        yield from (success, duration, phases)
-        if not result.success and result.reason is not None:
-            failed = GaugeMetricFamily(
-                "probe_failed_info", "Where and why the probe failed.", labels=["phase", "reason"]
-            )
-            failed.add_metric([result.phase.value if result.phase else "", result.reason], 1)
-            yield failed
-        if result.delivery_seconds is not None:
-            delivery = GaugeMetricFamily(
-                "probe_delivery_seconds", "Time from acceptance to arrival of the probe message."
-            )
-            delivery.add_metric([], result.delivery_seconds)
-            yield delivery
-        expiry = GaugeMetricFamily(
-            "probe_tls_certificate_expiry_timestamp_seconds",
-            "When the server certificate expires.",
-            labels=["protocol"],
-        )
-        for protocol, session in sorted(result.tls.items()):
-            if session.not_after is not None:
-                expiry.add_metric([protocol], session.not_after)
-        yield expiry
-
-
 def exposition(result: ProbeResult) -> bytes:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_ResultCollector(result))
-    return generate_latest(registry)
+    return metrics.render_result(result).encode()
 
 
 def report(result: ProbeResult) -> str:

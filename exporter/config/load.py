@@ -13,16 +13,28 @@ import os
 import re
 import ssl
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import yaml
 
+from exporter.config.checks import CHECKS
+from exporter.config.model import (
+    MAX_CONCURRENT_PROBES,
+    TLS_MODES,
+    Config,
+    ConfigError,
+    ImapConfig,
+    OAuth2Config,
+    Schedule,
+    Secret,
+    ServerConfig,
+    Target,
+    TlsConfig,
+    TlsMode,
+)
 from exporter.outcome import Check
-
-TlsMode = Literal["starttls", "implicit", "none"]
-TLS_MODES: tuple[TlsMode, ...] = ("starttls", "implicit", "none")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
 _ADDRESS = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+$")
@@ -35,135 +47,6 @@ _DEFAULT_PORTS = {
     ("imap", "implicit"): 993,
     ("imap", "none"): 143,
 }
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used; the message says where and why."""
-
-    def __init__(self, path: str, message: str, line: int | None = None) -> None:
-        where = f"line {line}: " if line else ""
-        super().__init__(f"{where}{path}: {message}" if path else f"{where}{message}")
-        self.path = path
-        self.line = line
-
-
-class Secret:
-    """A credential that stays out of logs, reprs and error messages."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('<redacted>')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-
-TlsVersion = Literal["TLS12", "TLS13"]
-OAuth2Grant = Literal["client_credentials", "refresh_token"]
-
-
-@dataclass(frozen=True)
-class TlsConfig:
-    """How to verify the server, in the terms of Prometheus' ``tls_config``."""
-
-    ca_file: str | None = None
-    server_name: str | None = None
-    min_version: TlsVersion = "TLS12"
-    insecure_skip_verify: bool = False
-
-
-@dataclass(frozen=True)
-class OAuth2Config:
-    """Where and how to get an access token for SASL XOAUTH2."""
-
-    token_url: str
-    scope: str
-    grant: OAuth2Grant
-    client_id: str
-    client_secret: Secret | None
-    refresh_token: Secret | None
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """How to reach and log in to one protocol's server: a password, or OAuth2."""
-
-    host: str
-    port: int
-    tls: TlsMode
-    username: str
-    password: Secret | None
-    oauth2: OAuth2Config | None
-    tls_config: TlsConfig
-
-    def secrets(self) -> set[str]:
-        values = {self.password}
-        if self.oauth2:
-            values |= {self.oauth2.client_secret, self.oauth2.refresh_token}
-        return {secret.reveal() for secret in values if secret is not None} - {""}
-
-
-@dataclass(frozen=True)
-class ImapConfig(ServerConfig):
-    mailbox: str = "INBOX"
-    idle: bool = True
-    poll_interval: float = 1.0
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """How often one check runs, and how long one probe of it may take."""
-
-    interval: float
-    timeout: float
-
-
-@dataclass(frozen=True)
-class Target:
-    """One mailbox to watch, and how often."""
-
-    name: str
-    smtp: ServerConfig
-    imap: ImapConfig
-    mail_from: str
-    mail_to: str
-    checks: tuple[Check, ...]
-    schedules: Mapping[Check, Schedule]
-    labels: Mapping[str, str] = field(default_factory=dict)
-    """Static labels of the target, such as ``provider``, exported on ``mailbox_target_info``."""
-
-    def interval(self, check: Check) -> float:
-        return self.schedules[check].interval
-
-    def timeout(self, check: Check) -> float:
-        return self.schedules[check].timeout
-
-    def secrets(self) -> tuple[str, ...]:
-        """Every credential of the target, to keep out of anything shown."""
-        return tuple(self.smtp.secrets() | self.imap.secrets())
-
-
-@dataclass(frozen=True)
-class Config:
-    targets: tuple[Target, ...]
-    max_concurrent_probes: int = 32
-    probe_key_file: str | None = None
-    source: str = field(default="", compare=False)
-
-    def target(self, name: str) -> Target | None:
-        return next((t for t in self.targets if t.name == name), None)
 
 
 def parse_duration(text: str) -> float:
@@ -500,7 +383,6 @@ OAUTH2_PRESETS: dict[str, dict[str, str]] = {
     },
 }
 IMAP_KEYS = (*SERVER_KEYS, "mailbox", "idle", "poll_interval")
-TARGET_KEYS = ("name", "smtp", "imap", "from", "to", "checks", "interval", "timeout", "labels")
 RESERVED_LABELS = frozenset(
     {
         "target",
@@ -515,17 +397,8 @@ RESERVED_LABELS = frozenset(
     }
 )
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,62}$")
-DEFAULT_KEYS = tuple(k for k in TARGET_KEYS if k != "name")
 TOP_KEYS = ("global", "defaults", "targets")
 GLOBAL_KEYS = ("max_concurrent_probes", "probe_key_file")
-
-DEFAULT_SCHEDULES = {
-    Check.ROUNDTRIP: Schedule(interval=60.0, timeout=30.0),
-    Check.SMTP_LOGIN: Schedule(interval=30.0, timeout=15.0),
-    Check.IMAP_LOGIN: Schedule(interval=30.0, timeout=15.0),
-}
-"""Logins are checked twice as often as mail is sent: a login outage then pages within two
-minutes, while the round trip stays within hosted providers' daily sending limits."""
 
 
 def _server(r: _Reader, data: dict[str, Any], path: str, protocol: str) -> dict[str, Any]:
@@ -546,35 +419,116 @@ def _server(r: _Reader, data: dict[str, Any], path: str, protocol: str) -> dict[
     }
 
 
+def _smtp(r: _Reader, data: dict[str, Any], path: str) -> ServerConfig:
+    return ServerConfig(**_server(r, data, path, "smtp"))
+
+
+def _imap(r: _Reader, data: dict[str, Any], path: str) -> ImapConfig:
+    return ImapConfig(
+        **_server(r, data, path, "imap"),
+        mailbox=r.get(data, "mailbox", path, r.string, "INBOX"),
+        idle=r.get(data, "idle", path, r.boolean, True),
+        poll_interval=r.get(data, "poll_interval", path, r.duration, 1.0),
+    )
+
+
+@dataclass(frozen=True)
+class Section:
+    """A transport's section of a target: its keys, its reader, and what it can do in a
+    round trip."""
+
+    keys: tuple[str, ...]
+    read: Callable[[_Reader, dict[str, Any], str], ServerConfig]
+    sends: bool = False
+    receives: bool = False
+
+
+SECTIONS: dict[str, Section] = {
+    "smtp": Section(SERVER_KEYS, _smtp, sends=True),
+    "imap": Section(IMAP_KEYS, _imap, receives=True),
+}
+"""Every transport's configuration section, by the key it has in a target."""
+
+TARGET_KEYS = (
+    "name",
+    *SECTIONS,
+    "sender",
+    "receiver",
+    "from",
+    "to",
+    "checks",
+    "interval",
+    "timeout",
+    "labels",
+)
+DEFAULT_KEYS = tuple(k for k in TARGET_KEYS if k != "name")
+
+
+def _role(r: _Reader, data: dict[str, Any], path: str, key: str, default: str) -> str:
+    """``sender`` or ``receiver``: the name of a transport that can play that role."""
+    able = [name for name, s in SECTIONS.items() if (s.sends if key == "sender" else s.receives)]
+    value = data.get(key, default)
+    if value not in able:
+        raise r.fail(_join(path, key), f"expected one of {', '.join(able)}, got {value!r}")
+    return str(value)
+
+
 def _target(r: _Reader, raw: Any, defaults: dict[str, Any], path: str) -> Target:
     data = r.mapping(raw, path, TARGET_KEYS)
     merged = {**defaults, **data}
     name = r.get(merged, "name", path, r.name)
-
-    def section(key: str, allowed: tuple[str, ...]) -> tuple[dict[str, Any], str]:
-        own_path = _join(path, key)
-        base = r.mapping(defaults.get(key), _join("defaults", key), allowed)
-        values = {**base, **r.mapping(data.get(key), own_path, allowed)}
-        if not values:
-            raise r.fail(own_path, "required")
-        return values, own_path
-
-    smtp_data, smtp_path = section("smtp", SERVER_KEYS)
-    smtp = ServerConfig(**_server(r, smtp_data, smtp_path, "smtp"))
-    imap_data, imap_path = section("imap", IMAP_KEYS)
-    imap = ImapConfig(
-        **_server(r, imap_data, imap_path, "imap"),
-        mailbox=r.get(imap_data, "mailbox", imap_path, r.string, "INBOX"),
-        idle=r.get(imap_data, "idle", imap_path, r.boolean, True),
-        poll_interval=r.get(imap_data, "poll_interval", imap_path, r.duration, 1.0),
+    sections: dict[str, ServerConfig] = {}
+    for key, spec in SECTIONS.items():
+        base = r.mapping(defaults.get(key), _join("defaults", key), spec.keys)
+        values = {**base, **r.mapping(data.get(key), _join(path, key), spec.keys)}
+        if values:
+            sections[key] = spec.read(r, values, _join(path, key))
+    probe = Target(
+        name=name,
+        checks=(),
+        schedules={},
+        mail_from="",
+        mail_to="",
+        sender=_role(r, merged, path, "sender", "smtp"),
+        receiver=_role(r, merged, path, "receiver", "imap"),
+        labels=_labels(r, defaults.get("labels"), data.get("labels"), path),
+        **sections,  # type: ignore[arg-type]
     )
-    checks = r.get(merged, "checks", path, r.checks, tuple(Check))
+    checks = r.get(merged, "checks", path, r.checks, _default_checks(probe, sections))
+    if not checks:
+        raise r.fail(path, f"configure at least one of {', '.join(SECTIONS)}")
+    for index, check in enumerate(checks):
+        for needed in CHECKS[check].needs(probe):
+            if needed not in sections:
+                listed = _join(path, f"checks[{index}]") if "checks" in data else path
+                raise ConfigError(
+                    _join(path, needed), f"required by the {check} check", r.lines.of(listed)
+                )
     needs_mail = Check.ROUNDTRIP in checks
-    mail_from = _mail_address(r, merged, path, "from", smtp.username, needs_mail)
-    mail_to = _mail_address(r, merged, path, "to", imap.username, needs_mail)
-    schedules = _schedules(r, merged, path, checks)
-    labels = _labels(r, defaults.get("labels"), data.get("labels"), path)
-    return Target(name, smtp, imap, mail_from, mail_to, checks, schedules, labels)
+    sender = sections.get(probe.sender)
+    receiver = sections.get(probe.receiver)
+    mail_from = _mail_address(
+        r, merged, path, "from", sender.username if sender else "", needs_mail
+    )
+    mail_to = _mail_address(
+        r, merged, path, "to", receiver.username if receiver else "", needs_mail
+    )
+    return replace(
+        probe,
+        checks=checks,
+        schedules=_schedules(r, merged, path, checks),
+        mail_from=mail_from,
+        mail_to=mail_to,
+    )
+
+
+def _default_checks(target: Target, sections: Mapping[str, ServerConfig]) -> tuple[Check, ...]:
+    """Every check whose transports the target has: today's smtp + imap run all three."""
+    return tuple(
+        check
+        for check, spec in CHECKS.items()
+        if all(needed in sections for needed in spec.needs(target))
+    )
 
 
 def _labels(r: _Reader, defaults: Any, own: Any, path: str) -> dict[str, str]:
@@ -618,7 +572,7 @@ def _schedules(
             per_check[key] = {}
     schedules: dict[Check, Schedule] = {}
     for check in checks:
-        default = DEFAULT_SCHEDULES[check]
+        default = CHECKS[check].schedule
         interval = per_check["interval"].get(check, default.interval)
         timeout = per_check["timeout"].get(check, min(default.timeout, interval))
         if timeout > interval:
@@ -673,7 +627,9 @@ def parse(
         targets.append(target)
     return Config(
         targets=tuple(targets),
-        max_concurrent_probes=r.get(glob, "max_concurrent_probes", "global", r.positive_int, 32),
+        max_concurrent_probes=r.get(
+            glob, "max_concurrent_probes", "global", r.positive_int, MAX_CONCURRENT_PROBES
+        ),
         probe_key_file=(
             str(
                 r.file(

@@ -12,8 +12,8 @@ import time
 from typing import Any
 
 from exporter import __version__
-from exporter.metrics import Store
-from exporter.probes import ProbeResult
+from exporter.result import ProbeResult
+from exporter.state import Store
 
 REFRESH_SECONDS = 15
 NONE = "&#8211;"

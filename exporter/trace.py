@@ -1,5 +1,5 @@
-"""What a probe saw along the way: phase timings, the failing phase, mailbox findings,
-TLS sessions, tokens, and (when asked for) a transcript of what was said."""
+"""What a probe saw along the way: phase timings, the failing phase, its findings, and (when
+asked for) a transcript of what was said."""
 
 from __future__ import annotations
 
@@ -8,30 +8,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from exporter.net import TlsSession
 from exporter.outcome import Phase, ProbeFailure
+from exporter.result import Findings
 
 
 @dataclass
 class Trace:
-    """Filled in by a prober as it goes; read by the runner when the probe ends, however."""
+    """Filled in by transports and probers as they go; read by the runner when the probe ends,
+    however it ends."""
 
-    deadline: float = float("inf")
+    deadline: float
     """Monotonic time by which the probe must be over."""
     record_transcript: bool = False
     started: float = field(default_factory=time.monotonic)
     phases: dict[Phase, float] = field(default_factory=dict)
     failed_in: Phase | None = None
-    delivery_seconds: float | None = None
-    late_arrivals: int = 0
-    cleanup_deleted: int = 0
-    cleanup_failed: bool = False
-    lookalikes: int = 0
-    """Messages with this exporter's id prefix whose id did not verify: left alone."""
-    tls: dict[str, TlsSession] = field(default_factory=dict)
-    """TLS sessions by protocol (``smtp``, ``imap``)."""
-    token_expiry: dict[str, float] = field(default_factory=dict)
-    token_failed: set[str] = field(default_factory=set)
+    found: Findings = field(default_factory=Findings)
     tokens: list[str] = field(default_factory=list)
     """Access tokens used, to be redacted from anything the probe reports."""
     transcript: list[str] = field(default_factory=list)

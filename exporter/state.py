@@ -1,0 +1,136 @@
+"""Probe results kept in memory: what ``/metrics`` and the status page read.
+
+The scheduler records results into a :class:`Store`; a scrape only reads it, so ``/metrics``
+answers at once whatever the mail servers are doing. A target removed by a reload is
+dropped from the store and its series disappear with it.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from dataclasses import dataclass, field
+
+from exporter.config import Config
+from exporter.outcome import Check, Reason
+from exporter.result import ProbeResult, TlsSession
+
+RECENT_PROBES = 20
+"""Probe results kept per target for the status page."""
+
+DELIVERY_BUCKETS: tuple[float, ...] = (
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2,
+    5,
+    10,
+    15,
+    30,
+    60,
+    120,
+    180,
+    300,
+    600,
+)
+
+
+@dataclass
+class CheckState:
+    interval: float
+    timeout: float
+    last: ProbeResult | None = None
+    probes: int = 0
+    consecutive_failures: int = 0
+    failures: dict[Reason, int] = field(default_factory=lambda: dict.fromkeys(Reason, 0))
+    last_success: float | None = None
+    since: float | None = None
+    """When the current state (succeeding or failing) began."""
+
+
+@dataclass
+class TargetState:
+    checks: dict[Check, CheckState] = field(default_factory=dict)
+    delivery_counts: list[int] = field(default_factory=lambda: [0] * len(DELIVERY_BUCKETS))
+    delivery_sum: float = 0.0
+    delivery_count: int = 0
+    late_arrivals: int = 0
+    cleanup_deleted: int = 0
+    cleanup_failures: int = 0
+    tls: dict[str, TlsSession] = field(default_factory=dict)
+    token_expiry: dict[str, float] = field(default_factory=dict)
+    token_failures: dict[str, int] = field(default_factory=dict)
+    lookalikes: int | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    recent: deque[ProbeResult] = field(default_factory=lambda: deque(maxlen=RECENT_PROBES))
+    last_delivery: float | None = None
+
+    def observe_delivery(self, seconds: float) -> None:
+        index = bisect.bisect_left(DELIVERY_BUCKETS, seconds)
+        if index < len(DELIVERY_BUCKETS):
+            self.delivery_counts[index] += 1
+        self.delivery_sum += seconds
+        self.delivery_count += 1
+
+
+class Store:
+    """Everything the exporter knows about its targets, by target name."""
+
+    def __init__(self) -> None:
+        self.targets: dict[str, TargetState] = {}
+        self.reload_successful = False
+        self.reload_success_timestamp: float | None = None
+
+    def configure(self, config: Config) -> None:
+        """Keep state of targets and checks that remain; start others at zero."""
+        targets: dict[str, TargetState] = {}
+        for target in config.targets:
+            state = self.targets.get(target.name) or TargetState()
+            state.labels = dict(target.labels)
+            old_checks, state.checks = state.checks, {}
+            for check in target.checks:
+                kept = old_checks.get(check) or CheckState(0.0, 0.0)
+                kept.interval, kept.timeout = target.interval(check), target.timeout(check)
+                state.checks[check] = kept
+            sections = target.sections()
+            oauth = {name for name, server in sections.items() if server.oauth2 is not None}
+            state.token_failures = {p: state.token_failures.get(p, 0) for p in sorted(oauth)}
+            state.token_expiry = {p: t for p, t in state.token_expiry.items() if p in oauth}
+            state.tls = {
+                p: t for p, t in state.tls.items() if p in sections and sections[p].tls != "none"
+            }
+            targets[target.name] = state
+        self.targets = targets
+
+    def record(self, result: ProbeResult) -> None:
+        """Add one probe result; results of targets no longer configured are dropped."""
+        target = self.targets.get(result.target)
+        if target is None or result.check not in target.checks:
+            return
+        state = target.checks[result.check]
+        if state.last is None or state.last.success != result.success:
+            state.since = result.ended
+        state.last = result
+        target.recent.append(result)
+        state.probes += 1
+        if result.success:
+            state.last_success = result.ended
+            state.consecutive_failures = 0
+        else:
+            state.consecutive_failures += 1
+            if result.reason is not None:
+                state.failures[result.reason] += 1
+        found = result.found
+        if found.delivery_seconds is not None:
+            target.observe_delivery(found.delivery_seconds)
+            target.last_delivery = found.delivery_seconds
+        target.late_arrivals += found.late_arrivals
+        target.cleanup_deleted += found.cleanup_deleted
+        target.cleanup_failures += int(found.cleanup_failed)
+        if found.lookalikes is not None:
+            target.lookalikes = found.lookalikes
+        target.tls.update(found.tls)
+        target.token_expiry.update(found.token_expiry)
+        for protocol in found.token_failed:
+            target.token_failures[protocol] = target.token_failures.get(protocol, 0) + 1

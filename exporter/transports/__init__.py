@@ -1,0 +1,73 @@
+"""Ways to reach a mailbox, one module per transport, and the small contract they share.
+
+A transport offers some of three roles: a :class:`Sender` submits the probe message, a
+:class:`Receiver` watches the mailbox and cleans up, and a login check opens a fresh session.
+The round trip is written once over any sender and any receiver
+(:mod:`exporter.probes.roundtrip`); :mod:`.registry` says which transport plays which role.
+Everything here reports into the probe's :class:`~exporter.trace.Trace` and raises
+:class:`~exporter.outcome.ProbeFailure`; none of it bounds its own time: the caller's
+deadline does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ProbeMessage:
+    """One probe message, in the forms transports need: raw RFC 5322 bytes for mail
+    protocols, and its parts for APIs that build the message themselves."""
+
+    probe_id: str
+    mail_from: str
+    mail_to: str
+    subject: str
+    text: str
+    headers: tuple[tuple[str, str], ...]
+    """Header fields beyond From, To and Subject, in order (the probe id among them)."""
+    raw: bytes
+
+
+class Sender(Protocol):
+    async def send(self, probe: ProbeMessage) -> float:
+        """Submit the message; return the monotonic time at which the server accepted it."""
+        ...
+
+
+class Receiver(Protocol):
+    """A mailbox being watched; references to messages are opaque strings."""
+
+    async def open(self) -> None:
+        """Connect, log in, open the mailbox and start watching: arrivals from now on are
+        noticed."""
+        ...
+
+    async def wait(self, deadline: float) -> float | None:
+        """Wait until mail may have arrived, at most until ``deadline`` (monotonic).
+
+        Returns when it arrived (monotonic), or None if nothing was announced.
+        """
+        ...
+
+    async def find(self, prefix: str) -> list[str]:
+        """Messages whose probe id header starts with ``prefix``."""
+        ...
+
+    async def probe_ids(self, refs: Sequence[str]) -> dict[str, str]:
+        """The probe id header of each message."""
+        ...
+
+    async def delete(self, refs: Sequence[str]) -> bool:
+        """Remove exactly these messages; False if they could only be marked for deletion."""
+        ...
+
+    async def close(self) -> None:
+        """Log out politely; a server that hangs up first is not a failure."""
+        ...
+
+    def abort(self) -> None:
+        """Drop every connection at once."""
+        ...
