@@ -26,6 +26,7 @@ from testing.simulators.graph import (
     GRAPH_SCOPE,
     GraphSimulator,
     extended_header_id,
+    self_signed_certificate,
     thumbprint_headers,
 )
 
@@ -951,3 +952,64 @@ async def test_gmail_upload_send_relay_and_inbound_smtp(
     await _until(lambda: len(gmail.messages(GMAILBOX)) == 3)
     assert [m.subject for m in gmail.messages(GMAILBOX, "INBOX")] == ["hello"]
     assert [m.subject for m in gmail.messages(GMAILBOX, "SPAM")] == ["spam offer"]
+
+
+async def test_graph_self_signed_certificate_helper(http: aiohttp.ClientSession) -> None:
+    key_pem, cert_pem = self_signed_certificate()
+    async with GraphSimulator() as graph:
+        graph.add_app("cert-app", certificate=cert_pem)
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        now = int(time.time())
+        claims = {
+            "aud": graph.token_url,
+            "iss": "cert-app",
+            "sub": "cert-app",
+            "jti": str(uuid.uuid4()),
+            "nbf": now,
+            "exp": now + 300,
+        }
+        assertion = jwt.encode(claims, key_pem, algorithm="PS256", headers=thumbprint_headers(cert))
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": "cert-app",
+            "scope": GRAPH_SCOPE,
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": assertion,
+        }
+        async with http.post(graph.token_url, data=form) as response:
+            assert response.status == 200
+
+
+async def test_a_hung_request_is_dropped_promptly_on_close(http: aiohttp.ClientSession) -> None:
+    graph = GraphSimulator()
+    await graph.astart()
+    graph.hang("/common/oauth2/v2.0/token")
+    request = asyncio.ensure_future(http.post(f"{graph.url}/common/oauth2/v2.0/token"))
+    await asyncio.sleep(0.1)
+    started = time.monotonic()
+    await graph.aclose()
+    assert time.monotonic() - started < 2
+    with pytest.raises(aiohttp.ClientError):
+        await asyncio.wait_for(request, 2)
+
+
+async def test_gmail_key_file_helper_gives_a_working_token(http: aiohttp.ClientSession) -> None:
+    async with GmailSimulator() as gmail:
+        gmail.add_mailbox(GMAILBOX)
+        info = gmail.create_service_account(SA_EMAIL, "42")
+        gmail.delegate("42", "example.test", [FULL_SCOPE])
+        now = int(time.time())
+        claims = {
+            "iss": info["client_email"],
+            "scope": FULL_SCOPE,
+            "aud": info["token_uri"],
+            "sub": GMAILBOX,
+            "iat": now,
+            "exp": now + 3600,
+        }
+        assertion = jwt.encode(
+            claims, info["private_key"], algorithm="RS256", headers={"kid": info["private_key_id"]}
+        )
+        form = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": assertion}
+        async with http.post(info["token_uri"], data=form) as response:
+            assert response.status == 200

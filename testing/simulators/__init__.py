@@ -6,12 +6,18 @@ inbound SMTP listener on 127.0.0.1; see their modules for what is and is not sim
 """
 
 from .gmail import GmailSimulator, google_error
-from .graph import GraphSimulator, extended_header_id, thumbprint_headers
+from .graph import (
+    GraphSimulator,
+    extended_header_id,
+    self_signed_certificate,
+    thumbprint_headers,
+)
 
 __all__ = [
     "GmailSimulator",
     "GraphSimulator",
     "extended_header_id",
     "google_error",
+    "self_signed_certificate",
     "thumbprint_headers",
 ]

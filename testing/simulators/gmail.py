@@ -113,6 +113,7 @@ from typing import Any
 import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
 from ._base import (
@@ -369,6 +370,32 @@ class GmailSimulator(SimulatorBase):
         with self._lock:
             self._service_accounts[email] = account
         return account
+
+    def create_service_account(self, email: str, client_id: str) -> dict[str, str]:
+        """Generate a key, register the account, and return its JSON key file's content.
+
+        The dict has the fields of a Google service-account key file (``type``,
+        ``client_email``, ``client_id``, ``private_key_id``, ``private_key`` PEM,
+        ``token_uri`` = this simulator's `token_url`), so a transport that posts to, and
+        sets ``aud`` from, ``token_uri`` works unchanged against the simulator.
+        """
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.add_service_account(email, client_id, key)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        return {
+            "type": "service_account",
+            "project_id": "simulated-project",
+            "private_key_id": secrets.token_hex(20),
+            "private_key": pem.decode(),
+            "client_email": email,
+            "client_id": client_id,
+            "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+            "token_uri": self.token_url,
+        }
 
     def delegate(self, client_id: str, domain: str, scopes: Iterable[str]) -> None:
         """Domain-wide delegation: let `client_id` impersonate users of `domain` for `scopes`."""

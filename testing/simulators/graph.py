@@ -104,7 +104,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parsedate_to_datetime
 from typing import Any
@@ -113,7 +113,9 @@ from urllib.parse import quote, urlencode
 import jwt
 from aiohttp import web
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from ._base import (
     RAW_BODY,
@@ -137,6 +139,7 @@ __all__ = [
     "GraphMessage",
     "GraphSimulator",
     "extended_header_id",
+    "self_signed_certificate",
     "thumbprint_headers",
 ]
 
@@ -1333,6 +1336,33 @@ def _sort_key(prop: str, message: GraphMessage) -> tuple[bool, Any]:
         zero = {"string": "", "bool": False, "datetime": datetime.min.replace(tzinfo=UTC)}
         return (False, zero[FILTERABLE[prop]])
     return (True, value)
+
+
+def self_signed_certificate(common_name: str = "mailbox-exporter") -> tuple[bytes, bytes]:
+    """A fresh RSA key and self-signed certificate, as (private key PEM, certificate PEM).
+
+    Register the certificate with `GraphSimulator.add_app`; sign client assertions with
+    the key.
+    """
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=365))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return key_pem, certificate.public_bytes(serialization.Encoding.PEM)
 
 
 def thumbprint_headers(certificate: x509.Certificate) -> dict[str, str]:
