@@ -84,7 +84,8 @@ https://learn.microsoft.com/graph/api/resources/extended-properties-overview).  
 ``promote_x_headers=False`` to model a mailbox where that does not happen.
 
 NOT simulated: delegated (user) tokens and token validation of real JWTs, ``/me``,
-national clouds, ``$search``, ``$expand``, ``$skiptoken``/delta, attachments, drafts
+national clouds, ``$search``, ``$expand``, ``$skiptoken``/delta (these query options are
+answered 501 NotImplemented, so a transport relying on them fails loudly), attachments, drafts
 (create/send/reply), change notifications, JSON batching, ``Prefer`` headers, mail
 folder hierarchy beyond the well-known folders, message size limits, Exchange sending
 limits (30 messages/minute), NDRs for unknown hosted recipients, and anything outside
@@ -1209,8 +1210,8 @@ class GraphSimulator(SimulatorBase):
             if option.startswith("$") and option not in {
                 "$top", "$skip", "$select", "$filter", "$orderby", "$count",
             }:  # fmt: skip
-                if option == "$search":
-                    raise _GraphError(501, "NotImplemented", "$search is not simulated.")
+                if option in {"$search", "$expand", "$skiptoken", "$deltatoken"}:
+                    raise _GraphError(501, "NotImplemented", f"{option} is not simulated.")
                 raise ODataError("BadRequest", f"Query option '{option}' is not supported.")
         top = DEFAULT_PAGE
         if "$top" in query:
@@ -1222,7 +1223,10 @@ class GraphSimulator(SimulatorBase):
                 raise ODataError(
                     "ErrorInvalidParameter", f"The $top value must be between 1 and {MAX_PAGE}."
                 )
-        skip = int(query.get("$skip", "0") or 0)
+        try:
+            skip = int(query.get("$skip", "0") or 0)
+        except ValueError as exc:
+            raise ODataError("BadRequest", f"Invalid $skip value '{query['$skip']}'.") from exc
         select = self._select(request)
         clauses = parse_filter(query["$filter"]) if "$filter" in query else []
         orderby = parse_orderby(query["$orderby"]) if "$orderby" in query else []
