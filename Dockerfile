@@ -11,7 +11,7 @@
 # (under /run/secrets/, as Docker and Compose secrets do) and name them with password_file,
 # client_secret_file or refresh_token_file. See docs/deployment.md.
 #
-# tests/test_deploy.py runs this file's pip steps (and only those) outside a container.
+# tests/test_deploy_image.py runs this file's pip steps (and only those) outside a container.
 
 # ---- build: a wheel of the exporter and wheels of everything it depends on
 FROM python:3.12-slim AS build
