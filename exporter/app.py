@@ -6,6 +6,7 @@ import asyncio
 import logging
 import random
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from exporter import probes
 from exporter.config import Config, ConfigError, Target
 from exporter.config.model import MAX_CONCURRENT_PROBES
 from exporter.logs import fields
+from exporter.message import ProbeIds
 from exporter.outcome import Check
 from exporter.probes.context import ProbeContext
 from exporter.result import ProbeResult
@@ -33,6 +35,7 @@ from exporter.serve.web import READY, create_app
 from exporter.serve.webconfig import WebConfig
 from exporter.shard import Shard
 from exporter.state import Store
+from exporter.transports.oauth import TokenCache
 
 log = logging.getLogger("exporter")
 
@@ -162,6 +165,34 @@ class Exporter:
     async def stop(self) -> None:
         await self.scheduler.stop()
         await self.context.close()
+
+
+def new_context(ids: ProbeIds) -> ProbeContext:
+    """The context every probe of this process shares."""
+    return ProbeContext(ids=ids, tokens=TokenCache())
+
+
+async def probe_once(
+    config: Config, target_name: str, check_name: str | None, ids: ProbeIds
+) -> int:
+    """``mailbox-exporter probe``: run the checks of one target now and print what was said;
+    0 if every probe succeeded, else 1."""
+    try:
+        target, _ = ondemand.resolve(config, target_name, check_name)
+    except ondemand.UnknownProbe as exc:
+        print(f"mailbox-exporter: {exc}", file=sys.stderr)
+        return 1
+    checks = [Check(check_name)] if check_name else list(target.checks)
+    context = new_context(ids)
+    failed = False
+    try:
+        for check in checks:
+            result = await probes.run(target, check, context, transcript=True)
+            print(ondemand.report(result))
+            failed |= not result.success
+    finally:
+        await context.close()
+    return 1 if failed else 0
 
 
 async def serve(

@@ -9,15 +9,13 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from exporter import __version__, logs, message, probes
+from exporter import __version__, logs, message
 from exporter import config as configuration
 from exporter import shard as shards
 from exporter.config import Config, ConfigError, format_duration
 from exporter.outcome import Check
-from exporter.probes.context import ProbeContext
-from exporter.serve import ondemand, webconfig
-from exporter.transports.oauth import TokenCache
 
 DEFAULT_LISTEN = ":10025"
 
@@ -31,42 +29,60 @@ def parse_listen_address(text: str) -> tuple[str | None, int]:
     return host, int(match.group(3))
 
 
+GLOBAL_FLAGS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
+    (
+        ("--config.file",),
+        {
+            "dest": "config_file",
+            "default": "mailbox-exporter.yml",
+            "help": "configuration file (default: %(default)s)",
+        },
+    ),
+    (
+        ("--web.listen-address",),
+        {
+            "dest": "listen",
+            "default": DEFAULT_LISTEN,
+            "help": "address to serve metrics on (default: %(default)s)",
+        },
+    ),
+    (
+        ("--web.config.file",),
+        {
+            "dest": "web_config",
+            "default": None,
+            "help": "TLS and basic authentication for the endpoints, in exporter-toolkit format",
+        },
+    ),
+    (
+        ("--shard",),
+        {
+            "default": "0/1",
+            "help": "probe only shard INDEX of COUNT of the targets, such as 0/3 (default: all)",
+        },
+    ),
+    (("--log.level",), {"dest": "log_level", "choices": logs.LEVELS, "default": "info"}),
+    (("--log.format",), {"dest": "log_format", "choices": logs.FORMATS, "default": "logfmt"}),
+    (
+        ("--config.check",),
+        {
+            "dest": "config_check",
+            "action": "store_true",
+            "default": False,
+            "help": "validate the configuration, print a summary and exit",
+        },
+    ),
+)
+"""Flags every command takes, before or after the command's name."""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mailbox-exporter",
         description="Prometheus exporter that checks mailboxes end to end.",
     )
-    parser.add_argument(
-        "--config.file",
-        dest="config_file",
-        default="mailbox-exporter.yml",
-        help="configuration file (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--web.listen-address",
-        dest="listen",
-        default=DEFAULT_LISTEN,
-        help="address to serve metrics on (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--web.config.file",
-        dest="web_config",
-        default=None,
-        help="TLS and basic authentication for the endpoints, in exporter-toolkit format",
-    )
-    parser.add_argument(
-        "--shard",
-        default="0/1",
-        help="probe only shard INDEX of COUNT of the targets, such as 0/3 (default: all)",
-    )
-    parser.add_argument("--log.level", dest="log_level", choices=logs.LEVELS, default="info")
-    parser.add_argument("--log.format", dest="log_format", choices=logs.FORMATS, default="logfmt")
-    parser.add_argument(
-        "--config.check",
-        dest="config_check",
-        action="store_true",
-        help="validate the configuration, print a summary and exit",
-    )
+    for names, options in GLOBAL_FLAGS:
+        parser.add_argument(*names, **options)
     parser.add_argument("--version", action="version", version=f"mailbox-exporter {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     probe = commands.add_parser(
@@ -81,6 +97,13 @@ def _parser() -> argparse.ArgumentParser:
         choices=[c.value for c in Check],
         help="the check to run (default: every check the target runs)",
     )
+    for names, options in GLOBAL_FLAGS:
+        # Given after the command they override what was given before; not given, they leave
+        # it alone.
+        help_text = str(options.get("help", "")).replace("%(default)s", str(options["default"]))
+        probe.add_argument(
+            *names, **{**options, "default": argparse.SUPPRESS, "help": help_text or None}
+        )
     return parser
 
 
@@ -102,27 +125,6 @@ def summary(config: Config) -> str:
     return "\n".join(lines)
 
 
-async def _probe(
-    config: Config, target_name: str, check_name: str | None, ids: message.ProbeIds
-) -> int:
-    try:
-        target, _ = ondemand.resolve(config, target_name, check_name)
-    except ondemand.UnknownProbe as exc:
-        print(f"mailbox-exporter: {exc}", file=sys.stderr)
-        return 1
-    checks = [Check(check_name)] if check_name else list(target.checks)
-    context = ProbeContext(ids=ids, tokens=TokenCache())
-    failed = False
-    try:
-        for check in checks:
-            result = await probes.run(target, check, context, transcript=True)
-            print(ondemand.report(result))
-            failed |= not result.success
-    finally:
-        await context.close()
-    return 1 if failed else 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -140,8 +142,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"mailbox-exporter: global.probe_key_file: {exc}", file=sys.stderr)
         return 1
+    # The probing and serving machinery is imported only when used, so that
+    # --config.check answers at once.
+    from exporter import app
+
     if args.command == "probe":
-        return asyncio.run(_probe(config, args.target, args.check, ids))
+        return asyncio.run(app.probe_once(config, args.target, args.check, ids))
     try:
         host, port = parse_listen_address(args.listen)
         shard = shards.parse(args.shard)
@@ -150,19 +156,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     web_config = None
     if args.web_config:
+        from exporter.serve import webconfig
+
         try:
             web_config = webconfig.load(args.web_config)
         except ConfigError as exc:
             print(f"mailbox-exporter: {args.web_config}: {exc}", file=sys.stderr)
             return 1
     logs.setup(args.log_level, args.log_format)
-    from exporter.app import Exporter, serve
-
-    exporter = Exporter(
-        args.config_file, shard, ProbeContext(ids=ids, tokens=TokenCache()), random.Random()
-    )
+    exporter = app.Exporter(args.config_file, shard, app.new_context(ids), random.Random())
     try:
-        asyncio.run(serve(exporter, config, host, port, web_config))
+        asyncio.run(app.serve(exporter, config, host, port, web_config))
     except OSError as exc:
         print(f"mailbox-exporter: cannot listen on {args.listen}: {exc.strerror}", file=sys.stderr)
         return 1

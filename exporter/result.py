@@ -43,6 +43,9 @@ class Findings:
     """Wall-clock expiry of the access token used, by transport."""
     token_failed: set[str] = field(default_factory=set)
     """Transports for which no access token could be had."""
+    login_refused: str | None = None
+    """The transport whose credentials the server refused (``auth_rejected``), if any: the
+    lock-out guard counts these by credentials."""
     requests: int = 0
     """HTTP requests made to a mail API (Graph, Gmail) during the probe."""
     retry_after: float | None = None

@@ -1,28 +1,23 @@
 """Configuration: a YAML file of targets, read into frozen dataclasses.
 
 :mod:`.model` holds the dataclasses, :mod:`.load` reads and validates the file (every error
-names the key path and the line), :mod:`.checks` says what each check needs.
+names the key path and the line), :mod:`.checks` says what each check needs. The names most
+callers need are here.
 """
 
-from exporter.config.load import (
-    SECTIONS,
-    format_duration,
-    load,
-    parse,
-    parse_duration,
-)
-from exporter.config.model import (
-    Config,
-    ConfigError,
-    ImapConfig,
-    OAuth2Config,
-    Schedule,
-    Secret,
-    ServerConfig,
-    Target,
-    TlsConfig,
-    TlsMode,
-)
+from exporter.config import model
+from exporter.config.load import SECTIONS, format_duration, load, parse, parse_duration
+
+Config = model.Config
+ConfigError = model.ConfigError
+ImapConfig = model.ImapConfig
+OAuth2Config = model.OAuth2Config
+Schedule = model.Schedule
+Secret = model.Secret
+ServerConfig = model.ServerConfig
+Target = model.Target
+TlsConfig = model.TlsConfig
+TlsMode = model.TlsMode
 
 __all__ = [
     "SECTIONS",

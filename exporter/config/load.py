@@ -17,9 +17,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-import yaml
-
 from exporter.config.checks import CHECKS
+from exporter.config.document import MAX_BYTES, Lines, parse_document
 from exporter.config.model import (
     MAX_CONCURRENT_PROBES,
     TLS_MODES,
@@ -64,67 +63,6 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-# --- reading YAML with line numbers -------------------------------------------------------------
-
-
-class _Lines:
-    """Line numbers of the keys and items of the parsed document, by key path."""
-
-    def __init__(self) -> None:
-        self.by_path: dict[str, int] = {}
-
-    def of(self, path: str) -> int | None:
-        while path:
-            if path in self.by_path:
-                return self.by_path[path]
-            path = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", path)
-        return None
-
-
-def _from_node(node: yaml.Node, path: str, lines: _Lines, constructor: yaml.SafeLoader) -> Any:
-    lines.by_path.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        constructor.flatten_mapping(node)
-        result: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            key = constructor.construct_object(key_node, deep=True)
-            if not isinstance(key, str):
-                raise ConfigError(
-                    path, f"keys must be strings, got {key!r}", key_node.start_mark.line + 1
-                )
-            child = f"{path}.{key}" if path else key
-            if key in result:
-                raise ConfigError(child, "duplicate key", key_node.start_mark.line + 1)
-            lines.by_path[child] = key_node.start_mark.line + 1
-            result[key] = _from_node(value_node, child, lines, constructor)
-        return result
-    if isinstance(node, yaml.SequenceNode):
-        return [
-            _from_node(item, f"{path}[{index}]", lines, constructor)
-            for index, item in enumerate(node.value)
-        ]
-    return constructor.construct_object(node, deep=True)
-
-
-def _parse_yaml(text: str) -> tuple[Any, _Lines]:
-    lines = _Lines()
-    try:
-        loader = yaml.SafeLoader(text)
-        try:
-            node = loader.get_single_node()
-            data = {} if node is None else _from_node(node, "", lines, loader)
-        finally:
-            loader.dispose()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise ConfigError("", f"invalid YAML: {problem}", line) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError("", f"invalid YAML: {exc}") from None
-    return data, lines
-
-
 # --- validation ---------------------------------------------------------------------------------
 
 T = TypeVar("T")
@@ -133,7 +71,7 @@ T = TypeVar("T")
 class _Reader:
     """Typed access to the parsed document that reports the key path of every mistake."""
 
-    def __init__(self, lines: _Lines, base_dir: Path, environ: Mapping[str, str]) -> None:
+    def __init__(self, lines: Lines, base_dir: Path, environ: Mapping[str, str]) -> None:
         self.lines = lines
         self.base_dir = base_dir
         self.environ = environ
@@ -606,7 +544,7 @@ def parse(
     source: str = "",
 ) -> Config:
     """Validate a configuration document; raise :class:`ConfigError` at the first mistake."""
-    data, lines = _parse_yaml(text)
+    data, lines = parse_document(text)
     r = _Reader(lines, base_dir or Path.cwd(), os.environ if environ is None else environ)
     top = r.mapping(data, "", TOP_KEYS)
     glob = r.mapping(top.get("global"), "global", GLOBAL_KEYS)
@@ -648,9 +586,14 @@ def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
     """Read and validate a configuration file."""
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        with file.open("rb") as stream:
+            raw = stream.read(MAX_BYTES + 1)
     except OSError as exc:
         raise ConfigError("", f"cannot read {file}: {exc.strerror}") from None
+    if len(raw) > MAX_BYTES:
+        raise ConfigError("", f"{file} is larger than {MAX_BYTES:,} bytes")
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError("", f"{file} is not UTF-8 text") from None
     return parse(text, base_dir=file.resolve().parent, environ=environ, source=str(file))

@@ -81,6 +81,8 @@ async def log_in(
         try:
             await session.login(token)
         except ProbeFailure as failure:
-            if server.oauth2 is not None and failure.reason is Reason.AUTH_REJECTED:
-                tokens.forget(server.oauth2)
+            if failure.reason is Reason.AUTH_REJECTED:
+                trace.found.login_refused = phases.transport
+                if server.oauth2 is not None:
+                    tokens.forget(server.oauth2)
             raise
