@@ -52,9 +52,11 @@ from bench._common import (
 )
 from exporter import config as configuration
 from exporter.config import model as config_model
+from exporter.config.model import LoginBackoff
 from exporter.message import ProbeIds
 from exporter.outcome import Check
 from exporter.probes.context import ProbeContext
+from exporter.probes.guard import LoginGuard
 from exporter.result import ProbeResult
 from exporter.shard import ALL
 from exporter.transports.oauth import TokenCache
@@ -234,6 +236,7 @@ async def run_inprocess(args: argparse.Namespace, stack: MailStack, cfg: Path) -
     first_plan: dict[str, float] = {}
     starts: dict[str, list[float]] = defaultdict(list)
     finished: list[tuple[float, ProbeResult]] = []
+
     class Planned(random.Random):
         """The scheduler's source of randomness: notes each task's first planned start."""
 
@@ -256,7 +259,12 @@ async def run_inprocess(args: argparse.Namespace, stack: MailStack, cfg: Path) -
             return result
 
     loaded = configuration.load(cfg)
-    exporter = Timed(cfg, ALL, ProbeContext(ids=ProbeIds(), tokens=TokenCache()), Planned())
+    exporter = Timed(
+        cfg,
+        ALL,
+        ProbeContext(ids=ProbeIds(), tokens=TokenCache(), guard=LoginGuard(LoginBackoff())),
+        Planned(),
+    )
     exporter.start(loaded)
     renders: list[float] = []
 

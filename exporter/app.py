@@ -22,11 +22,12 @@ from prometheus_client.registry import CollectorRegistry
 from exporter import config as configuration
 from exporter import probes
 from exporter.config import Config, ConfigError, Target
-from exporter.config.model import MAX_CONCURRENT_PROBES
+from exporter.config.model import MAX_CONCURRENT_PROBES, OnDemand
 from exporter.logs import fields
 from exporter.message import ProbeIds
 from exporter.outcome import Check
 from exporter.probes.context import ProbeContext
+from exporter.probes.guard import LoginGuard
 from exporter.result import ProbeResult
 from exporter.scheduler import Scheduler
 from exporter.serve import metrics, ondemand, status, webconfig
@@ -41,6 +42,8 @@ log = logging.getLogger("exporter")
 
 ON_DEMAND_CONCURRENCY = 8
 """On-demand probes in flight at once."""
+RELOAD_DEADLINE = 10.0
+"""Longest a reload may spend reading and checking the file."""
 
 
 class Exporter:
@@ -60,6 +63,7 @@ class Exporter:
         self.scheduler = Scheduler(self.run_scheduled, self.record, rng, MAX_CONCURRENT_PROBES)
         self._reloading = asyncio.Lock()
         self._on_demand_limit = asyncio.Semaphore(ON_DEMAND_CONCURRENCY)
+        self.rations = ondemand.Rations(OnDemand())
 
     async def run_scheduled(self, target: Target, check: Check) -> ProbeResult:
         """One scheduled probe."""
@@ -69,17 +73,28 @@ class Exporter:
         self._apply(config)
 
     async def reload(self) -> str | None:
-        """Load the file again; return the error, or None once the new configuration runs."""
+        """Load the file again; return the error, or None once the new configuration runs.
+
+        The file is read and checked in a worker thread, within :data:`RELOAD_DEADLINE`, so
+        that probes and scrapes go on while it is; the running configuration is replaced only
+        once the new one is whole.
+        """
         async with self._reloading:
             try:
-                config = configuration.load(self.config_path)
-            except ConfigError as exc:
+                async with asyncio.timeout(RELOAD_DEADLINE):
+                    config = await asyncio.to_thread(configuration.load, self.config_path)
+            except (ConfigError, TimeoutError) as exc:
+                error = (
+                    str(exc)
+                    if isinstance(exc, ConfigError)
+                    else f"reading the file took longer than {RELOAD_DEADLINE:g}s"
+                )
                 self.store.reload_successful = False
                 log.error(
                     "reload failed; keeping the previous configuration",
-                    extra=fields(file=str(self.config_path), error=str(exc)),
+                    extra=fields(file=str(self.config_path), error=error),
                 )
-                return str(exc)
+                return error
             self._apply(config)
             log.info(
                 "configuration reloaded",
@@ -101,6 +116,9 @@ class Exporter:
         self.store.configure(mine)
         self.scheduler.apply(mine)
         self.context.keep_only(t.name for t in config.targets)
+        self.context.guard.policy = config.login_backoff
+        self.rations.policy = config.on_demand
+        self.context.guard.keep_only(config.targets)
         if self.shard.count > 1:
             log.info(
                 "shard selected",
@@ -145,7 +163,10 @@ class Exporter:
         """Run one probe of a configured target now; :class:`UnknownProbe` for anything else.
 
         On-demand probes share the scheduled probes' context: a message an on-demand round
-        trip gave up on is recognised, counted late and deleted by the next probe.
+        trip gave up on is recognised, counted late and deleted by the next probe. They are
+        rationed (:class:`ondemand.Rations`): :class:`ondemand.TooSoon` when one ran too
+        recently. Every on-demand run keeps a transcript, so that requests sharing a run can
+        all have it.
         """
         if self.config is None:
             raise UnknownProbe("no configuration is loaded")
@@ -153,10 +174,18 @@ class Exporter:
         limit = (
             target.timeout(check) if time_limit is None else min(time_limit, target.timeout(check))
         )
-        async with self._on_demand_limit:
-            return await probes.run(
-                target, check, self.context, time_limit=max(limit, 0.1), transcript=transcript
-            )
+
+        async def probe() -> ProbeResult:
+            async with self._on_demand_limit:
+                return await probes.run(
+                    target, check, self.context, time_limit=max(limit, 0.1), transcript=True
+                )
+
+        try:
+            return await self.rations.run(target, check, probe)
+        except ondemand.TooSoon:
+            self.store.refused_on_demand(target.name, check)
+            raise
 
     def exposition(self) -> bytes:
         """Everything ``/metrics`` shows: the probes' metrics, then the process's own."""
@@ -167,9 +196,9 @@ class Exporter:
         await self.context.close()
 
 
-def new_context(ids: ProbeIds) -> ProbeContext:
+def new_context(ids: ProbeIds, config: Config) -> ProbeContext:
     """The context every probe of this process shares."""
-    return ProbeContext(ids=ids, tokens=TokenCache())
+    return ProbeContext(ids=ids, tokens=TokenCache(), guard=LoginGuard(config.login_backoff))
 
 
 async def probe_once(
@@ -183,7 +212,7 @@ async def probe_once(
         print(f"mailbox-exporter: {exc}", file=sys.stderr)
         return 1
     checks = [Check(check_name)] if check_name else list(target.checks)
-    context = new_context(ids)
+    context = new_context(ids, config)
     failed = False
     try:
         for check in checks:

@@ -14,7 +14,7 @@ from typing import Any
 from exporter import __version__, logs, message
 from exporter import config as configuration
 from exporter import shard as shards
-from exporter.config import Config, ConfigError, format_duration
+from exporter.config import Config, ConfigError, ServerConfig, format_duration
 from exporter.outcome import Check
 
 DEFAULT_LISTEN = ":10025"
@@ -118,8 +118,10 @@ def summary(config: Config) -> str:
             for check in target.checks
         )
         servers = ", ".join(
-            f"{name} {server.host}:{server.port} ({server.tls})"
-            for name, server in target.sections().items()
+            f"{name} {section.host}:{section.port} ({section.tls})"
+            if isinstance(section, ServerConfig)
+            else name
+            for name, section in target.sections().items()
         )
         lines.append(f"  {target.name}: {checks}; {servers}")
     return "\n".join(lines)
@@ -164,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"mailbox-exporter: {args.web_config}: {exc}", file=sys.stderr)
             return 1
     logs.setup(args.log_level, args.log_format)
-    exporter = app.Exporter(args.config_file, shard, app.new_context(ids), random.Random())
+    exporter = app.Exporter(args.config_file, shard, app.new_context(ids, config), random.Random())
     try:
         asyncio.run(app.serve(exporter, config, host, port, web_config))
     except OSError as exc:

@@ -46,6 +46,11 @@ class Findings:
     login_refused: str | None = None
     """The transport whose credentials the server refused (``auth_rejected``), if any: the
     lock-out guard counts these by credentials."""
+    backoff_since: float | None = None
+    """While logins with the probe's credentials are held back after refusals: since when
+    (wall clock). The probe did not log in."""
+    backoff_until: float | None = None
+    """...and when the next attempt is due (wall clock)."""
     requests: int = 0
     """HTTP requests made to a mail API (Graph, Gmail) during the probe."""
     retry_after: float | None = None

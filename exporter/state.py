@@ -11,7 +11,7 @@ import bisect
 from collections import deque
 from dataclasses import dataclass, field
 
-from exporter.config import Config
+from exporter.config import Config, ServerConfig
 from exporter.outcome import Check, Reason
 from exporter.result import ProbeResult, TlsSession
 
@@ -45,6 +45,8 @@ class CheckState:
     consecutive_failures: int = 0
     failures: dict[Reason, int] = field(default_factory=lambda: dict.fromkeys(Reason, 0))
     last_success: float | None = None
+    on_demand_refused: int = 0
+    """On-demand probes refused because one ran too recently."""
     since: float | None = None
     """When the current state (succeeding or failing) began."""
 
@@ -94,14 +96,26 @@ class Store:
                 kept.interval, kept.timeout = target.interval(check), target.timeout(check)
                 state.checks[check] = kept
             sections = target.sections()
-            oauth = {name for name, server in sections.items() if server.oauth2 is not None}
+            oauth = {
+                name
+                for name, section in sections.items()
+                if not isinstance(section, ServerConfig) or section.oauth2 is not None
+            }
             state.token_failures = {p: state.token_failures.get(p, 0) for p in sorted(oauth)}
             state.token_expiry = {p: t for p, t in state.token_expiry.items() if p in oauth}
-            state.tls = {
-                p: t for p, t in state.tls.items() if p in sections and sections[p].tls != "none"
+            plaintext = {
+                name
+                for name, section in sections.items()
+                if isinstance(section, ServerConfig) and section.tls == "none"
             }
+            state.tls = {p: t for p, t in state.tls.items() if p in sections and p not in plaintext}
             targets[target.name] = state
         self.targets = targets
+
+    def refused_on_demand(self, target: str, check: Check) -> None:
+        state = self.targets.get(target)
+        if state is not None and check in state.checks:
+            state.checks[check].on_demand_refused += 1
 
     def record(self, result: ProbeResult) -> None:
         """Add one probe result; results of targets no longer configured are dropped."""

@@ -26,9 +26,11 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from exporter import config, probes
+from exporter.config.model import LoginBackoff
 from exporter.message import ProbeIds
 from exporter.outcome import Check
 from exporter.probes.context import ProbeContext
+from exporter.probes.guard import LoginGuard
 from exporter.transports.oauth import TokenCache
 from testing.mailstack import MailStack, MailUser
 
@@ -137,7 +139,7 @@ async def soak(
             for i, u in enumerate(users)
         )
     )
-    context = ProbeContext(ids=ProbeIds(), tokens=TokenCache())
+    context = ProbeContext(ids=ProbeIds(), tokens=TokenCache(), guard=LoginGuard(LoginBackoff()))
     ids = context.ids
     healed_at: list[tuple[str, float]] = []
     broken_at: list[float] = []

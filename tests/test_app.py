@@ -15,25 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from exporter.outcome import Reason
 from testing.exporter_process import Running, Samples, start, value
 from testing.mailstack import MailStack, MailUser
 from testing.targets import probe_files, target_yaml
 
-REASONS = {
-    "dns",
-    "connect_refused",
-    "network",
-    "timeout",
-    "tls",
-    "oauth_token",
-    "auth_rejected",
-    "auth_temporary",
-    "throttled",
-    "mailbox_unavailable",
-    "send_rejected",
-    "not_delivered",
-    "protocol_error",
-}
+REASONS = {reason.value for reason in Reason}
 
 
 @pytest.fixture
@@ -226,3 +213,61 @@ def test_config_check_exits_nonzero_with_the_place(tmp_path: Path) -> None:
     assert run.returncode == 1
     assert "line 3: targets[0].smtp.port: expected an integer" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+ALIAS_BOMB = "".join(
+    f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]\n"
+    for previous, name in zip("abcdefgh", "bcdefghi", strict=True)
+)
+ALIAS_BOMB = 'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n' + ALIAS_BOMB
+ALIAS_BOMB += "targets: *i\n"
+"""Ten lines that expand to 9**9 (387 million) values."""
+
+
+def test_an_alias_bomb_is_refused_at_once_naming_the_limit(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.yml"
+    bomb.write_text(ALIAS_BOMB)
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "exporter", "--config.file", str(bomb), "--config.check"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    assert done.returncode == 1
+    assert "line 1: the document expands to more than 100,000 keys and values" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert elapsed < 1.0, f"{elapsed:.2f}s"
+
+
+async def test_an_alias_bomb_on_reload_holds_up_neither_scrapes_nor_probes(
+    exporter: Running, config_file: Path
+) -> None:
+    """Scrapes are answered on the event loop that runs the probes: while they stay fast, no
+    probe waited either."""
+
+    def probes(s: Samples) -> float:
+        return value(s, "mailbox_probes_total", target="local", check="imap_login") or 0
+
+    await exporter.until(lambda s: probes(s) >= 1)
+    good = config_file.read_text()
+    config_file.write_text(ALIAS_BOMB)
+    latencies: list[float] = []
+    exporter.process.send_signal(signal.SIGHUP)
+    until = time.monotonic() + 2.0
+    while time.monotonic() < until:
+        begin = time.monotonic()
+        status, _ = await exporter.get("/metrics")
+        latencies.append(time.monotonic() - begin)
+        assert status == 200
+        await asyncio.sleep(0.02)
+    samples = await exporter.samples()
+    assert value(samples, "mailbox_exporter_config_last_reload_successful") == 0
+    assert "expands to more than 100,000" in exporter.log.read_text()
+    assert max(latencies) < 0.1, f"slowest scrape during the reload: {max(latencies):.3f}s"
+    before = probes(samples)
+    await exporter.until(lambda s: probes(s) >= before + 1, seconds=15)
+    config_file.write_text(good)
+    print(f"scrapes during the reload: {len(latencies)}, slowest {max(latencies) * 1000:.1f} ms")

@@ -32,8 +32,8 @@ def test_a_good_file_loads_with_defaults() -> None:
     corp, other = cfg.targets
     assert corp.name == "corp"
     assert corp.checks == (Check.ROUNDTRIP, Check.SMTP_LOGIN, Check.IMAP_LOGIN)
-    assert {c: (corp.interval(c), corp.timeout(c)) for c in Check} == dict.fromkeys(
-        Check, (120, 45)
+    assert {c: (corp.interval(c), corp.timeout(c)) for c in corp.checks} == dict.fromkeys(
+        corp.checks, (120, 45)
     )
     assert (corp.smtp.port, corp.smtp.tls) == (587, "starttls")
     assert (corp.imap.port, corp.imap.tls, corp.imap.mailbox) == (993, "implicit", "INBOX")
@@ -49,14 +49,14 @@ def test_schedules_default_by_check_and_can_be_set_by_check() -> None:
         "name: a", "name: a\n    interval: {smtp_login: 10s}\n    timeout: {roundtrip: 50s}"
     )
     target = config.parse(base).targets[0]
-    schedules = {c: (target.interval(c), target.timeout(c)) for c in Check}
+    schedules = {c: (target.interval(c), target.timeout(c)) for c in target.checks}
     assert schedules == {
         Check.ROUNDTRIP: (60, 50),
         Check.SMTP_LOGIN: (10, 10),
         Check.IMAP_LOGIN: (30, 15),
     }
     defaults = config.parse(TARGET).targets[0]
-    assert {c: (defaults.interval(c), defaults.timeout(c)) for c in Check} == {
+    assert {c: (defaults.interval(c), defaults.timeout(c)) for c in defaults.checks} == {
         Check.ROUNDTRIP: (60, 30),
         Check.SMTP_LOGIN: (30, 15),
         Check.IMAP_LOGIN: (30, 15),
@@ -115,7 +115,8 @@ TARGET = (
         ),
         (
             TARGET.replace("name: a", "name: a\n    interval: {smtp: 1m}"),
-            "line 3: targets[0].interval.smtp: unknown key; known keys: imap_login, roundtrip",
+            "line 3: targets[0].interval.smtp: unknown key; known keys: gmail_login, graph_login, "
+            "imap_login, roundtrip",
         ),
         (
             TARGET.replace("smtp: {host: h, username: u@x.org, password: p}", "smtp: [h]"),
@@ -167,7 +168,7 @@ TARGET = (
         (
             "targets:\n  - name: a\n    imap: {host: h, username: u, password: p}\n"
             "    sender: imap\n",
-            "line 4: targets[0].sender: expected one of smtp, got 'imap'",
+            "line 4: targets[0].sender: expected one of smtp",
         ),
         ("targets:\n  - name: a\n", "line 2: targets[0]: configure at least one of smtp, imap"),
     ],
@@ -328,5 +329,5 @@ def test_a_target_runs_the_checks_its_transports_allow() -> None:
     assert only_imap.checks == (Check.IMAP_LOGIN,)
     assert only_imap.smtp is None
     both = config.parse(TARGET).targets[0]
-    assert both.checks == tuple(Check)
+    assert both.checks == (Check.ROUNDTRIP, Check.SMTP_LOGIN, Check.IMAP_LOGIN)
     assert (both.sender, both.receiver) == ("smtp", "imap")

@@ -16,9 +16,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import config as configuration
 from exporter.app import Exporter
+from exporter.config.model import LoginBackoff
 from exporter.message import ProbeIds
 from exporter.outcome import Check, Reason
 from exporter.probes.context import ProbeContext
+from exporter.probes.guard import LoginGuard
 from exporter.shard import ALL
 from exporter.transports.oauth import TokenCache
 from testing import fakeserver
@@ -188,7 +190,12 @@ async def test_an_on_demand_message_that_arrives_late_is_cleaned_by_the_schedule
     message of an on-demand round trip that gave up is recognised and deleted later."""
     config = tmp_path / "c.yml"
     config.write_text("targets:\n" + target_yaml(mailstack, user, interval="10m", timeout="10s"))
-    exporter = Exporter(config, ALL, ProbeContext(ids=ProbeIds(), tokens=TokenCache()), Random(1))
+    exporter = Exporter(
+        config,
+        ALL,
+        ProbeContext(ids=ProbeIds(), tokens=TokenCache(), guard=LoginGuard(LoginBackoff())),
+        Random(1),
+    )
     loaded = configuration.load(config)
     target = loaded.targets[0]
     exporter.config = loaded
@@ -211,3 +218,60 @@ async def test_an_on_demand_message_that_arrives_late_is_cleaned_by_the_schedule
         assert probe_files(mailstack, user) == []
     finally:
         await exporter.stop()
+
+
+def _sent_to(mailstack: MailStack, user: MailUser) -> int:
+    """Messages Postfix has delivered to the user's mailbox, by its own log."""
+    log = mailstack.postfix_log.read_text(errors="replace")
+    return sum(
+        1 for line in log.splitlines() if f"to=<{user.address}>" in line and "status=sent" in line
+    )
+
+
+async def test_a_burst_of_on_demand_round_trips_sends_one_message(
+    tmp_path: Path, mailstack: MailStack, user: MailUser
+) -> None:
+    other = mailstack.add_user(f"{user.name}-other", "pw-other-1")
+    config = tmp_path / "c.yml"
+    config.write_text(
+        "global: {on_demand: {roundtrip_every: 1m, login_every: 10s}}\n"
+        "targets:\n"
+        + target_yaml(
+            mailstack,
+            user,
+            interval="{roundtrip: 24h, smtp_login: 1s, imap_login: 1s}",
+            timeout="{roundtrip: 10s, smtp_login: 1s, imap_login: 1s}",
+        )
+        + target_yaml(mailstack, other, name="other", interval="24h", timeout="10s")
+    )
+    login = frozenset({("target", "local"), ("check", "imap_login")})
+    async for running in start(config, tmp_path):
+        scheduled = (await running.samples()).get(("mailbox_probes_total", login), 0)
+        before = _sent_to(mailstack, user)
+        answers = await asyncio.gather(
+            *(running.get("/probe?target=local&check=roundtrip") for _ in range(30))
+        )
+        assert [status for status, _ in answers] == [200] * 30
+        assert len({text for _, text in answers}) == 1, "all thirty share one run"
+        assert _samples(answers[0][1])[("probe_success", frozenset())] == 1
+        await asyncio.sleep(1)
+        assert _sent_to(mailstack, user) - before == 1, "exactly one message was sent"
+
+        async with running.session.get(
+            running.url + "/probe?target=local&check=roundtrip"
+        ) as response:
+            assert response.status == 429
+            retry_after = int(response.headers["Retry-After"])
+            assert 50 <= retry_after <= 60
+        status, text = await running.get("/probe?target=other&check=roundtrip")
+        assert status == 200 and _samples(text)[("probe_success", frozenset())] == 1
+        status, _ = await running.get("/probe?target=local&check=imap_login")
+        assert status == 200, "a login check is rationed apart from round trips"
+        samples = await running.samples()
+        refused = ("mailbox_on_demand_refused_total", {"target": "local", "check": "roundtrip"})
+        assert samples[(refused[0], frozenset(refused[1].items()))] == 1
+        assert _sent_to(mailstack, user) - before == 1
+        went_on = scheduled + 3  # the target's scheduled probes go on
+        await running.until(
+            lambda now, n=went_on: now.get(("mailbox_probes_total", login), 0) >= n, seconds=10
+        )

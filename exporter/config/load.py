@@ -25,7 +25,9 @@ from exporter.config.model import (
     Config,
     ConfigError,
     ImapConfig,
+    LoginBackoff,
     OAuth2Config,
+    OnDemand,
     Schedule,
     Secret,
     ServerConfig,
@@ -336,7 +338,34 @@ RESERVED_LABELS = frozenset(
 )
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,62}$")
 TOP_KEYS = ("global", "defaults", "targets")
-GLOBAL_KEYS = ("max_concurrent_probes", "probe_key_file")
+GLOBAL_KEYS = ("max_concurrent_probes", "probe_key_file", "on_demand", "login_backoff")
+ON_DEMAND_KEYS = ("roundtrip_every", "login_every")
+LOGIN_BACKOFF_KEYS = ("after", "initial", "max")
+
+
+def _on_demand(r: _Reader, value: Any) -> OnDemand:
+    data = r.mapping(value, "global.on_demand", ON_DEMAND_KEYS)
+    default = OnDemand()
+    return OnDemand(
+        roundtrip_every=r.get(
+            data, "roundtrip_every", "global.on_demand", r.duration, default.roundtrip_every
+        ),
+        login_every=r.get(data, "login_every", "global.on_demand", r.duration, default.login_every),
+    )
+
+
+def _login_backoff(r: _Reader, value: Any) -> LoginBackoff:
+    path = "global.login_backoff"
+    data = r.mapping(value, path, LOGIN_BACKOFF_KEYS)
+    default = LoginBackoff()
+    backoff = LoginBackoff(
+        after=r.get(data, "after", path, r.positive_int, default.after),
+        initial=r.get(data, "initial", path, r.duration, default.initial),
+        maximum=r.get(data, "max", path, r.duration, default.maximum),
+    )
+    if backoff.maximum < backoff.initial:
+        raise r.fail(_join(path, "max"), "must not be shorter than initial")
+    return backoff
 
 
 def _server(r: _Reader, data: dict[str, Any], path: str, protocol: str) -> dict[str, Any]:
@@ -568,6 +597,8 @@ def parse(
         max_concurrent_probes=r.get(
             glob, "max_concurrent_probes", "global", r.positive_int, MAX_CONCURRENT_PROBES
         ),
+        on_demand=_on_demand(r, glob.get("on_demand")),
+        login_backoff=_login_backoff(r, glob.get("login_backoff")),
         probe_key_file=(
             str(
                 r.file(

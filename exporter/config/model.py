@@ -157,10 +157,32 @@ class Target:
 
 
 @dataclass(frozen=True)
+class OnDemand:
+    """How often ``GET /probe`` may really probe one target: each on-demand round trip sends
+    mail through the monitored account, each login check is a login."""
+
+    roundtrip_every: float = 60.0
+    login_every: float = 10.0
+
+
+@dataclass(frozen=True)
+class LoginBackoff:
+    """After ``after`` refusals in a row of the same credentials, logins with them wait
+    ``initial`` seconds, then twice as long after each further refusal, up to ``maximum``: so
+    that the monitor never locks the account out."""
+
+    after: int = 3
+    initial: float = 60.0
+    maximum: float = 900.0
+
+
+@dataclass(frozen=True)
 class Config:
     targets: tuple[Target, ...]
     max_concurrent_probes: int = MAX_CONCURRENT_PROBES
     probe_key_file: str | None = None
+    on_demand: OnDemand = field(default_factory=OnDemand)
+    login_backoff: LoginBackoff = field(default_factory=LoginBackoff)
     source: str = field(default="", compare=False)
 
     def target(self, name: str) -> Target | None:

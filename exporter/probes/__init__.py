@@ -14,8 +14,9 @@ import time
 from exporter.config import Target
 from exporter.outcome import Check, ProbeFailure, Reason
 from exporter.probes.context import ProbeContext
+from exporter.probes.guard import Hold
 from exporter.probes.registry import PROBERS
-from exporter.result import ProbeResult
+from exporter.result import Findings, ProbeResult
 from exporter.trace import Trace
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,40 @@ async def run(
     transcript: bool = False,
 ) -> ProbeResult:
     """Run one probe, bounded by ``time_limit`` (default: the check's timeout); never raises
-    but for cancellation. ``transcript`` keeps a redacted record of what was said."""
+    but for cancellation. ``transcript`` keeps a redacted record of what was said.
+
+    While the lock-out guard holds the probe's credentials back, nothing is tried and the
+    result says so (see :mod:`.guard`).
+    """
+    hold = context.guard.admit(target, check)
+    if hold is not None:
+        return _held(target, check, hold)
+    result = await _run(target, check, context, time_limit, transcript)
+    context.guard.record(target, check, result)
+    return result
+
+
+def _held(target: Target, check: Check, hold: Hold) -> ProbeResult:
+    """The result of a probe that did not log in, because its credentials were refused too
+    often: still a failure, so that alerts keep firing."""
+    next_try = time.strftime("%H:%M:%S UTC", time.gmtime(hold.until))
+    return ProbeResult(
+        target=target.name,
+        check=check,
+        success=False,
+        started=time.time(),
+        duration=0.0,
+        reason=Reason.AUTH_REJECTED,
+        phase=hold.phase,
+        detail=f"not logging in until {next_try} after {hold.refusals} refusals in a row, "
+        f"to keep the account from being locked out; last: {hold.detail}",
+        found=Findings(backoff_since=hold.since, backoff_until=hold.until),
+    )
+
+
+async def _run(
+    target: Target, check: Check, context: ProbeContext, time_limit: float | None, transcript: bool
+) -> ProbeResult:
     timeout = target.timeout(check) if time_limit is None else time_limit
     started, clock = time.time(), time.monotonic()
     trace = Trace(deadline=clock + timeout, record_transcript=transcript, started=clock)

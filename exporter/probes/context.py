@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from exporter.message import ProbeIds
+from exporter.probes.guard import LoginGuard
 from exporter.transports.oauth import TokenCache
 
 REMEMBERED: Final = 200
@@ -26,9 +27,17 @@ class SentProbes:
     def __init__(self, limit: int = REMEMBERED) -> None:
         self._limit = limit
         self._sent: OrderedDict[str, bool] = OrderedDict()
+        self.awaited: set[str] = set()
+        """Ids of messages a round trip in flight is waiting for: no other round trip of the
+        same mailbox (scheduled or on demand) touches them."""
 
     def add(self, probe_id: str) -> None:
         self._remember(probe_id, found=False)
+        self.awaited.add(probe_id)
+
+    def done(self, probe_id: str) -> None:
+        """Its round trip is over, however it ended: from now on it is anyone's to clean."""
+        self.awaited.discard(probe_id)
 
     def seen(self, probe_id: str) -> bool:
         """Note that a message was found; True the first time it is found.
@@ -51,10 +60,12 @@ class SentProbes:
 
 @dataclass
 class ProbeContext:
-    """The probe-id key, the access tokens and the sent probes of every target."""
+    """The probe-id key, the access tokens, the lock-out guard and the sent probes of every
+    target."""
 
     ids: ProbeIds
     tokens: TokenCache
+    guard: LoginGuard
     _sent: dict[str, SentProbes] = field(default_factory=dict)
 
     def sent(self, target: str) -> SentProbes:

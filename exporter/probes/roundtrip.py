@@ -105,7 +105,8 @@ async def probe(target: Target, trace: Trace, context: ProbeContext) -> None:
                 verified, unverified = sort_out(
                     {ref: found.get(ref, "") for ref in candidates}, ids, target.name
                 )
-                ours.update(verified)
+                others_awaited = sent.awaited - {probe_id}
+                ours.update({r: i for r, i in verified.items() if i not in others_awaited})
                 lookalikes |= unverified
         except ProbeFailure as failure:
             if failure.reason is Reason.NOT_DELIVERED:
@@ -129,4 +130,5 @@ async def probe(target: Target, trace: Trace, context: ProbeContext) -> None:
             findings.cleanup_failed = True
         await receiver.close()
     finally:
+        sent.done(probe_id)
         receiver.abort()

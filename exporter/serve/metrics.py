@@ -56,6 +56,19 @@ FAMILIES: Final[dict[str, Family]] = {
     "mailbox_probe_last_timestamp_seconds": Family(
         "gauge", "When the last probe, successful or not, ended."
     ),
+    "mailbox_login_backoff_since_timestamp_seconds": Family(
+        "gauge",
+        "Present while the check does not log in because its credentials were refused too "
+        "often in a row (the lock-out guard): since when.",
+    ),
+    "mailbox_login_backoff_next_attempt_timestamp_seconds": Family(
+        "gauge", "Present while the lock-out guard holds the check back: when it tries again."
+    ),
+    "mailbox_on_demand_refused_total": Family(
+        "counter",
+        "On-demand probes (GET /probe) refused with 429 because one of the same target and "
+        "check ran too recently.",
+    ),
     "mailbox_probe_interval_seconds": Family("gauge", "Configured probe interval."),
     "mailbox_probe_timeout_seconds": Family("gauge", "Configured probe timeout."),
     "mailbox_roundtrip_delivery_seconds": Family(
@@ -182,6 +195,7 @@ def render(store: Store) -> str:
             add("mailbox_probes_total", tc, state.probes)
             add("mailbox_probe_interval_seconds", tc, state.interval)
             add("mailbox_probe_timeout_seconds", tc, state.timeout)
+            add("mailbox_on_demand_refused_total", tc, state.on_demand_refused)
             for reason, label in reasons:
                 add("mailbox_probe_failures_total", tc + label, state.failures[reason])
             if state.last_success is not None:
@@ -192,6 +206,14 @@ def render(store: Store) -> str:
             _result_samples(out, tc, last)
             add("mailbox_probe_consecutive_failures", tc, state.consecutive_failures)
             add("mailbox_probe_last_timestamp_seconds", tc, last.ended)
+            if last.found.backoff_since is not None:
+                add("mailbox_login_backoff_since_timestamp_seconds", tc, last.found.backoff_since)
+            if last.found.backoff_until is not None:
+                add(
+                    "mailbox_login_backoff_next_attempt_timestamp_seconds",
+                    tc,
+                    last.found.backoff_until,
+                )
         if Check.ROUNDTRIP in target.checks:
             delivery = "mailbox_roundtrip_delivery_seconds"
             cumulative = 0

@@ -7,7 +7,14 @@ blackbox_exporter convention), or as a readable transcript with credentials reda
 
 from __future__ import annotations
 
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
+
 from exporter.config import Config, Target
+from exporter.config.checks import CHECKS
+from exporter.config.model import OnDemand
 from exporter.outcome import Check
 from exporter.result import ProbeResult
 from exporter.serve import metrics
@@ -15,6 +22,54 @@ from exporter.serve import metrics
 
 class UnknownProbe(ValueError):
     """The request names no configured target, or a check the target does not run."""
+
+
+class TooSoon(Exception):
+    """An on-demand probe of this target and check ran too recently to run another."""
+
+    def __init__(self, retry_after: float, spacing: float) -> None:
+        super().__init__(
+            f"an on-demand probe of this target ran less than {spacing:g}s ago; "
+            f"retry in {math.ceil(retry_after)}s"
+        )
+        self.retry_after = retry_after
+
+
+Key = tuple[str, Check]
+
+
+class Rations:
+    """Keeps on-demand probes from harming the mailbox: a round trip sends mail through the
+    monitored account and a login check is a login, so requests for the same target and
+    check that arrive together share one run, and a new run starts only once the configured
+    spacing has passed since the last one began."""
+
+    def __init__(self, policy: OnDemand, clock: Callable[[], float] = time.monotonic) -> None:
+        self.policy = policy
+        self._clock = clock
+        self._running: dict[Key, asyncio.Future[ProbeResult]] = {}
+        self._started: dict[Key, float] = {}
+
+    def spacing(self, check: Check) -> float:
+        sends_mail = CHECKS[check].login_of is None
+        return self.policy.roundtrip_every if sends_mail else self.policy.login_every
+
+    async def run(
+        self, target: Target, check: Check, probe: Callable[[], Awaitable[ProbeResult]]
+    ) -> ProbeResult:
+        """The result of the run in flight, or of a new run; :class:`TooSoon` if neither."""
+        key = (target.name, check)
+        running = self._running.get(key)
+        if running is None:
+            now, spacing = self._clock(), self.spacing(check)
+            started = self._started.get(key)
+            if started is not None and now - started < spacing:
+                raise TooSoon(spacing - (now - started), spacing)
+            self._started[key] = now
+            running = asyncio.ensure_future(probe())
+            self._running[key] = running
+            running.add_done_callback(lambda _: self._running.pop(key, None))
+        return await asyncio.shield(running)
 
 
 def resolve(

@@ -32,6 +32,8 @@ def _result(result: ProbeResult) -> dict[str, Any]:
             None if result.delivery_seconds is None else round(result.delivery_seconds, 4)
         ),
         "phases": {phase.value: round(seconds, 4) for phase, seconds in result.phases.items()},
+        "backoff_since": result.found.backoff_since,
+        "backoff_until": result.found.backoff_until,
     }
 
 
@@ -90,7 +92,7 @@ table{border-collapse:collapse;width:100%;margin:.6rem 0}
 th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid var(--line);
 vertical-align:top}
 th{font-size:.8rem;text-transform:uppercase;opacity:.75}
-.why{color:var(--bad);font-weight:600}.detail{opacity:.8;font-size:.85rem;word-break:break-word}
+.why{color:var(--bad);font-weight:600}.backoff{color:var(--wait);font-weight:600}.detail{opacity:.8;font-size:.85rem;word-break:break-word}
 .phases{font-size:.8rem;opacity:.85}
 .bar{display:flex;height:.5rem;border-radius:.25rem;overflow:hidden;min-width:6rem;
 background:var(--line)}
@@ -147,6 +149,16 @@ def _bar(phases: dict[str, float]) -> str:
     return f'<div class="bar" aria-hidden="true">{spans}</div>'
 
 
+def _backoff(result: dict[str, Any], now: float) -> str:
+    if result.get("backoff_since") is None:
+        return ""
+    next_try = time.strftime("%H:%M:%S UTC", time.gmtime(result["backoff_until"]))
+    return (
+        f'<div class="backoff">Logins held back since {_when(result["backoff_since"], now)} '
+        f"to keep the account from being locked out; next attempt {next_try}</div>"
+    )
+
+
 def _why(result: dict[str, Any] | None) -> str:
     if not result or result["success"]:
         return ""
@@ -171,7 +183,8 @@ def _target(target: dict[str, Any], now: float) -> str:
             f'<td><span class="badge">{e(check["state"])}</span></td>'
             f'<td class="wide">{_when(check["since"], now) if check["since"] else NONE}</td>'
             f'<td class="wide">{_when(check["last_success"], now)}</td>'
-            f"<td>{(_why(last) or _seconds(delivery)) if last else NONE}</td></tr>"
+            f"<td>{(_why(last) + _backoff(last, now) or _seconds(delivery)) if last else NONE}"
+            "</td></tr>"
         )
     recent = "".join(
         f'<tr class="{"up" if r["success"] else "down"}">'

@@ -5,6 +5,7 @@ Every handler but ``/probe`` only reads state, so answers never wait for a mail 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -13,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from exporter.result import ProbeResult
 from exporter.serve import ondemand, status
-from exporter.serve.ondemand import UnknownProbe
+from exporter.serve.ondemand import TooSoon, UnknownProbe
 
 Reload = Callable[[], Awaitable[str | None]]
 """Reloads the configuration; returns an error message, or None on success."""
@@ -69,6 +70,12 @@ def create_app(
             result = await probe_now(query.get("target"), query.get("check"), limit, debug)
         except (UnknownProbe, ValueError) as exc:
             return web.Response(status=400, text=f"{exc}\n")
+        except TooSoon as exc:
+            return web.Response(
+                status=429,
+                text=f"{exc}\n",
+                headers={"Retry-After": str(math.ceil(exc.retry_after))},
+            )
         if debug:
             return web.Response(text=ondemand.report(result))
         response = web.Response(body=ondemand.exposition(result))
