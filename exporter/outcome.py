@@ -15,6 +15,8 @@ class Check(StrEnum):
     ROUNDTRIP = "roundtrip"
     SMTP_LOGIN = "smtp_login"
     IMAP_LOGIN = "imap_login"
+    GRAPH_LOGIN = "graph_login"
+    GMAIL_LOGIN = "gmail_login"
 
 
 class Phase(StrEnum):
@@ -22,6 +24,8 @@ class Phase(StrEnum):
 
     Name resolution is part of the ``*_connect`` phase of its protocol. With implicit TLS the
     server greeting is awaited inside the ``*_tls`` phase, because it arrives encrypted.
+    The API transports (Graph, Gmail) time getting a token (``*_auth``), reading the mailbox
+    (``*_select``), sending, reading the probe id of candidates (``*_fetch``) and deleting.
     """
 
     SMTP_CONNECT = "smtp_connect"
@@ -35,6 +39,16 @@ class Phase(StrEnum):
     DELIVERY = "delivery"
     IMAP_FETCH = "imap_fetch"
     IMAP_CLEANUP = "imap_cleanup"
+    GRAPH_AUTH = "graph_auth"
+    GRAPH_SELECT = "graph_select"
+    GRAPH_SEND = "graph_send"
+    GRAPH_FETCH = "graph_fetch"
+    GRAPH_CLEANUP = "graph_cleanup"
+    GMAIL_AUTH = "gmail_auth"
+    GMAIL_SELECT = "gmail_select"
+    GMAIL_SEND = "gmail_send"
+    GMAIL_FETCH = "gmail_fetch"
+    GMAIL_CLEANUP = "gmail_cleanup"
 
 
 class Reason(StrEnum):

@@ -74,7 +74,7 @@ async def test_xoauth2_round_trip_and_logins(
     results = [
         await probes.run(target, check, context, transcript=True)
         for _ in range(2)
-        for check in Check
+        for check in target.checks
     ]
     for result in results:
         assert result.success, result

@@ -32,4 +32,6 @@ CHECKS: Final[dict[Check, CheckSpec]] = {
     Check.ROUNDTRIP: CheckSpec(Schedule(interval=60.0, timeout=30.0)),
     Check.SMTP_LOGIN: CheckSpec(LOGIN, login_of="smtp"),
     Check.IMAP_LOGIN: CheckSpec(LOGIN, login_of="imap"),
+    Check.GRAPH_LOGIN: CheckSpec(LOGIN, login_of="graph"),
+    Check.GMAIL_LOGIN: CheckSpec(LOGIN, login_of="gmail"),
 }

@@ -8,7 +8,9 @@ Secrets are read when the file is loaded (a reload picks up rotated ones) and ar
 
 from __future__ import annotations
 
+import base64
 import difflib
+import json
 import os
 import re
 import ssl
@@ -16,6 +18,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from exporter.config.checks import CHECKS
 from exporter.config.document import MAX_BYTES, Lines, parse_document
@@ -24,6 +31,8 @@ from exporter.config.model import (
     TLS_MODES,
     Config,
     ConfigError,
+    GmailConfig,
+    GraphConfig,
     ImapConfig,
     LoginBackoff,
     OAuth2Config,
@@ -31,9 +40,11 @@ from exporter.config.model import (
     Schedule,
     Secret,
     ServerConfig,
+    SigningKey,
     Target,
     TlsConfig,
     TlsMode,
+    TransportConfig,
 )
 from exporter.outcome import Check
 
@@ -399,13 +410,203 @@ def _imap(r: _Reader, data: dict[str, Any], path: str) -> ImapConfig:
     )
 
 
+GRAPH_URL = "https://graph.microsoft.com/v1.0"
+GRAPH_LOGIN_URL = "https://login.microsoftonline.com"
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+GRAPH_KEYS = (
+    "mailbox",
+    "tenant",
+    "client_id",
+    "client_secret",
+    "client_secret_file",
+    "client_secret_env",
+    "certificate_file",
+    "private_key_file",
+    "graph_url",
+    "login_url",
+    "scope",
+    "search",
+    "poll_interval",
+    "tls_config",
+)
+GMAIL_URL = "https://gmail.googleapis.com"
+GMAIL_SCOPE = "https://mail.google.com/"
+GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
+GMAIL_KEYS = (
+    "mailbox",
+    "service_account_file",
+    "oauth2",
+    "api_url",
+    "token_url",
+    "scope",
+    "poll_interval",
+    "tls_config",
+)
+MAX_KEY_FILE = 64 * 1024
+"""Largest certificate, private key or service-account file read."""
+
+
+def _url(r: _Reader, data: dict[str, Any], key: str, path: str, default: str) -> str:
+    """An http(s) URL without a trailing slash."""
+    value = r.get(data, key, path, r.string, default)
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname or parts.query:
+        raise r.fail(_join(path, key), f"expected an http(s) URL without a query, got {value!r}")
+    return value.rstrip("/")
+
+
+def _read_small(r: _Reader, data: dict[str, Any], key: str, path: str) -> bytes:
+    key_path = _join(path, key)
+    file = r.file(r.string(data[key], key_path), key_path)
+    try:
+        with file.open("rb") as stream:
+            content = stream.read(MAX_KEY_FILE + 1)
+    except OSError as exc:
+        raise r.fail(key_path, f"cannot read {file}: {exc.strerror}") from None
+    if len(content) > MAX_KEY_FILE:
+        raise r.fail(key_path, f"{file} is larger than {MAX_KEY_FILE:,} bytes")
+    return content
+
+
+def _private_key(r: _Reader, pem: bytes, key_path: str) -> rsa.RSAPrivateKey:
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError):
+        raise r.fail(key_path, "expected an unencrypted private key in PEM") from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise r.fail(key_path, "expected an RSA private key (tokens are signed with RS256)")
+    return key
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _certificate_key(r: _Reader, data: dict[str, Any], path: str) -> SigningKey:
+    """``certificate_file`` and ``private_key_file``: the key that signs client assertions,
+    named by the certificate's SHA-256 and SHA-1 thumbprints."""
+    if not {"certificate_file", "private_key_file"} <= data.keys():
+        raise r.fail(path, "set both certificate_file and private_key_file")
+    cert_path = _join(path, "certificate_file")
+    try:
+        certificate = x509.load_pem_x509_certificate(_read_small(r, data, "certificate_file", path))
+    except ValueError:
+        raise r.fail(cert_path, "expected a certificate in PEM") from None
+    key_pem = _read_small(r, data, "private_key_file", path)
+    private_key = _private_key(r, key_pem, _join(path, "private_key_file"))
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    encoding = serialization.Encoding.DER
+    if private_key.public_key().public_bytes(
+        encoding, public
+    ) != certificate.public_key().public_bytes(encoding, public):
+        raise r.fail(_join(path, "private_key_file"), "is not the key of certificate_file")
+    return SigningKey(
+        private_key=Secret(key_pem.decode("ascii", errors="replace")),
+        headers=(
+            ("x5t#S256", _b64url(certificate.fingerprint(hashes.SHA256()))),
+            ("x5t", _b64url(certificate.fingerprint(hashes.SHA1()))),
+        ),
+    )
+
+
+def _graph(r: _Reader, data: dict[str, Any], path: str) -> GraphConfig:
+    tls_config = r.tls_config(data.get("tls_config"), _join(path, "tls_config"))
+    tenant = r.get(data, "tenant", path, r.string)
+    login_url = _url(r, data, "login_url", path, GRAPH_LOGIN_URL)
+    secret_keys = ("client_secret", "client_secret_file", "client_secret_env")
+    certificate = any(key in data for key in ("certificate_file", "private_key_file"))
+    if certificate and any(key in data for key in secret_keys):
+        raise r.fail(path, "set either a client secret or certificate_file, not both")
+    search = data.get("search", "header")
+    if search not in ("header", "subject"):
+        raise r.fail(_join(path, "search"), f"expected header or subject, got {search!r}")
+    return GraphConfig(
+        username=r.get(data, "mailbox", path, r.address),
+        graph_url=_url(r, data, "graph_url", path, GRAPH_URL),
+        oauth2=OAuth2Config(
+            token_url=f"{login_url}/{tenant}/oauth2/v2.0/token",
+            scope=r.get(data, "scope", path, r.string, GRAPH_SCOPE),
+            grant="client_credentials",
+            client_id=r.get(data, "client_id", path, r.string),
+            client_secret=None if certificate else r.secret(data, path, "client_secret"),
+            refresh_token=None,
+            signing_key=_certificate_key(r, data, path) if certificate else None,
+            tls_config=tls_config,
+        ),
+        tls_config=tls_config,
+        poll_interval=r.get(data, "poll_interval", path, r.duration, 2.0),
+        search=search,
+    )
+
+
+def _service_account(
+    r: _Reader, data: dict[str, Any], path: str, mailbox: str, scope: str
+) -> OAuth2Config:
+    """A service account's JSON key file: a JWT bearer grant acting for ``mailbox``."""
+    key_path = _join(path, "service_account_file")
+    try:
+        account = json.loads(_read_small(r, data, "service_account_file", path))
+    except ValueError:
+        raise r.fail(key_path, "expected a service account's JSON key file") from None
+    if not isinstance(account, dict) or account.get("type") != "service_account":
+        raise r.fail(key_path, 'expected a JSON key file with "type": "service_account"')
+    for field in ("client_email", "private_key"):
+        if not isinstance(account.get(field), str) or not account[field]:
+            raise r.fail(key_path, f"the key file has no {field}")
+    pem = str(account["private_key"])
+    _private_key(r, pem.encode(), key_path)
+    key_id = account.get("private_key_id")
+    token_url = account.get("token_uri") if isinstance(account.get("token_uri"), str) else None
+    return OAuth2Config(
+        token_url=_url(r, data, "token_url", path, token_url or GOOGLE_TOKEN_URL),
+        scope=scope,
+        grant="jwt_bearer",
+        client_id=str(account["client_email"]),
+        client_secret=None,
+        refresh_token=None,
+        signing_key=SigningKey(
+            Secret(pem), (("kid", key_id),) if isinstance(key_id, str) and key_id else ()
+        ),
+        subject=mailbox,
+    )
+
+
+def _gmail(r: _Reader, data: dict[str, Any], path: str) -> GmailConfig:
+    tls_config = r.tls_config(data.get("tls_config"), _join(path, "tls_config"))
+    mailbox = r.get(data, "mailbox", path, r.address)
+    scope = r.get(data, "scope", path, r.string, GMAIL_SCOPE)
+    if ("service_account_file" in data) == ("oauth2" in data):
+        raise r.fail(path, "set exactly one of service_account_file, oauth2")
+    if "oauth2" in data:
+        if "token_url" in data:
+            raise r.fail(_join(path, "token_url"), "set it in oauth2 (used with a service account)")
+        oauth2_path = _join(path, "oauth2")
+        given = r.mapping(data["oauth2"], oauth2_path, OAUTH2_KEYS)
+        oauth2 = r.oauth2(
+            {"provider": "google", "grant": "refresh_token", "scope": scope, **given},
+            oauth2_path,
+            "gmail",
+        )
+        if oauth2.grant != "refresh_token":
+            raise r.fail(_join(oauth2_path, "grant"), "the Gmail API takes refresh_token here")
+    else:
+        oauth2 = _service_account(r, data, path, mailbox, scope)
+    return GmailConfig(
+        username=mailbox,
+        api_url=_url(r, data, "api_url", path, GMAIL_URL) + "/gmail/v1",
+        oauth2=replace(oauth2, tls_config=tls_config),
+        tls_config=tls_config,
+        poll_interval=r.get(data, "poll_interval", path, r.duration, 2.0),
+    )
+
+
 @dataclass(frozen=True)
 class Section:
     """A transport's section of a target: its keys, its reader, and what it can do in a
     round trip."""
 
     keys: tuple[str, ...]
-    read: Callable[[_Reader, dict[str, Any], str], ServerConfig]
+    read: Callable[[_Reader, dict[str, Any], str], TransportConfig]
     sends: bool = False
     receives: bool = False
 
@@ -413,6 +614,8 @@ class Section:
 SECTIONS: dict[str, Section] = {
     "smtp": Section(SERVER_KEYS, _smtp, sends=True),
     "imap": Section(IMAP_KEYS, _imap, receives=True),
+    "graph": Section(GRAPH_KEYS, _graph, sends=True, receives=True),
+    "gmail": Section(GMAIL_KEYS, _gmail, sends=True, receives=True),
 }
 """Every transport's configuration section, by the key it has in a target."""
 
@@ -440,11 +643,19 @@ def _role(r: _Reader, data: dict[str, Any], path: str, key: str, default: str) -
     return str(value)
 
 
+def _default_role(sections: Mapping[str, TransportConfig], usual: str, *, sends: bool) -> str:
+    """``usual`` (smtp, imap) if configured, else the only configured section able to."""
+    able = [
+        name for name in sections if (SECTIONS[name].sends if sends else SECTIONS[name].receives)
+    ]
+    return usual if usual in sections or len(able) != 1 else able[0]
+
+
 def _target(r: _Reader, raw: Any, defaults: dict[str, Any], path: str) -> Target:
     data = r.mapping(raw, path, TARGET_KEYS)
     merged = {**defaults, **data}
     name = r.get(merged, "name", path, r.name)
-    sections: dict[str, ServerConfig] = {}
+    sections: dict[str, TransportConfig] = {}
     for key, spec in SECTIONS.items():
         base = r.mapping(defaults.get(key), _join("defaults", key), spec.keys)
         values = {**base, **r.mapping(data.get(key), _join(path, key), spec.keys)}
@@ -456,8 +667,8 @@ def _target(r: _Reader, raw: Any, defaults: dict[str, Any], path: str) -> Target
         schedules={},
         mail_from="",
         mail_to="",
-        sender=_role(r, merged, path, "sender", "smtp"),
-        receiver=_role(r, merged, path, "receiver", "imap"),
+        sender=_role(r, merged, path, "sender", _default_role(sections, "smtp", sends=True)),
+        receiver=_role(r, merged, path, "receiver", _default_role(sections, "imap", sends=False)),
         labels=_labels(r, defaults.get("labels"), data.get("labels"), path),
         **sections,  # type: ignore[arg-type]
     )
@@ -489,8 +700,8 @@ def _target(r: _Reader, raw: Any, defaults: dict[str, Any], path: str) -> Target
     )
 
 
-def _default_checks(target: Target, sections: Mapping[str, ServerConfig]) -> tuple[Check, ...]:
-    """Every check whose transports the target has: today's smtp + imap run all three."""
+def _default_checks(target: Target, sections: Mapping[str, TransportConfig]) -> tuple[Check, ...]:
+    """Every check whose transports the target has: smtp + imap run all three."""
     return tuple(
         check
         for check, spec in CHECKS.items()

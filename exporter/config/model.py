@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlsplit
 
 from exporter.outcome import Check
 
 TlsMode = Literal["starttls", "implicit", "none"]
 TLS_MODES: tuple[TlsMode, ...] = ("starttls", "implicit", "none")
 TlsVersion = Literal["TLS12", "TLS13"]
-OAuth2Grant = Literal["client_credentials", "refresh_token"]
+OAuth2Grant = Literal["client_credentials", "refresh_token", "jwt_bearer"]
 MAX_CONCURRENT_PROBES = 32
 """Probes in flight at once, unless ``global.max_concurrent_probes`` says otherwise."""
 
@@ -65,8 +66,31 @@ class TlsConfig:
 
 
 @dataclass(frozen=True)
+class SigningKey:
+    """A private key that signs JWT assertions (RFC 7523), and the header fields that name it
+    to the token endpoint (a certificate's ``x5t``/``x5t#S256``, or a key id ``kid``)."""
+
+    private_key: Secret
+    """The key in PEM."""
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def secrets(self) -> set[str]:
+        """The PEM, and each line of it, so that a partial leak is caught too."""
+        pem = self.private_key.reveal()
+        lines = {line.strip() for line in pem.splitlines() if len(line.strip()) >= 16}
+        return revealed(self.private_key) | {line for line in lines if "-----" not in line}
+
+
+@dataclass(frozen=True)
 class OAuth2Config:
-    """Where and how to get an access token for SASL XOAUTH2."""
+    """Where and how to get an access token: for SASL XOAUTH2, or for a mail API.
+
+    ``client_credentials`` authenticates the client with ``client_secret`` or, when
+    ``signing_key`` is set, with a signed client assertion (RFC 7523 section 2.2, as
+    Microsoft's certificate credentials); ``jwt_bearer`` sends a signed assertion as the grant
+    itself (RFC 7523 section 2.1, as Google's service accounts), ``client_id`` being its
+    issuer and ``subject`` the user it acts for.
+    """
 
     token_url: str
     scope: str
@@ -74,13 +98,60 @@ class OAuth2Config:
     client_id: str
     client_secret: Secret | None
     refresh_token: Secret | None
+    signing_key: SigningKey | None = None
+    subject: str = ""
+    tls_config: TlsConfig | None = None
+    """How to verify the token endpoint; None: the system's trust store."""
 
     def secrets(self) -> set[str]:
-        return revealed(self.client_secret, self.refresh_token)
+        signed = self.signing_key.secrets() if self.signing_key else set()
+        return revealed(self.client_secret, self.refresh_token) | signed
+
+
+class TransportConfig:
+    """What every transport section of a target has: the account it uses, how to verify
+    the servers it talks to, and the credentials to keep out of anything shown."""
+
+    username: str
+    tls_config: TlsConfig
+    if TYPE_CHECKING:
+
+        @property
+        def host(self) -> str: ...
+        @property
+        def port(self) -> int: ...
+        @property
+        def tls(self) -> TlsMode: ...
+        @property
+        def oauth2(self) -> OAuth2Config | None: ...
+
+    def secrets(self) -> set[str]:
+        raise NotImplementedError
+
+
+class _ApiEndpoint:
+    """Host, port and TLS mode of an API transport, read from its base URL."""
+
+    def _base(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self._base()).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self._base())
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+    @property
+    def tls(self) -> TlsMode:
+        """HTTPS is TLS from the first byte."""
+        return "implicit" if urlsplit(self._base()).scheme == "https" else "none"
 
 
 @dataclass(frozen=True)
-class ServerConfig:
+class ServerConfig(TransportConfig):
     """How to reach and log in to one mail protocol's server: a password, or OAuth2."""
 
     host: str
@@ -102,6 +173,49 @@ class ImapConfig(ServerConfig):
     poll_interval: float = 1.0
 
 
+GraphSearch = Literal["header", "subject"]
+
+
+@dataclass(frozen=True)
+class GraphConfig(_ApiEndpoint, TransportConfig):
+    """A mailbox in Microsoft 365 reached over Microsoft Graph with an app-only token."""
+
+    username: str
+    """The mailbox (``mailbox`` in the file): its address or user principal name."""
+    graph_url: str
+    """The Graph API's base, version included (``https://graph.microsoft.com/v1.0``)."""
+    oauth2: OAuth2Config
+    tls_config: TlsConfig
+    poll_interval: float = 2.0
+    search: GraphSearch = "header"
+    """Find probes by their probe id header (an extended property) or by their subject."""
+
+    def _base(self) -> str:
+        return self.graph_url
+
+    def secrets(self) -> set[str]:
+        return self.oauth2.secrets()
+
+
+@dataclass(frozen=True)
+class GmailConfig(_ApiEndpoint, TransportConfig):
+    """A Gmail or Google Workspace mailbox reached over the Gmail API."""
+
+    username: str
+    """The mailbox (``mailbox`` in the file): the user the API acts for."""
+    api_url: str
+    """The API's base, version included (``https://gmail.googleapis.com/gmail/v1``)."""
+    oauth2: OAuth2Config
+    tls_config: TlsConfig
+    poll_interval: float = 2.0
+
+    def _base(self) -> str:
+        return self.api_url
+
+    def secrets(self) -> set[str]:
+        return self.oauth2.secrets()
+
+
 @dataclass(frozen=True)
 class Schedule:
     """How often one check runs, and how long one probe of it may take."""
@@ -115,7 +229,8 @@ class Target:
     """One mailbox to watch: how to reach it, what to check, and how often.
 
     A round trip sends through the ``sender`` transport and watches through the ``receiver``
-    transport; each transport's settings are in the field of its name (``smtp``, ``imap``).
+    transport; each transport's settings are in the field of its name (``smtp``, ``imap``,
+    ``graph``, ``gmail``).
     """
 
     name: str
@@ -127,6 +242,8 @@ class Target:
     receiver: str = "imap"
     smtp: ServerConfig | None = None
     imap: ImapConfig | None = None
+    graph: GraphConfig | None = None
+    gmail: GmailConfig | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     """Static labels of the target, such as ``provider``, exported on ``mailbox_target_info``."""
 
@@ -136,15 +253,15 @@ class Target:
     def timeout(self, check: Check) -> float:
         return self.schedules[check].timeout
 
-    def sections(self) -> dict[str, ServerConfig]:
+    def sections(self) -> dict[str, TransportConfig]:
         """The transports configured for this target, by name."""
         return {
             item.name: value
             for item in fields(self)
-            if isinstance(value := getattr(self, item.name), ServerConfig)
+            if isinstance(value := getattr(self, item.name), TransportConfig)
         }
 
-    def section(self, name: str) -> ServerConfig:
+    def section(self, name: str) -> TransportConfig:
         """The settings of transport ``name``; configuration loading made sure it is there."""
         found = self.sections().get(name)
         if found is None:

@@ -1,26 +1,39 @@
-"""OAuth2 access tokens for SASL XOAUTH2, fetched once and shared.
+"""OAuth2 access tokens for SASL XOAUTH2 and the mail APIs, fetched once and shared.
 
 Every check of every target that uses the same credentials (token endpoint, grant, client,
-secret, scope) shares one cached token, so the token endpoint is called once per token
-lifetime however many probes need it. A token is refreshed shortly before it expires. Concurrent
-probes that need a fresh token wait for a single request. Tokens and secrets never leave this
-module but as the value handed to the login step.
+secret or key, subject, scope) shares one cached token, so the token endpoint is called once
+per token lifetime however many probes need it. A token is refreshed shortly before it
+expires. Concurrent probes that need a fresh token wait for a single request. Tokens and
+secrets never leave this module but as the value handed to the login step.
+
+Besides a client secret and a refresh token, a token can be had with a signed JWT (RFC 7523):
+as the client's credentials in a client credentials grant (Microsoft's certificate
+credentials), or as the grant itself (Google's service accounts). JWTs are signed by PyJWT
+with the ``cryptography`` backend.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
+import jwt
 
 from exporter.config import OAuth2Config
 from exporter.outcome import ProbeFailure, Reason
+from exporter.transports import net
 
 REFRESH_BEFORE: Final = 300.0
 """Refresh a token this long before it expires (or at 90% of a shorter lifetime)."""
+ASSERTION_LIFETIME: Final = 600
+"""Seconds a signed assertion is valid: one token request, with room for clock skew."""
+CLIENT_ASSERTION_TYPE: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+JWT_BEARER_GRANT: Final = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 
 @dataclass(frozen=True)
@@ -32,7 +45,9 @@ class Token:
     """Monotonic time after which the token is fetched anew."""
 
 
-_Key = tuple[str, str, str, str, str, str]
+_Key = OAuth2Config
+"""Tokens are kept by everything that identifies the credentials: the whole configuration
+(token endpoint, grant, client, secret, refresh token, signing key, subject, scope)."""
 
 
 class TokenCache:
@@ -77,19 +92,16 @@ class TokenCache:
         self._tokens.pop(_key(config), None)
 
     async def _fetch(self, config: OAuth2Config) -> Token:
-        form = {"grant_type": config.grant, "client_id": config.client_id}
-        if config.scope:
-            form["scope"] = config.scope
-        if config.client_secret is not None:
-            form["client_secret"] = config.client_secret.reveal()
-        if config.refresh_token is not None:
-            form["refresh_token"] = config.refresh_token.reveal()
+        form = request_form(config)
         if self._session is None:
             self._session = aiohttp.ClientSession()
         self.requests += 1
         started = time.monotonic()
+        tls: ssl.SSLContext | bool = True
+        if config.tls_config is not None and config.token_url.startswith("https:"):
+            tls = net.tls_context(config.tls_config)
         try:
-            async with self._session.post(config.token_url, data=form) as response:
+            async with self._session.post(config.token_url, data=form, ssl=tls) as response:
                 body = await _json(response)
                 status = response.status
         except aiohttp.ClientError as exc:
@@ -99,7 +111,7 @@ class TokenCache:
         if status != 200 or not isinstance(body.get("access_token"), str):
             error = body.get("error") or "no access_token in the answer"
             description = body.get("error_description") or ""
-            detail = f"token endpoint answered {status}: {error} {description}".strip()
+            detail = " ".join(f"token endpoint answered {status}: {error} {description}".split())
             raise ProbeFailure(Reason.OAUTH_TOKEN, _secretless(detail, config)[:300])
         lifetime = _lifetime(body.get("expires_in"))
         margin = min(REFRESH_BEFORE, lifetime * 0.1)
@@ -111,17 +123,64 @@ class TokenCache:
 
 
 def _key(config: OAuth2Config) -> _Key:
-    def reveal(secret: object) -> str:
-        return secret.reveal() if hasattr(secret, "reveal") else ""
+    return config
 
-    return (
-        config.token_url,
-        config.grant,
-        config.client_id,
-        reveal(config.client_secret),
-        reveal(config.refresh_token),
-        config.scope,
-    )
+
+def request_form(config: OAuth2Config, now: float | None = None) -> dict[str, str]:
+    """The form posted to the token endpoint for ``config``.
+
+    A ``jwt_bearer`` grant sends an assertion with ``iss`` = the client (a service account's
+    address), ``sub`` = the user it acts for, ``scope`` and ``aud`` = the token endpoint. A
+    client credentials grant with a signing key authenticates the client with an assertion
+    whose ``iss`` and ``sub`` are the client id, named by the certificate's thumbprints.
+    """
+    moment = int(time.time() if now is None else now)
+    if config.grant == "jwt_bearer":
+        claims: dict[str, Any] = {
+            "iss": config.client_id,
+            "scope": config.scope,
+            "aud": config.token_url,
+            "iat": moment,
+            "exp": moment + ASSERTION_LIFETIME,
+        }
+        if config.subject:
+            claims["sub"] = config.subject
+        return {"grant_type": JWT_BEARER_GRANT, "assertion": _sign(config, claims)}
+    form = {"grant_type": config.grant, "client_id": config.client_id}
+    if config.scope:
+        form["scope"] = config.scope
+    if config.signing_key is not None:
+        form["client_assertion_type"] = CLIENT_ASSERTION_TYPE
+        form["client_assertion"] = _sign(
+            config,
+            {
+                "iss": config.client_id,
+                "sub": config.client_id,
+                "aud": config.token_url,
+                "jti": str(uuid.uuid4()),
+                "iat": moment,
+                "nbf": moment,
+                "exp": moment + ASSERTION_LIFETIME,
+            },
+        )
+    if config.client_secret is not None:
+        form["client_secret"] = config.client_secret.reveal()
+    if config.refresh_token is not None:
+        form["refresh_token"] = config.refresh_token.reveal()
+    return form
+
+
+def _sign(config: OAuth2Config, claims: dict[str, Any]) -> str:
+    assert config.signing_key is not None
+    key = config.signing_key
+    try:
+        return jwt.encode(
+            claims, key.private_key.reveal(), algorithm="RS256", headers=dict(key.headers)
+        )
+    except (ValueError, TypeError, jwt.PyJWTError) as exc:
+        raise ProbeFailure(
+            Reason.OAUTH_TOKEN, f"cannot sign the assertion: {type(exc).__name__}"
+        ) from None
 
 
 async def _json(response: aiohttp.ClientResponse) -> dict[str, Any]:
@@ -141,7 +200,6 @@ def _lifetime(expires_in: object) -> float:
 
 
 def _secretless(text: str, config: OAuth2Config) -> str:
-    for secret in (config.client_secret, config.refresh_token):
-        if secret is not None and secret.reveal():
-            text = text.replace(secret.reveal(), "<redacted>")
+    for secret in sorted(config.secrets(), key=len, reverse=True):
+        text = text.replace(secret, "<redacted>")
     return text

@@ -8,42 +8,79 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
-from exporter.config import ServerConfig
+from exporter.config.model import (
+    GmailConfig,
+    GraphConfig,
+    ImapConfig,
+    ServerConfig,
+    TransportConfig,
+)
 from exporter.trace import Trace
-from exporter.transports import Receiver, Sender, imap, smtp
+from exporter.transports import Receiver, Sender, gmail, graph, imap, smtp
 from exporter.transports.oauth import TokenCache
 
-LoginCheck = Callable[[ServerConfig, Trace, TokenCache], Awaitable[None]]
+LoginCheck = Callable[[TransportConfig, Trace, TokenCache], Awaitable[None]]
+S = TypeVar("S", bound=TransportConfig)
+R = TypeVar("R")
+
+
+def _taking(
+    kind: type[S], make: Callable[[S, Trace, TokenCache], R]
+) -> Callable[[TransportConfig, Trace, TokenCache], R]:
+    """``make``, for any section: a section of another kind is a programming error."""
+
+    def build(section: TransportConfig, trace: Trace, tokens: TokenCache) -> R:
+        if not isinstance(section, kind):
+            raise TypeError(f"a {kind.__name__} is needed, got {type(section).__name__}")
+        return make(section, trace, tokens)
+
+    return build
 
 
 @dataclass(frozen=True)
 class Transport:
-    sender: Callable[[ServerConfig, Trace, TokenCache], Sender] | None = None
-    receiver: Callable[[ServerConfig, Trace, TokenCache], Receiver] | None = None
+    sender: Callable[[TransportConfig, Trace, TokenCache], Sender] | None = None
+    receiver: Callable[[TransportConfig, Trace, TokenCache], Receiver] | None = None
     login: LoginCheck | None = None
     """The transport's fresh-login check; its check is the one whose ``login_of`` names it."""
 
 
 TRANSPORTS: Final[dict[str, Transport]] = {
-    "smtp": Transport(sender=smtp.SmtpSender, login=smtp.check_login),
-    "imap": Transport(receiver=imap.ImapReceiver, login=imap.check_login),
+    "smtp": Transport(
+        sender=_taking(ServerConfig, smtp.SmtpSender),
+        login=_taking(ServerConfig, smtp.check_login),
+    ),
+    "imap": Transport(
+        receiver=_taking(ImapConfig, imap.ImapReceiver),
+        login=_taking(ImapConfig, imap.check_login),
+    ),
+    "graph": Transport(
+        sender=_taking(GraphConfig, graph.GraphSender),
+        receiver=_taking(GraphConfig, graph.GraphReceiver),
+        login=_taking(GraphConfig, graph.check_login),
+    ),
+    "gmail": Transport(
+        sender=_taking(GmailConfig, gmail.GmailSender),
+        receiver=_taking(GmailConfig, gmail.GmailReceiver),
+        login=_taking(GmailConfig, gmail.check_login),
+    ),
 }
 
 
-def sender(name: str, server: ServerConfig, trace: Trace, tokens: TokenCache) -> Sender:
+def sender(name: str, section: TransportConfig, trace: Trace, tokens: TokenCache) -> Sender:
     make = TRANSPORTS[name].sender
     if make is None:
         raise LookupError(f"the {name} transport cannot send")
-    return make(server, trace, tokens)
+    return make(section, trace, tokens)
 
 
-def receiver(name: str, server: ServerConfig, trace: Trace, tokens: TokenCache) -> Receiver:
+def receiver(name: str, section: TransportConfig, trace: Trace, tokens: TokenCache) -> Receiver:
     make = TRANSPORTS[name].receiver
     if make is None:
         raise LookupError(f"the {name} transport cannot receive")
-    return make(server, trace, tokens)
+    return make(section, trace, tokens)
 
 
 def login(name: str) -> LoginCheck:

@@ -1,0 +1,188 @@
+"""The Gmail API: send raw RFC 822, search the Inbox, delete probes permanently.
+
+Tokens come from a service account with domain-wide delegation (a JWT bearer grant acting
+for the mailbox) or from a refresh token. Written from the Gmail API reference:
+``users.messages.send`` takes the message base64url-encoded and replaces its Message-ID, so
+the probe is found again by its subject with ``q=`` (Gmail has no search operator for
+``X-`` headers) and verified by reading its ``X-Mailbox-Probe-Id`` with
+``format=metadata``. ``users.messages.delete`` removes a message for good (it needs the
+``https://mail.google.com/`` scope); ``trash`` would keep it for 30 days. A message the
+mailbox sends to itself is one message labelled SENT and INBOX; sent to another mailbox, the
+sender's copy is deleted right after sending. The quota is 15,000 units a minute per user:
+the Inbox is polled with a back-off.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Sequence
+from typing import Any, Final
+from urllib.parse import quote
+
+from exporter.config.model import GmailConfig
+from exporter.message import PROBE_HEADER, subject
+from exporter.outcome import Phase, ProbeFailure, Reason
+from exporter.trace import Trace
+from exporter.transports import ProbeMessage
+from exporter.transports.http import MAX_PAGES, ApiPhases, ApiSession, Poller
+from exporter.transports.oauth import TokenCache
+
+PHASES: Final = ApiPhases(
+    "gmail",
+    Phase.GMAIL_AUTH,
+    Phase.GMAIL_SELECT,
+    Phase.GMAIL_SEND,
+    Phase.GMAIL_FETCH,
+    Phase.GMAIL_CLEANUP,
+)
+LOOKBACK: Final = "newer_than:1d"
+"""Probes received this long before the round trip are still found (late arrivals)."""
+
+
+def _session(section: GmailConfig, trace: Trace, tokens: TokenCache) -> ApiSession:
+    return ApiSession(PHASES, section.api_url, section.oauth2, section.tls_config, trace, tokens)
+
+
+def _user(section: GmailConfig) -> str:
+    return "/users/" + quote(section.username, safe="@")
+
+
+def query(prefix: str, where: str = "inbox") -> str:
+    """The ``q=`` that finds probes whose id starts with ``prefix`` in ``where``: by the
+    subject's words, the id prefix without its final dot (Gmail searches words)."""
+    return f'in:{where} subject:"{subject(prefix.rstrip("."))}" {LOOKBACK}'
+
+
+def _header(item: dict[str, Any], name: str) -> str:
+    payload = item.get("payload")
+    for field in (payload.get("headers") or ()) if isinstance(payload, dict) else ():
+        if isinstance(field, dict) and str(field.get("name", "")).lower() == name.lower():
+            return str(field.get("value", ""))
+    return ""
+
+
+class GmailSender:
+    """Sends the raw probe message with ``users.messages.send`` as the configured mailbox."""
+
+    def __init__(self, section: GmailConfig, trace: Trace, tokens: TokenCache) -> None:
+        self.section = section
+        self.trace = trace
+        self.tokens = tokens
+
+    async def send(self, probe: ProbeMessage) -> float:
+        async with _session(self.section, self.trace, self.tokens) as api:
+            await api.authenticate()
+            with self.trace.phase(Phase.GMAIL_SEND):
+                raw = base64.urlsafe_b64encode(probe.raw).decode("ascii")
+                sent = await api.call(
+                    "POST", _user(self.section) + "/messages/send", "send", json={"raw": raw}
+                )
+            accepted = time.monotonic()
+            if probe.mail_to.lower() != self.section.username.lower() and sent.get("id"):
+                await self._forget(api, str(sent["id"]))
+            return accepted
+
+    async def _forget(self, api: ApiSession, ref: str) -> None:
+        """Delete the sender's copy; failing to is a cleanup failure, not a failed probe."""
+        try:
+            with self.trace.phase(Phase.GMAIL_CLEANUP):
+                await api.call(
+                    "DELETE",
+                    f"{_user(self.section)}/messages/{quote(ref, safe='')}",
+                    "mailbox",
+                    missing_ok=True,
+                )
+        except ProbeFailure as failure:
+            self.trace.say(f"the sent copy stays: {failure.detail}")
+            self.trace.found.cleanup_failed = True
+
+
+class GmailReceiver:
+    """The Inbox, searched with one query per look; probes verified by their header, deleted
+    permanently."""
+
+    def __init__(self, section: GmailConfig, trace: Trace, tokens: TokenCache) -> None:
+        self.section = section
+        self.trace = trace
+        self.api = _session(section, trace, tokens)
+        self.poller = Poller(section.poll_interval)
+
+    async def open(self) -> None:
+        await self.api.authenticate()
+        with self.trace.phase(Phase.GMAIL_SELECT):
+            profile = await self.api.call("GET", _user(self.section) + "/profile", "mailbox")
+        self.trace.say(f"the mailbox holds {profile.get('messagesTotal', '?')} messages")
+
+    async def wait(self, deadline: float) -> float | None:
+        return await self.poller.wait(deadline)
+
+    async def find(self, prefix: str) -> list[str]:
+        found = await self._search(query(prefix))
+        if not found and self.poller.last_look():
+            spam = await self._search(query(prefix, "spam"))
+            if spam:
+                raise ProbeFailure(
+                    Reason.NOT_DELIVERED,
+                    f"{len(spam)} message(s) with this exporter's probe id prefix found in "
+                    "Spam, none in the Inbox",
+                )
+        return found
+
+    async def _search(self, q: str) -> list[str]:
+        params = {"q": q}
+        found: list[str] = []
+        for _ in range(MAX_PAGES):
+            page = await self.api.call(
+                "GET", _user(self.section) + "/messages", "mailbox", params=params
+            )
+            found += [
+                str(item["id"])
+                for item in page.get("messages") or ()
+                if isinstance(item, dict) and isinstance(item.get("id"), str)
+            ]
+            token = page.get("nextPageToken")
+            if not isinstance(token, str):
+                break
+            params = {"q": q, "pageToken": token}
+        return found
+
+    async def probe_ids(self, refs: Sequence[str]) -> dict[str, str]:
+        ids: dict[str, str] = {}
+        with self.trace.phase(Phase.GMAIL_FETCH):
+            for ref in refs:
+                item = await self.api.call(
+                    "GET",
+                    f"{_user(self.section)}/messages/{quote(ref, safe='')}",
+                    "mailbox",
+                    params={"format": "metadata", "metadataHeaders": PROBE_HEADER},
+                    missing_ok=True,
+                )
+                ids[ref] = _header(item, PROBE_HEADER)
+        return ids
+
+    async def delete(self, refs: Sequence[str]) -> bool:
+        """Delete each message for good (not to Trash); gone already is fine."""
+        with self.trace.phase(Phase.GMAIL_CLEANUP):
+            for ref in refs:
+                await self.api.call(
+                    "DELETE",
+                    f"{_user(self.section)}/messages/{quote(ref, safe='')}",
+                    "mailbox",
+                    missing_ok=True,
+                )
+        return True
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    def abort(self) -> None:
+        self.api.abort()
+
+
+async def check_login(section: GmailConfig, trace: Trace, tokens: TokenCache) -> None:
+    """gmail_login: can a token be had for the mailbox, and does users.getProfile answer?"""
+    async with _session(section, trace, tokens) as api:
+        await api.authenticate()
+        with trace.phase(Phase.GMAIL_SELECT):
+            await api.call("GET", _user(section) + "/profile", "mailbox")

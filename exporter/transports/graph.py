@@ -1,0 +1,212 @@
+"""Microsoft Graph: send with ``sendMail``, watch the Inbox, delete probes permanently.
+
+App-only access (client credentials with a client secret or a certificate) to one mailbox.
+Written from the Graph v1.0 reference: ``POST /users/{id}/sendMail`` answers 202 with no
+message id, so the probe is found again by its ``X-Mailbox-Probe-Id`` header, which Exchange
+keeps as an extended property in the internet headers namespace (or, with ``search:
+subject``, by its subject). Lists are paged with ``@odata.nextLink``; headers are only
+returned when ``$select``-ed; ``DELETE`` would move a message to Deleted Items, so probes
+are removed with ``permanentDelete``. Graph allows 10,000 requests per 10 minutes per app
+and mailbox: the Inbox is polled with a back-off, and every request is counted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+from urllib.parse import quote
+
+from exporter.config.model import GraphConfig
+from exporter.message import PROBE_HEADER, subject
+from exporter.outcome import Phase, ProbeFailure, Reason
+from exporter.trace import Trace
+from exporter.transports import ProbeMessage
+from exporter.transports.http import MAX_PAGES, ApiPhases, ApiSession, Poller, quote_odata
+from exporter.transports.oauth import TokenCache
+
+PHASES: Final = ApiPhases(
+    "graph",
+    Phase.GRAPH_AUTH,
+    Phase.GRAPH_SELECT,
+    Phase.GRAPH_SEND,
+    Phase.GRAPH_FETCH,
+    Phase.GRAPH_CLEANUP,
+)
+INTERNET_HEADERS: Final = "{00020386-0000-0000-C000-000000000046}"
+"""The property set Exchange keeps internet message headers in (PS_INTERNET_HEADERS)."""
+LOOKBACK: Final = timedelta(days=1)
+"""Probes received this long before the round trip are still found (late arrivals)."""
+SELECT: Final = "id,internetMessageHeaders"
+
+
+def _session(section: GraphConfig, trace: Trace, tokens: TokenCache) -> ApiSession:
+    return ApiSession(PHASES, section.graph_url, section.oauth2, section.tls_config, trace, tokens)
+
+
+def _user(section: GraphConfig) -> str:
+    return "/users/" + quote(section.username, safe="@")
+
+
+def probe_filter(section: GraphConfig, prefix: str, since: datetime) -> str:
+    """The ``$filter`` that finds messages whose probe id starts with ``prefix``."""
+    after = f"receivedDateTime ge {since.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    if section.search == "subject":
+        return f"{after} and startswith(subject,{quote_odata(subject(prefix))})"
+    header = quote_odata(f"String {INTERNET_HEADERS} Name {PROBE_HEADER}")
+    return (
+        f"{after} and singleValueExtendedProperties/any(ep: ep/id eq {header} and "
+        f"startswith(ep/value,{quote_odata(prefix)}))"
+    )
+
+
+def message(section: GraphConfig, probe: ProbeMessage) -> dict[str, Any]:
+    """The ``sendMail`` request: the probe's ``x-`` headers go along (Graph takes no others);
+    no copy is saved to Sent Items."""
+    body: dict[str, Any] = {
+        "subject": probe.subject,
+        "body": {"contentType": "Text", "content": probe.text},
+        "toRecipients": [{"emailAddress": {"address": probe.mail_to}}],
+        "internetMessageHeaders": [
+            {"name": name, "value": value}
+            for name, value in probe.headers
+            if name.lower().startswith("x-")
+        ],
+    }
+    if probe.mail_from.lower() != section.username.lower():
+        body["from"] = {"emailAddress": {"address": probe.mail_from}}
+    return {"message": body, "saveToSentItems": False}
+
+
+def _header(item: dict[str, Any], name: str) -> str:
+    for field in item.get("internetMessageHeaders") or ():
+        if isinstance(field, dict) and str(field.get("name", "")).lower() == name.lower():
+            return str(field.get("value", ""))
+    return ""
+
+
+class GraphSender:
+    """Sends the probe message with ``sendMail`` as the configured mailbox."""
+
+    def __init__(self, section: GraphConfig, trace: Trace, tokens: TokenCache) -> None:
+        self.section = section
+        self.trace = trace
+        self.tokens = tokens
+
+    async def send(self, probe: ProbeMessage) -> float:
+        async with _session(self.section, self.trace, self.tokens) as api:
+            await api.authenticate()
+            with self.trace.phase(Phase.GRAPH_SEND):
+                await api.call(
+                    "POST",
+                    _user(self.section) + "/sendMail",
+                    "send",
+                    json=message(self.section, probe),
+                )
+            return time.monotonic()
+
+
+class GraphReceiver:
+    """The Inbox, polled with one filtered query per look; probes verified by their header,
+    deleted permanently."""
+
+    def __init__(self, section: GraphConfig, trace: Trace, tokens: TokenCache) -> None:
+        self.section = section
+        self.trace = trace
+        self.api = _session(section, trace, tokens)
+        self.poller = Poller(section.poll_interval)
+        self._since = datetime.now(UTC) - LOOKBACK
+        self._headers: dict[str, str] = {}
+
+    async def open(self) -> None:
+        await self.api.authenticate()
+        with self.trace.phase(Phase.GRAPH_SELECT):
+            inbox = await self.api.call(
+                "GET",
+                _user(self.section) + "/mailFolders/inbox",
+                "mailbox",
+                params={"$select": "id,totalItemCount"},
+            )
+        self.trace.say(f"Inbox holds {inbox.get('totalItemCount', '?')} messages")
+
+    async def wait(self, deadline: float) -> float | None:
+        return await self.poller.wait(deadline)
+
+    async def find(self, prefix: str) -> list[str]:
+        found = await self._search("inbox", prefix)
+        if not found and self.poller.last_look():
+            junk = await self._search("junkemail", prefix)
+            if junk:
+                raise ProbeFailure(
+                    Reason.NOT_DELIVERED,
+                    f"{len(junk)} message(s) with this exporter's probe id prefix found in "
+                    "Junk Email, none in the Inbox",
+                )
+        return found
+
+    async def _search(self, folder: str, prefix: str) -> list[str]:
+        params: dict[str, str] | None = {
+            "$filter": probe_filter(self.section, prefix, self._since),
+            "$select": SELECT,
+        }
+        url = f"{_user(self.section)}/mailFolders/{folder}/messages"
+        found: list[str] = []
+        for _ in range(MAX_PAGES):
+            page = await self.api.call("GET", url, "mailbox", params=params)
+            for item in page.get("value") or ():
+                if isinstance(item, dict) and isinstance(item.get("id"), str):
+                    found.append(item["id"])
+                    if folder == "inbox":
+                        self._headers[item["id"]] = _header(item, PROBE_HEADER)
+            next_link = page.get("@odata.nextLink")
+            if not isinstance(next_link, str):
+                break
+            url, params = next_link, None
+        return found
+
+    async def probe_ids(self, refs: Sequence[str]) -> dict[str, str]:
+        """The probe id header of each message: read with the search, else one by one."""
+        with self.trace.phase(Phase.GRAPH_FETCH):
+            for ref in refs:
+                if ref not in self._headers:
+                    item = await self.api.call(
+                        "GET",
+                        f"{_user(self.section)}/messages/{quote(ref, safe='')}",
+                        "mailbox",
+                        params={"$select": SELECT},
+                        missing_ok=True,
+                    )
+                    self._headers[ref] = _header(item, PROBE_HEADER)
+        return {ref: self._headers.get(ref, "") for ref in refs}
+
+    async def delete(self, refs: Sequence[str]) -> bool:
+        """Remove each message permanently (not into Deleted Items); gone already is fine."""
+        with self.trace.phase(Phase.GRAPH_CLEANUP):
+            for ref in refs:
+                await self.api.call(
+                    "POST",
+                    f"{_user(self.section)}/messages/{quote(ref, safe='')}/permanentDelete",
+                    "mailbox",
+                    missing_ok=True,
+                )
+        return True
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    def abort(self) -> None:
+        self.api.abort()
+
+
+async def check_login(section: GraphConfig, trace: Trace, tokens: TokenCache) -> None:
+    """graph_login: can the app get a token and read the mailbox's Inbox folder?"""
+    async with _session(section, trace, tokens) as api:
+        await api.authenticate()
+        with trace.phase(Phase.GRAPH_SELECT):
+            await api.call(
+                "GET",
+                _user(section) + "/mailFolders/inbox",
+                "mailbox",
+                params={"$select": "id"},
+            )
