@@ -13,8 +13,13 @@
 #
 # tests/test_deploy_image.py runs this file's pip steps (and only those) outside a container.
 
+# The base of both stages. Another one must have what python:3.12-slim has and these steps use:
+# Python 3.11 or newer, pip installing into the system Python (no EXTERNALLY-MANAGED marker),
+# a `python` command (the health check), groupadd and useradd.
+ARG BASE_IMAGE=python:3.12-slim
+
 # ---- build: a wheel of the exporter and wheels of everything it depends on
-FROM python:3.12-slim AS build
+FROM ${BASE_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
@@ -28,7 +33,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
  && pip wheel --wheel-dir /wheels /wheels/mailbox_exporter-*.whl
 
 # ---- runtime: the wheels installed, nothing else of the build
-FROM python:3.12-slim
+FROM ${BASE_IMAGE}
 
 ARG VERSION=dev
 ARG REVISION=unknown

@@ -50,7 +50,8 @@ from testing.targets import target_yaml
 def test_dockerfile_has_the_required_instructions() -> None:
     """What `docker build` cannot check here: the shape of the image."""
     froms = [i.args for i in dockerfile() if i.keyword == "FROM"]
-    assert froms == ["python:3.12-slim AS build", "python:3.12-slim"], "multi-stage, slim"
+    assert froms == ["${BASE_IMAGE} AS build", "${BASE_IMAGE}"], "multi-stage, one base"
+    assert stage_args(-1, "ARG") == ["BASE_IMAGE=python:3.12-slim"], "slim unless told"
     final = {k: stage_args(1, k) for k in ("USER", "EXPOSE", "HEALTHCHECK", "ENTRYPOINT", "CMD")}
     assert final["USER"] == ["10001:10001"], "numeric, so runAsNonRoot can check it"
     assert any("--uid 10001" in step and "--gid 10001" in step for step in stage_args(1, "RUN"))
