@@ -11,7 +11,9 @@
 # (under /run/secrets/, as Docker and Compose secrets do) and name them with password_file,
 # client_secret_file or refresh_token_file. See docs/deployment.md.
 #
-# tests/test_deploy_image.py runs this file's pip steps (and only those) outside a container.
+# tests/test_deploy_image.py runs this file's pip steps outside a container;
+# tests/test_deploy_container.py builds the image (on a base made from Debian's packages) and
+# runs it against a real mail server.
 
 # The base of both stages. Another one must have what python:3.12-slim has and these steps use:
 # Python 3.11 or newer, pip installing into the system Python (no EXTERNALLY-MANAGED marker),

@@ -5,7 +5,6 @@ configuration too)."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import ctypes
 import json
@@ -17,9 +16,6 @@ import signal
 import ssl
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 import venv
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,18 +25,20 @@ from pathlib import Path
 import pytest
 import trustme
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 import exporter
 from testing.deploy import (
     ROOT,
     doc_blocks,
     dockerfile,
+    http_get,
     ok,
+    roundtrip_succeeded,
     run,
     shell_command,
     stage_args,
     stage_env,
+    wait_for,
 )
 from testing.exporter_process import free_port
 from testing.mailstack import MailStack, MailUser
@@ -256,13 +254,6 @@ def _healthcheck(installed: Installed, url: str) -> subprocess.CompletedProcess[
     return run([str(installed.python), *argv[1:]], env=env, timeout=10)
 
 
-def _wait(predicate: Callable[[], bool], seconds: float, what: str, log: Path) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what}\n{log.read_text()[-3000:]}"
-        time.sleep(0.2)
-
-
 @dataclass
 class Server:
     process: subprocess.Popen[bytes]
@@ -300,20 +291,6 @@ def serve(
             process.wait()
 
 
-def _http(
-    url: str, *, auth: tuple[str, str] | None = None, context: ssl.SSLContext | None = None
-) -> tuple[int, str]:
-    request = urllib.request.Request(url)
-    if auth:
-        token = base64.b64encode(":".join(auth).encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=5, context=context) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, ""
-
-
 def test_the_installed_server_runs_as_deployed_without_writable_code(
     installed: Installed, tmp_path: Path, mailstack: MailStack, user: MailUser
 ) -> None:
@@ -333,19 +310,9 @@ def test_the_installed_server_runs_as_deployed_without_writable_code(
 
         def probed() -> bool:
             server.running()
-            try:
-                status, text = _http(f"{url}/metrics")
-            except OSError:
-                return False
-            return status == 200 and any(
-                sample.name == "mailbox_probe_success"
-                and sample.labels == {"target": "local", "check": "roundtrip"}
-                and sample.value == 1
-                for family in text_string_to_metric_families(text)
-                for sample in family.samples
-            )
+            return roundtrip_succeeded(f"{url}/metrics")
 
-        _wait(probed, 30, "no successful round trip", server.log)
+        wait_for(probed, 30, "no successful round trip", server.log)
         assert _healthcheck(installed, f"{url}/-/healthy").returncode == 0
         assert key.stat().st_mode & 0o777 == 0o600
         server.process.send_signal(signal.SIGTERM)
@@ -382,12 +349,12 @@ def test_the_documented_web_config_guards_every_endpoint_but_healthy(
             server.running()
             return _healthcheck(installed, f"{url}/-/healthy").returncode == 0
 
-        _wait(healthy, 20, "the health check over HTTPS never passed", server.log)
-        assert _http(f"{url}/-/healthy", context=context)[0] == 200
+        wait_for(healthy, 20, "the health check over HTTPS never passed", server.log)
+        assert http_get(f"{url}/-/healthy", context=context)[0] == 200
         for path_ in ("/metrics", "/-/ready", "/", "/probe?target=local&check=smtp_login"):
-            assert _http(f"{url}{path_}", context=context)[0] == 401, path_
+            assert http_get(f"{url}{path_}", context=context)[0] == 401, path_
         (name,) = yaml.safe_load(web)["basic_auth_users"]
         good, bad = (name, password.group(1)), (name, "not-" + password.group(1))
-        assert _http(f"{url}/metrics", auth=good, context=context)[0] == 200
-        assert _http(f"{url}/-/ready", auth=good, context=context)[0] == 200
-        assert _http(f"{url}/metrics", auth=bad, context=context)[0] == 401
+        assert http_get(f"{url}/metrics", auth=good, context=context)[0] == 200
+        assert http_get(f"{url}/-/ready", auth=good, context=context)[0] == 200
+        assert http_get(f"{url}/metrics", auth=bad, context=context)[0] == 401
