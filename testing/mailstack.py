@@ -38,7 +38,8 @@ Answers worth knowing (Postfix 3.7, Dovecot 2.3.19):
   and closed before the greeting (smtpd cannot fetch the SASL mechanisms and
   exits), see `stop_dovecot`.
 
-Optional, both off by default (then neither STARTTLS nor XOAUTH2 is offered):
+Optional, all off by default (then neither STARTTLS nor XOAUTH2 is offered, and mail
+leaves the stack for no other domain):
 
 * ``tls=TlsFiles(cert, key)``: STARTTLS on `smtp_port` and `imap_port`
   (AUTH also allowed before it), plus implicit TLS on `smtps_port` and
@@ -56,6 +57,12 @@ Optional, both off by default (then neither STARTTLS nor XOAUTH2 is offered):
   answer IMAP ``NO [AUTHENTICATIONFAILED] Authentication failed.``, SMTP the
   usual 535.  Provider unreachable: no challenge; IMAP ``NO [UNAVAILABLE]
   Temporary authentication failure. [HOST:TIME]``, SMTP 535.
+* ``mx=True``: a second smtpd on `mx_port` that takes mail without AUTH for the stack's
+  domain (and routed domains), as a domain's MX on port 25 does: for services that relay
+  mail to the stack (the API simulators).
+* `route(domain, port)`: mail for ``domain`` is relayed over SMTP to ``127.0.0.1:port``
+  (``relay_domains`` and an inline ``transport_maps``), e.g. to a simulator's inbound SMTP
+  listener.  `defer_delivery("smtp")` then holds that mail in the queue.
 
 Requirements: root (the Postfix master must run as root), the Debian
 packages ``postfix dovecot-imapd dovecot-lmtpd``; the system daemons need
@@ -424,6 +431,7 @@ class MailStack:
         *,
         tls: TlsFiles | None = None,
         oauth2_introspection_url: str | None = None,
+        mx: bool = False,
     ) -> None:
         self.check_requirements()
         self.root = Path(root).absolute()
@@ -441,6 +449,8 @@ class MailStack:
         self.smtps_port: int | None = None
         if tls is not None:
             self.imaps_port, self.smtps_port = _free_ports(2)
+        self.mx_port: int | None = _free_ports(1)[0] if mx else None
+        self._routes: dict[str, tuple[str, int]] = {}
         self._users: dict[str, MailUser] = {}
         self._passwd_broken = False
         self._counter = itertools.count()
@@ -887,11 +897,24 @@ class MailStack:
             retry     unix  -       -       n       -       -       error
             discard   unix  -       -       n       -       -       discard
             lmtp      unix  -       -       n       -       -       lmtp
+            smtp      unix  -       -       n       -       -       smtp
             anvil     unix  -       -       n       -       1       anvil
             scache    unix  -       -       n       -       1       scache
             postlog   unix-dgram n  -       n       -       1       postlogd
             """)
             + self._postfix_tls_services()
+            + self._postfix_mx_service()
+        )
+
+    def _postfix_mx_service(self) -> str:
+        """An MX: no AUTH; mail only for the stack's own and routed domains."""
+        if self.mx_port is None:
+            return ""
+        only_ours = "reject_unauth_destination"
+        return (
+            f"{HOST}:{self.mx_port} inet n - n - - smtpd -o smtpd_sasl_auth_enable=no "
+            f"-o smtpd_relay_restrictions={only_ours} "
+            f"-o smtpd_recipient_restrictions={only_ours}\n"
         )
 
     def _postfix_tls_services(self) -> str:
@@ -1087,9 +1110,20 @@ class MailStack:
         if _wait_dead(old_qmgrs, 10.0):
             raise MailStackError(f"postfix reload: old qmgr still running\n{self.log_tail()}")
 
-    def defer_delivery(self) -> None:
-        """Accept mail over SMTP but keep it queued (defer_transports=lmtp)."""
-        self._postconf("defer_transports=lmtp")
+    def defer_delivery(self, transport: str = "lmtp") -> None:
+        """Accept mail over SMTP but keep it queued (defer_transports=lmtp: mail for the
+        stack's mailboxes; ``"smtp"``: mail relayed to a routed domain)."""
+        self._postconf(f"defer_transports={transport}")
+        self._reload_postfix()
+
+    def route(self, domain: str, port: int, host: str = HOST) -> None:
+        """Relay mail for ``domain`` over SMTP to ``host:port`` (no MX lookup, no TLS)."""
+        if not _NAME.fullmatch(domain.lower()) or not host.replace(".", "").isdigit():
+            raise ValueError(f"not a domain and an IPv4 address: {domain!r}, {host!r}")
+        self._routes[domain.lower()] = (host, port)
+        self._postconf("relay_domains=" + " ".join(sorted(self._routes)))
+        entries = ", ".join(f"{d}=smtp:[{h}]:{p}" for d, (h, p) in sorted(self._routes.items()))
+        self._postconf(f"transport_maps=inline:{{{entries}}}")
         self._reload_postfix()
 
     def resume_delivery(self) -> None:
