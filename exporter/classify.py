@@ -22,14 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from exporter.outcome import Reason
+from exporter.outcome import Reason, shorten
 
 SmtpStage = Literal["greeting", "tls", "auth", "send"]
 ImapStage = Literal["greeting", "tls", "auth", "select", "mailbox"]
 HttpStage = Literal["auth", "send", "mailbox"]
-
-DETAIL_LIMIT: Final = 300
-"""Characters of a server's answer kept in a failure's detail."""
 
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 _IMAP_CODE = re.compile(r"^\s*\[([A-Z][A-Z0-9-]*)")
@@ -89,11 +86,6 @@ def smtp_detail(code: int, message: str) -> str:
     enhanced = enhanced_code(message)
     words = " ".join(part for part in (str(code), enhanced, _reply_text(message)) if part)
     return shorten(words)
-
-
-def shorten(text: str) -> str:
-    """Cut a detail to ``DETAIL_LIMIT`` characters, marking the cut."""
-    return text if len(text) <= DETAIL_LIMIT else text[: DETAIL_LIMIT - 1] + "…"
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ and dashboards: add to them, never rename them.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Final
 
 
 class Check(StrEnum):
@@ -70,15 +71,25 @@ class Reason(StrEnum):
     PROTOCOL_ERROR = "protocol_error"
 
 
+DETAIL_LIMIT: Final = 300
+"""Characters of what a server said kept in a failure's detail: enough for the enhanced code
+and the provider's words, short enough for a page and a label-free log line."""
+
+
+def shorten(text: str) -> str:
+    """Cut a detail to :data:`DETAIL_LIMIT` characters, marking the cut."""
+    return text if len(text) <= DETAIL_LIMIT else text[: DETAIL_LIMIT - 1] + "…"
+
+
 class ProbeFailure(Exception):
     """A probe step failed for a known reason.
 
-    ``detail`` is what the server said or what went wrong, short and free of credentials; the
-    phase is filled in by the probe's trace when the failure leaves a phase.
+    ``detail`` is what the server said or what went wrong, free of credentials, shortened here;
+    the phase is filled in by the probe's trace when the failure leaves a phase.
     """
 
     def __init__(self, reason: Reason, detail: str, phase: Phase | None = None) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
-        self.detail = detail
+        self.detail = shorten(detail)
         self.phase = phase

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+Server = Callable[[str, str, bytes], Handler]
+"""A scripted server: what to do, at which command, with which reply."""
 
 IMAP_CAPABILITIES = b"IMAP4rev1 IDLE UIDPLUS STARTTLS AUTH=PLAIN"
 
@@ -36,14 +38,22 @@ async def _until_client_leaves(reader: asyncio.StreamReader) -> None:
         pass
 
 
-def imap(misbehave: str, at: str = "") -> Handler:
+def imap(misbehave: str, at: str = "", reply: bytes = b"") -> Handler:
     """An IMAP server that misbehaves (``misbehave``) when the client sends ``at``.
 
     ``at`` is a command name (LOGIN, SELECT, IDLE, STARTTLS, ...) or "" for the greeting.
+    ``misbehave="reply"`` answers with ``reply`` instead: the whole greeting line, or the
+    tagged answer's text (``NO Server Unavailable. 15``), as a provider does in an outage.
     """
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        async def act() -> bool:
+        async def act(tag: bytes = b"") -> bool:
+            if misbehave == "reply":
+                writer.write((tag + b" " if tag else b"") + reply + b"\r\n")
+                await writer.drain()
+                if not tag:
+                    await _until_client_leaves(reader)
+                return True
             if misbehave == "silent":
                 await _until_client_leaves(reader)
             elif misbehave == "dribble":
@@ -95,7 +105,9 @@ def imap(misbehave: str, at: str = "") -> Handler:
                 writer.write(tag + b" OK begin TLS\r\n")
                 await writer.drain()
                 await _until_client_leaves(reader)
-            if command.decode() == at and await act():
+            if command.decode() == at and await act(tag):
+                if misbehave == "reply":
+                    continue
                 return
             if command == b"CAPABILITY":
                 writer.write(b"* CAPABILITY " + IMAP_CAPABILITIES + b"\r\n" + tag + b" OK done\r\n")
@@ -115,11 +127,20 @@ def imap(misbehave: str, at: str = "") -> Handler:
     return handler
 
 
-def smtp(misbehave: str, at: str = "") -> Handler:
-    """An SMTP server that misbehaves when the client sends ``at`` ("" for the greeting)."""
+def smtp(misbehave: str, at: str = "", reply: bytes = b"") -> Handler:
+    """An SMTP server that misbehaves when the client sends ``at`` ("" for the greeting).
+
+    ``misbehave="reply"`` answers with ``reply`` (``421 4.3.2 Service not active``) and hangs
+    up, as a provider does in an outage.
+    """
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         async def act() -> bool:
+            if misbehave == "reply":
+                writer.write(reply + b"\r\n")
+                await writer.drain()
+                writer.close()
+                return True
             if misbehave == "silent":
                 await _until_client_leaves(reader)
             elif misbehave == "dribble":

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from exporter import classify
-from exporter.outcome import Reason
+from exporter.outcome import DETAIL_LIMIT, Reason
 
 CORPUS_FILE = Path(__file__).with_name("classify_corpus.yaml")
 CORPUS: list[dict[str, Any]] = yaml.safe_load(CORPUS_FILE.read_text())
@@ -230,4 +230,4 @@ def test_detail_keeps_the_providers_words_once_and_short() -> None:
         "535 5.7.8 Username and Password not accepted. Learn more at https://x - gsmtp"
     )
     long = classify.smtp_detail(421, "4.3.2 " + "x" * 1000)
-    assert len(long) == classify.DETAIL_LIMIT and long.startswith("421 4.3.2 xxx")
+    assert len(long) == DETAIL_LIMIT and long.startswith("421 4.3.2 xxx")

@@ -244,7 +244,7 @@ class ApiSession:
         if error.request_id:
             words += f" (request-id {error.request_id})"
         self.trace.say(f"failed: {words}")
-        return ProbeFailure(reason, classify.shorten(words))
+        return ProbeFailure(reason, words)
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:

@@ -25,7 +25,7 @@ from exporter import classify
 from exporter.classify import ImapStage
 from exporter.config import ImapConfig, ServerConfig
 from exporter.message import PROBE_HEADER
-from exporter.outcome import Phase, ProbeFailure, Reason
+from exporter.outcome import DETAIL_LIMIT, Phase, ProbeFailure, Reason, shorten
 from exporter.result import TlsSession
 from exporter.trace import Trace
 from exporter.transports import net
@@ -34,6 +34,8 @@ from exporter.transports.oauth import TokenCache
 
 MAX_LINE: Final = 64 * 1024
 """Longest response line accepted; a server sending more is cut off as broken."""
+MAX_CHALLENGE: Final = 500
+"""Bytes of a SASL error challenge kept for the transcript."""
 MAX_LITERAL: Final = 1024 * 1024
 """Largest literal accepted: the probe only ever fetches one header field."""
 
@@ -89,7 +91,7 @@ class _Protocol(imaplib.IMAP4ClientProtocol):  # type: ignore[misc]
             if not command.upper().startswith((b"* BYE", b"BYE")):
                 await super().welcome(command)
         except Exception as exc:
-            self.broken = f"unusable greeting: {exc}"[:300]
+            self.broken = f"unusable greeting: {exc}"
         finally:
             self.greeted.set()
 
@@ -115,7 +117,7 @@ class _Protocol(imaplib.IMAP4ClientProtocol):  # type: ignore[misc]
             self.exists_at = time.monotonic()
             self.exists_changed.set()
         elif line.upper().startswith(b"* BYE"):
-            self.bye = line[5:].strip()[:300]
+            self.bye = line[5:].strip()[:DETAIL_LIMIT]
         return super()._untagged_response(line)
 
     def _continuation(self, line: bytes) -> None:
@@ -123,14 +125,14 @@ class _Protocol(imaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         if command is not None and command.name == "AUTHENTICATE":
             # A failed SASL exchange may send an error challenge first (XOAUTH2 does): answer
             # it with an empty response so that the server sends its final NO.
-            self.challenge = line[1:].strip()[:500]
+            self.challenge = line[1:].strip()[:MAX_CHALLENGE]
             if self.transport is not None:
                 self.transport.write(b"\r\n")
             return
         super()._continuation(line)
 
     def _break(self, why: str) -> None:
-        self.broken = self.broken or why[:300]
+        self.broken = self.broken or why
         if self.transport is not None:
             self.transport.abort()
         self.lost.set()
@@ -422,7 +424,7 @@ class ImapSession:
             raise self._lost_failure(stage)
         if isinstance(exc, TimeoutError | imaplib.CommandTimeout):
             raise ProbeFailure(Reason.TIMEOUT, "no answer from the server in time")
-        raise ProbeFailure(Reason.PROTOCOL_ERROR, f"{exc}"[:300])
+        raise ProbeFailure(Reason.PROTOCOL_ERROR, f"{exc}")
 
     def _lost_failure(self, stage: ImapStage) -> ProbeFailure:
         proto = self.proto
@@ -439,7 +441,7 @@ class ImapSession:
         if response.result == "OK":
             return
         reason = classify.imap_reply(response.result, text, stage)
-        raise ProbeFailure(reason, f"{response.result} {text}".strip()[:300])
+        raise ProbeFailure(reason, f"{response.result} {text}".strip())
 
     def _note_tls(self) -> None:
         transport = self.proto.transport
@@ -459,7 +461,7 @@ def _last(response: Any) -> str:
 
 
 def _text(raw: bytes) -> str:
-    return raw.decode("utf-8", errors="replace").strip()[:300]
+    return shorten(raw.decode("utf-8", errors="replace").strip())
 
 
 def _header_value(raw: bytes, field: str) -> str:

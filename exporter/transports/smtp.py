@@ -48,9 +48,9 @@ def failure(exc: BaseException, stage: SmtpStage) -> ProbeFailure:
     cause = exc.__cause__
     if isinstance(exc, SMTPResponseException) and exc.code >= 200:
         reason = classify.smtp_reply(exc.code, exc.message, stage)
-        return ProbeFailure(reason, f"{exc.code} {exc.message}"[:300])
+        return ProbeFailure(reason, classify.smtp_detail(exc.code, exc.message))
     if isinstance(exc, SMTPResponseException):
-        return ProbeFailure(Reason.PROTOCOL_ERROR, exc.message[:300])
+        return ProbeFailure(Reason.PROTOCOL_ERROR, exc.message)
     if isinstance(exc, SMTPTimeoutError | TimeoutError):
         return ProbeFailure(Reason.TIMEOUT, "no answer from the server in time")
     if isinstance(exc, ssl.SSLError | ssl.CertificateError):
@@ -64,8 +64,8 @@ def failure(exc: BaseException, stage: SmtpStage) -> ProbeFailure:
     if isinstance(exc, OSError):
         return ProbeFailure(classify.os_error(exc), f"{exc.strerror or exc}")
     if isinstance(exc, SMTPException):
-        return ProbeFailure(Reason.PROTOCOL_ERROR, exc.message[:300])
-    return ProbeFailure(Reason.PROTOCOL_ERROR, f"{type(exc).__name__}: {exc}"[:300])
+        return ProbeFailure(Reason.PROTOCOL_ERROR, exc.message)
+    return ProbeFailure(Reason.PROTOCOL_ERROR, f"{type(exc).__name__}: {exc}")
 
 
 def _quiet(_: str) -> None:
