@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from exporter import config
 from exporter.config import ConfigError, Secret, parse_duration
 from exporter.outcome import Check
+from testing.simulators.graph import self_signed_certificate
 
 GOOD = """
 global:
@@ -184,15 +186,37 @@ def test_missing_file() -> None:
         config.load("/nonexistent.yml")
 
 
+def _key_files(directory: Path) -> None:
+    """A certificate and key (graph) and a service-account key file (gmail), as the examples
+    name them."""
+    key_pem, cert_pem = self_signed_certificate()
+    for name in ("app", "graph-app"):
+        (directory / f"{name}.crt").write_bytes(cert_pem)
+        (directory / f"{name}.key").write_bytes(key_pem)
+    account = {"type": "service_account", "client_email": "sa@p.example", "private_key": ""}
+    account["private_key"] = key_pem.decode()
+    (directory / "service-account.json").write_text(json.dumps(account))
+
+
 def test_the_shipped_example_is_valid(tmp_path: Path) -> None:
     example = Path(__file__).parent.parent / "examples" / "mailbox-exporter.yml"
     (tmp_path / "monitor.password").write_text("pw\n")
     (tmp_path / "partner.password").write_text("pw\n")
+    _key_files(tmp_path)
     text = example.read_text().replace("/etc/mailbox-exporter/", f"{tmp_path}/")
     cfg = config.parse(
-        text, base_dir=tmp_path, environ={"MONITOR_PASSWORD": "a", "HELPDESK_PW": "b"}
+        text,
+        base_dir=tmp_path,
+        environ={"MONITOR_PASSWORD": "a", "HELPDESK_PW": "b", "GRAPH_CLIENT_SECRET": "c"},
     )
-    assert [t.name for t in cfg.targets] == ["corp-mail", "partner-inbound", "helpdesk-logins"]
+    assert [t.name for t in cfg.targets] == [
+        "corp-mail",
+        "partner-inbound",
+        "helpdesk-logins",
+        "m365-graph",
+        "workspace-gmail",
+        "corp-to-m365",
+    ]
     assert cfg.targets[1].imap.tls == "starttls" and cfg.targets[1].imap.port == 143
 
 
@@ -206,6 +230,7 @@ def test_the_documented_examples_are_valid(tmp_path: Path) -> None:
     ]
     configs = [block for block in blocks if block.startswith(("targets:", "defaults:"))]
     assert len(configs) >= 4
+    _key_files(tmp_path)
     for text in configs:
         for name in (
             "monitor.password",
