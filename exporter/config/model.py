@@ -294,12 +294,47 @@ class LoginBackoff:
 
 
 @dataclass(frozen=True)
+class MicrosoftStatus:
+    """Microsoft 365 Service Health read over Microsoft Graph with an app-only token (the
+    application permission ``ServiceHealth.Read.All``)."""
+
+    graph_url: str
+    oauth2: OAuth2Config
+    tls_config: TlsConfig
+    services: tuple[str, ...]
+    """Service names as Service Health spells them (``Exchange Online``)."""
+
+
+@dataclass(frozen=True)
+class GoogleStatus:
+    """The Google Workspace Status Dashboard's public JSON feed (no credentials)."""
+
+    feed_url: str
+    tls_config: TlsConfig
+    services: tuple[str, ...]
+    """Product names as the feed spells them (``Gmail``)."""
+
+
+@dataclass(frozen=True)
+class ProviderStatus:
+    """Which providers' status pages to read, how often, and how long one fetch may take."""
+
+    interval: float = 300.0
+    timeout: float = 30.0
+    max_incidents: int = 20
+    microsoft: MicrosoftStatus | None = None
+    google: GoogleStatus | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     targets: tuple[Target, ...]
     max_concurrent_probes: int = MAX_CONCURRENT_PROBES
     probe_key_file: str | None = None
     on_demand: OnDemand = field(default_factory=OnDemand)
     login_backoff: LoginBackoff = field(default_factory=LoginBackoff)
+    provider_status: ProviderStatus | None = None
+    """Provider status pages to read; None: none (the default)."""
     source: str = field(default="", compare=False)
 
     def target(self, name: str) -> Target | None:
