@@ -32,11 +32,14 @@ from exporter.config.model import (
     Config,
     ConfigError,
     GmailConfig,
+    GoogleStatus,
     GraphConfig,
     ImapConfig,
     LoginBackoff,
+    MicrosoftStatus,
     OAuth2Config,
     OnDemand,
+    ProviderStatus,
     Schedule,
     Secret,
     ServerConfig,
@@ -348,7 +351,7 @@ RESERVED_LABELS = frozenset(
     }
 )
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,62}$")
-TOP_KEYS = ("global", "defaults", "targets")
+TOP_KEYS = ("global", "defaults", "targets", "provider_status")
 GLOBAL_KEYS = ("max_concurrent_probes", "probe_key_file", "on_demand", "login_backoff")
 ON_DEMAND_KEYS = ("roundtrip_every", "login_every")
 LOGIN_BACKOFF_KEYS = ("after", "initial", "max")
@@ -600,6 +603,106 @@ def _gmail(r: _Reader, data: dict[str, Any], path: str) -> GmailConfig:
     )
 
 
+PROVIDER_STATUS_KEYS = ("interval", "timeout", "max_incidents", "microsoft", "google")
+MICROSOFT_STATUS_KEYS = (
+    "tenant",
+    "client_id",
+    "client_secret",
+    "client_secret_file",
+    "client_secret_env",
+    "certificate_file",
+    "private_key_file",
+    "graph_url",
+    "login_url",
+    "scope",
+    "services",
+    "tls_config",
+)
+GOOGLE_STATUS_KEYS = ("feed_url", "services", "tls_config")
+MICROSOFT_SERVICES = ("Exchange Online", "Microsoft 365 suite")
+GOOGLE_SERVICES = ("Gmail",)
+GOOGLE_STATUS_URL = "https://www.google.com/appsstatus/dashboard/incidents.json"
+MIN_STATUS_INTERVAL = 60.0
+"""Status pages are read at most once a minute: Graph's Service Communications API allows an
+app 240 requests a minute and 800 an hour per tenant."""
+
+
+def _services(
+    r: _Reader, data: dict[str, Any], path: str, default: tuple[str, ...]
+) -> tuple[str, ...]:
+    value = data.get("services")
+    if value is None:
+        return default
+    key_path = _join(path, "services")
+    if not isinstance(value, list) or not value:
+        raise r.fail(key_path, f"expected a non-empty list of service names, got {_kind(value)}")
+    return tuple(r.string(item, f"{key_path}[{index}]") for index, item in enumerate(value))
+
+
+def _microsoft_status(r: _Reader, data: dict[str, Any], path: str) -> MicrosoftStatus:
+    """Service Health over Graph: the graph section's credentials, without a mailbox."""
+    tls_config = r.tls_config(data.get("tls_config"), _join(path, "tls_config"))
+    tenant = r.get(data, "tenant", path, r.string)
+    login_url = _url(r, data, "login_url", path, GRAPH_LOGIN_URL)
+    secret_keys = ("client_secret", "client_secret_file", "client_secret_env")
+    certificate = any(key in data for key in ("certificate_file", "private_key_file"))
+    if certificate and any(key in data for key in secret_keys):
+        raise r.fail(path, "set either a client secret or certificate_file, not both")
+    return MicrosoftStatus(
+        graph_url=_url(r, data, "graph_url", path, GRAPH_URL),
+        oauth2=OAuth2Config(
+            token_url=f"{login_url}/{tenant}/oauth2/v2.0/token",
+            scope=r.get(data, "scope", path, r.string, GRAPH_SCOPE),
+            grant="client_credentials",
+            client_id=r.get(data, "client_id", path, r.string),
+            client_secret=None if certificate else r.secret(data, path, "client_secret"),
+            refresh_token=None,
+            signing_key=_certificate_key(r, data, path) if certificate else None,
+            tls_config=tls_config,
+        ),
+        tls_config=tls_config,
+        services=_services(r, data, path, MICROSOFT_SERVICES),
+    )
+
+
+def _provider_status(r: _Reader, value: Any) -> ProviderStatus | None:
+    """``provider_status``: absent, nothing is read."""
+    if value is None:
+        return None
+    path = "provider_status"
+    data = r.mapping(value, path, PROVIDER_STATUS_KEYS)
+    if data.get("microsoft") is None and data.get("google") is None:
+        raise r.fail(path, "configure microsoft, google or both")
+    default = ProviderStatus()
+    interval = r.get(data, "interval", path, r.duration, default.interval)
+    if interval < MIN_STATUS_INTERVAL:
+        raise r.fail(_join(path, "interval"), "must be at least 1m (the providers' rate limits)")
+    timeout = r.get(data, "timeout", path, r.duration, min(default.timeout, interval))
+    if timeout > interval:
+        raise r.fail(_join(path, "timeout"), "must not be longer than the interval")
+    microsoft = google = None
+    if data.get("microsoft") is not None:
+        where = _join(path, "microsoft")
+        microsoft = _microsoft_status(
+            r, r.mapping(data["microsoft"], where, MICROSOFT_STATUS_KEYS), where
+        )
+    if data.get("google") is not None:
+        where = _join(path, "google")
+        google_data = r.mapping(data["google"], where, GOOGLE_STATUS_KEYS)
+        google = GoogleStatus(
+            feed_url=_url(r, google_data, "feed_url", where, GOOGLE_STATUS_URL),
+            tls_config=r.tls_config(google_data.get("tls_config"), _join(where, "tls_config")),
+            services=_services(r, google_data, where, GOOGLE_SERVICES),
+        )
+    return ProviderStatus(
+        interval=interval,
+        timeout=timeout,
+        max_incidents=r.get(data, "max_incidents", path, r.positive_int, default.max_incidents),
+        microsoft=microsoft,
+        google=google,
+    )
+
+
 @dataclass(frozen=True)
 class Section:
     """A transport's section of a target: its keys, its reader, and what it can do in a
@@ -810,6 +913,7 @@ def parse(
         ),
         on_demand=_on_demand(r, glob.get("on_demand")),
         login_backoff=_login_backoff(r, glob.get("login_backoff")),
+        provider_status=_provider_status(r, top.get("provider_status")),
         probe_key_file=(
             str(
                 r.file(
