@@ -48,14 +48,10 @@ from bench._common import (
     target_entry,
 )
 from exporter import config, probes
-from exporter.config.model import LoginBackoff
-from exporter.message import ProbeIds
 from exporter.outcome import Check
-from exporter.probes.context import ProbeContext
-from exporter.probes.guard import LoginGuard
-from exporter.transports.oauth import TokenCache
 from exporter.transports.smtp import SmtpSession
 from testing.mailstack import MailStack, MailUser
+from testing.targets import probe_context
 
 _accepts: contextvars.ContextVar[list[float]] = contextvars.ContextVar("accepts")
 
@@ -125,7 +121,7 @@ async def exporter_series(
     ]
     accepts: list[float] = []
     _accepts.set(accepts)
-    context = ProbeContext(ids=ProbeIds(), tokens=TokenCache(), guard=LoginGuard(LoginBackoff()))
+    context = probe_context()
     maildir = stack.maildir(user)
     series = Series()
     for _ in range(count):

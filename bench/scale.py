@@ -52,15 +52,11 @@ from bench._common import (
 )
 from exporter import config as configuration
 from exporter.config import model as config_model
-from exporter.config.model import LoginBackoff
-from exporter.message import ProbeIds
 from exporter.outcome import Check
-from exporter.probes.context import ProbeContext
-from exporter.probes.guard import LoginGuard
 from exporter.result import ProbeResult
 from exporter.shard import ALL
-from exporter.transports.oauth import TokenCache
 from testing.mailstack import MailStack, MailUser
+from testing.targets import probe_context
 
 
 def write_config(
@@ -262,7 +258,7 @@ async def run_inprocess(args: argparse.Namespace, stack: MailStack, cfg: Path) -
     exporter = Timed(
         cfg,
         ALL,
-        ProbeContext(ids=ProbeIds(), tokens=TokenCache(), guard=LoginGuard(LoginBackoff())),
+        probe_context(),
         Planned(),
     )
     exporter.start(loaded)

@@ -24,7 +24,7 @@ from exporter import probes
 from exporter.config import Config, ConfigError, Target
 from exporter.config.model import MAX_CONCURRENT_PROBES, OnDemand
 from exporter.logs import fields
-from exporter.message import ProbeIds
+from exporter.message import ProbeKeys
 from exporter.outcome import Check
 from exporter.probes.context import ProbeContext
 from exporter.probes.guard import LoginGuard
@@ -196,13 +196,13 @@ class Exporter:
         await self.context.close()
 
 
-def new_context(ids: ProbeIds, config: Config) -> ProbeContext:
+def new_context(keys: ProbeKeys, config: Config) -> ProbeContext:
     """The context every probe of this process shares."""
-    return ProbeContext(ids=ids, tokens=TokenCache(), guard=LoginGuard(config.login_backoff))
+    return ProbeContext(keys=keys, tokens=TokenCache(), guard=LoginGuard(config.login_backoff))
 
 
 async def probe_once(
-    config: Config, target_name: str, check_name: str | None, ids: ProbeIds
+    config: Config, target_name: str, check_name: str | None, keys: ProbeKeys
 ) -> int:
     """``mailbox-exporter probe``: run the checks of one target now and print what was said;
     0 if every probe succeeded, else 1."""
@@ -212,7 +212,7 @@ async def probe_once(
         print(f"mailbox-exporter: {exc}", file=sys.stderr)
         return 1
     checks = [Check(check_name)] if check_name else list(target.checks)
-    context = new_context(ids, config)
+    context = new_context(keys, config)
     failed = False
     try:
         for check in checks:

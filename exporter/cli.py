@@ -138,8 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.config_file}: OK\n{summary(config)}")
         return 0
     try:
-        ids = message.ProbeIds(
-            message.load_key(Path(config.probe_key_file)) if config.probe_key_file else None
+        keys = message.ProbeKeys(
+            message.ProbeIds(message.load_key(Path(config.probe_key_file)))
+            if config.probe_key_file
+            else None
         )
     except (OSError, ValueError) as exc:
         print(f"mailbox-exporter: global.probe_key_file: {exc}", file=sys.stderr)
@@ -149,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from exporter import app
 
     if args.command == "probe":
-        return asyncio.run(app.probe_once(config, args.target, args.check, ids))
+        return asyncio.run(app.probe_once(config, args.target, args.check, keys))
     try:
         host, port = parse_listen_address(args.listen)
         shard = shards.parse(args.shard)
@@ -166,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"mailbox-exporter: {args.web_config}: {exc}", file=sys.stderr)
             return 1
     logs.setup(args.log_level, args.log_format)
-    exporter = app.Exporter(args.config_file, shard, app.new_context(ids, config), random.Random())
+    exporter = app.Exporter(args.config_file, shard, app.new_context(keys, config), random.Random())
     try:
         asyncio.run(app.serve(exporter, config, host, port, web_config))
     except OSError as exc:

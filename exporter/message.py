@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Iterable
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate
@@ -48,6 +50,50 @@ class ProbeIds:
     def _mac(self, target: str, nonce: str) -> str:
         message = f"{target}\0{nonce}".encode()
         return hmac.new(self.key, message, hashlib.sha256).hexdigest()[:24]
+
+
+KDF_COST: Final = 2**14
+"""scrypt's cost (N) when a key is derived from a target's secrets: about 50 ms once per
+target, so that the probe ids a mailbox shows make guessing a weak password slow."""
+KDF_BLOCK_SIZE: Final = 8
+KDF_SALT: Final = b"mailbox-exporter probe key\0"
+
+
+def derived_key(target: str, secrets: Iterable[str]) -> bytes:
+    """The key of a target's probe ids, derived from its configured secrets: the same in every
+    process and replica that runs the same configuration, so that a probe sent before a
+    restart still verifies and is cleaned. Slow on purpose (scrypt)."""
+    material = "\0".join(sorted(secrets)).encode()
+    return hashlib.scrypt(
+        material,
+        salt=KDF_SALT + target.encode(),
+        n=KDF_COST,
+        r=KDF_BLOCK_SIZE,
+        p=1,
+        dklen=KEY_BYTES,
+        maxmem=256 * KDF_COST * KDF_BLOCK_SIZE,
+    )
+
+
+class ProbeKeys:
+    """Where each target's probe-id key comes from: ``global.probe_key_file`` if configured
+    (one key for every target), else derived from the target's secrets. A target without any
+    secret gets a key of this process only."""
+
+    def __init__(self, fixed: ProbeIds | None) -> None:
+        self.fixed = fixed
+        self._derived: dict[tuple[str, str], ProbeIds] = {}
+
+    async def ids(self, target: str, secrets: Iterable[str]) -> ProbeIds:
+        if self.fixed is not None:
+            return self.fixed
+        values = tuple(sorted(secrets))
+        digest = hashlib.sha256("\0".join(values).encode()).hexdigest()
+        found = self._derived.get((target, digest))
+        if found is None:
+            key = await asyncio.to_thread(derived_key, target, values) if values else None
+            found = self._derived.setdefault((target, digest), ProbeIds(key))
+        return found
 
 
 def load_key(path: Path) -> bytes:

@@ -26,13 +26,9 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from exporter import config, probes
-from exporter.config.model import LoginBackoff
-from exporter.message import ProbeIds
 from exporter.outcome import Check
-from exporter.probes.context import ProbeContext
-from exporter.probes.guard import LoginGuard
-from exporter.transports.oauth import TokenCache
 from testing.mailstack import MailStack, MailUser
+from testing.targets import fixed_ids, probe_context
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -139,8 +135,8 @@ async def soak(
             for i, u in enumerate(users)
         )
     )
-    context = ProbeContext(ids=ProbeIds(), tokens=TokenCache(), guard=LoginGuard(LoginBackoff()))
-    ids = context.ids
+    context = probe_context()
+    ids = fixed_ids(context)
     healed_at: list[tuple[str, float]] = []
     broken_at: list[float] = []
     done = asyncio.Event()

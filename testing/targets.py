@@ -6,6 +6,11 @@ from pathlib import Path
 
 from exporter import config
 from exporter.config import Target
+from exporter.config.model import LoginBackoff
+from exporter.message import ProbeIds, ProbeKeys
+from exporter.probes.context import ProbeContext
+from exporter.probes.guard import LoginGuard
+from exporter.transports.oauth import TokenCache
 from testing.mailstack import MailStack, MailUser
 
 
@@ -43,3 +48,19 @@ def probe_files(stack: MailStack, user: MailUser) -> list[Path]:
     return [
         path for path in stack.message_files(user) if b"X-Mailbox-Probe-Id:" in path.read_bytes()
     ]
+
+
+def fixed_ids(context: ProbeContext) -> ProbeIds:
+    """The one probe-id key of a test's context (tests give every target the same key)."""
+    assert context.keys.fixed is not None, "the test context has a fixed key"
+    return context.keys.fixed
+
+
+def probe_context(ids: ProbeIds | None = None) -> ProbeContext:
+    """A probe context as the exporter builds one, with one fixed key for every target (a new
+    random one unless given) and the default lock-out policy."""
+    return ProbeContext(
+        keys=ProbeKeys(ids or ProbeIds()),
+        tokens=TokenCache(),
+        guard=LoginGuard(LoginBackoff()),
+    )

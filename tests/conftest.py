@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from exporter.config.model import LoginBackoff
-from exporter.message import ProbeIds
+from exporter.message import ProbeIds, ProbeKeys
 from exporter.probes.context import ProbeContext
 from exporter.probes.guard import LoginGuard
 from exporter.transports.oauth import TokenCache
@@ -56,7 +56,9 @@ def user(mailstack: MailStack) -> MailUser:
 @pytest.fixture
 async def context() -> AsyncIterator[ProbeContext]:
     """What probes share, built once per test as the exporter builds it once per process."""
-    shared = ProbeContext(ids=ProbeIds(), tokens=TokenCache(), guard=LoginGuard(LoginBackoff()))
+    shared = ProbeContext(
+        keys=ProbeKeys(ProbeIds()), tokens=TokenCache(), guard=LoginGuard(LoginBackoff())
+    )
     try:
         yield shared
     finally:

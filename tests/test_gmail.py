@@ -24,6 +24,7 @@ from exporter.trace import Trace
 from exporter.transports import registry
 from exporter.transports.oauth import request_form
 from testing.simulators.gmail import FULL_SCOPE, MODIFY_SCOPE, GmailSimulator, google_error
+from testing.targets import fixed_ids
 
 DOMAIN = "gmail.example"
 _numbers = itertools.count(1)
@@ -87,7 +88,7 @@ async def test_roundtrip_with_a_service_account(
     for n in range(50):
         gmail.put_message(address, subject=f"ordinary mail {n}")
     for n in range(5):
-        forged = f"{context.ids.prefix}.{n:016x}.{'0' * 24}"
+        forged = f"{fixed_ids(context).prefix}.{n:016x}.{'0' * 24}"
         gmail.put_message(
             address,
             subject=f"mailbox-exporter probe {forged}",
@@ -135,7 +136,7 @@ async def test_sending_to_another_mailbox_leaves_no_sent_copy(
     probe_target = parse(text).targets[0]
     trace = Trace(deadline=time.monotonic() + 10)
     sent = registry.sender("gmail", probe_target.section("gmail"), trace, context.tokens)
-    await sent.send(compose(probe_target, context.ids.new("t")))
+    await sent.send(compose(probe_target, fixed_ids(context).new("t")))
     assert gmail.messages(sender) == [] and not trace.found.cleanup_failed
     gmail.flush()
 

@@ -19,6 +19,7 @@ from exporter.result import ProbeResult
 from exporter.serve import metrics, ondemand
 from exporter.transports.oauth import request_form
 from testing.simulators.graph import GraphSimulator, self_signed_certificate
+from testing.targets import fixed_ids
 
 TENANT = "00000000-0000-0000-0000-0000000000aa"
 DOMAIN = "contoso.example"
@@ -81,7 +82,9 @@ def graph_target(sim: GraphSimulator, address: str | None = None, extra: str = "
 
 
 def lookalike_headers(context: ProbeContext) -> list[tuple[str, str]]:
-    return [("X-Mailbox-Probe-Id", f"{context.ids.prefix}.{n:016x}.{'0' * 24}") for n in range(5)]
+    return [
+        ("X-Mailbox-Probe-Id", f"{fixed_ids(context).prefix}.{n:016x}.{'0' * 24}") for n in range(5)
+    ]
 
 
 def probe_copies(sim: GraphSimulator, address: str) -> list[tuple[str, str]]:
@@ -343,7 +346,7 @@ async def test_500_messages_paged_by_ten_within_the_request_budget(
         graph.put_message(address, subject=f"ordinary mail {n}")
     later = datetime.now(UTC) + timedelta(hours=1)
     for n in range(40):
-        forged = f"{context.ids.prefix}.{n:016x}.{'1' * 24}"
+        forged = f"{fixed_ids(context).prefix}.{n:016x}.{'1' * 24}"
         graph.put_message(
             address,
             subject=f"mailbox-exporter probe {forged}",

@@ -16,17 +16,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import config as configuration
 from exporter.app import Exporter
-from exporter.config.model import LoginBackoff
-from exporter.message import ProbeIds
 from exporter.outcome import Check, Reason
-from exporter.probes.context import ProbeContext
-from exporter.probes.guard import LoginGuard
 from exporter.shard import ALL
-from exporter.transports.oauth import TokenCache
 from testing import fakeserver
 from testing.exporter_process import Running, start
 from testing.mailstack import MailStack, MailUser
-from testing.targets import probe_files, target_yaml
+from testing.targets import probe_context, probe_files, target_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -193,7 +188,7 @@ async def test_an_on_demand_message_that_arrives_late_is_cleaned_by_the_schedule
     exporter = Exporter(
         config,
         ALL,
-        ProbeContext(ids=ProbeIds(), tokens=TokenCache(), guard=LoginGuard(LoginBackoff())),
+        probe_context(),
         Random(1),
     )
     loaded = configuration.load(config)

@@ -2,7 +2,7 @@
 
 Metrics initialise a series per reason, alerts match reasons by regular expression, and
 on-call reads the docs: a reason added or renamed in one place only would page wrongly.
-(deploy/kubernetes/prometheusrule.yaml is kept equal to the rules by tests/test_deploy_kubernetes.py.)
+(The Kubernetes copy of the rules is kept equal to them by tests/test_deploy_kubernetes.py.)
 """
 
 from __future__ import annotations

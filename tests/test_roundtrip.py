@@ -11,15 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter import message, probes
-from exporter.config.model import LoginBackoff
 from exporter.message import PROBE_HEADER, ProbeIds, load_key
 from exporter.outcome import Check
-from exporter.probes.context import ProbeContext
-from exporter.probes.guard import LoginGuard
 from exporter.probes.roundtrip import sort_out
-from exporter.transports.oauth import TokenCache
 from testing.mailstack import MailStack, MailUser
-from testing.targets import make_target, probe_files
+from testing.targets import make_target, probe_context, probe_files
 
 OURS = ProbeIds(b"k" * 32)
 OTHER_EXPORTER = ProbeIds(b"o" * 32)
@@ -128,7 +124,7 @@ async def test_a_real_mailbox_keeps_everything_but_our_probes(
     )
 
     target = make_target(mailstack, user, name=TARGET)
-    context = ProbeContext(ids=OURS, tokens=TokenCache(), guard=LoginGuard(LoginBackoff()))
+    context = probe_context(OURS)
     try:
         result = await probes.run(target, Check.ROUNDTRIP, context)
     finally:

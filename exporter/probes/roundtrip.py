@@ -6,7 +6,8 @@ server announces it. Delivery time runs from the server accepting the message to
 announcement. The message is then confirmed by its probe id header and deleted.
 
 Only messages whose id verifies under this exporter's key for this target are ever deleted
-(see :class:`exporter.message.ProbeIds`). A message that arrives after its probe gave up is
+(see :class:`exporter.message.ProbeIds`; the key is derived from the target's secrets, see
+:class:`exporter.message.ProbeKeys`). A message that arrives after its probe gave up is
 counted late and deleted by the next probe that sees it, after a restart too.
 """
 
@@ -80,7 +81,8 @@ def compose(target: Target, probe_id: str) -> ProbeMessage:
 async def probe(target: Target, trace: Trace, context: ProbeContext) -> None:
     """Run one round trip; see the module docstring."""
     deadline = trace.deadline - min(LOGOUT_TIME, trace.remaining() * LOGOUT_SHARE)
-    ids, sent = context.ids, context.sent(target.name)
+    ids = await context.keys.ids(target.name, target.secrets())
+    sent = context.sent(target.name)
     probe_id = ids.new(target.name)
     receiver = registry.receiver(
         target.receiver, target.section(target.receiver), trace, context.tokens
