@@ -271,3 +271,34 @@ async def test_an_alias_bomb_on_reload_holds_up_neither_scrapes_nor_probes(
     await exporter.until(lambda s: probes(s) >= before + 1, seconds=15)
     config_file.write_text(good)
     print(f"scrapes during the reload: {len(latencies)}, slowest {max(latencies) * 1000:.1f} ms")
+
+
+async def test_a_probe_deferred_across_a_restart_is_counted_late_and_deleted(
+    tmp_path: Path, mailstack: MailStack, user: MailUser
+) -> None:
+    """With the default configuration (no probe_key_file) the key comes from the target's
+    secrets, so the new process recognises the message the old one sent."""
+    config = tmp_path / "c.yml"
+    config.write_text("targets:\n" + target_yaml(mailstack, user, interval="1h", timeout="3s"))
+    mailstack.defer_delivery()
+    try:
+        async for first in start(config, tmp_path / "first"):
+            status, text = await first.get("/probe?target=local&check=roundtrip")
+            assert status == 200 and 'reason="not_delivered"' in text
+    finally:
+        mailstack.resume_delivery()
+    deadline = time.monotonic() + 10
+    while not probe_files(mailstack, user) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert len(probe_files(mailstack, user)) == 1, "the deferred probe was delivered"
+
+    config.write_text("targets:\n" + target_yaml(mailstack, user, interval="2s", timeout="2s"))
+    async for second in start(config, tmp_path / "second"):
+        await second.until(
+            lambda s: (value(s, "mailbox_roundtrip_late_arrivals_total", target="local") or 0) >= 1,
+            seconds=15,
+        )
+        assert (
+            value(await second.samples(), "mailbox_cleanup_deleted_total", target="local") or 0
+        ) >= 2
+    assert probe_files(mailstack, user) == []
