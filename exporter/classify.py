@@ -231,10 +231,11 @@ Graph: internal error, service unavailable (maintenance or overload), gateway ti
 _HTTP_LIMITS = frozenset(
     {"ratelimitexceeded", "userratelimitexceeded", "dailylimitexceeded", "applicationthrottled"}
 )
-# Graph: the mailbox is not there (unlicensed, on-premises, soft-deleted) or full;
-# Gmail API: "Mail service not enabled" (failedPrecondition).
+# Graph: the mailbox is not there (unknown user: ErrorInvalidUser; unlicensed, on-premises,
+# soft-deleted) or full; Gmail API: "Mail service not enabled" (failedPrecondition).
 _HTTP_MAILBOX = frozenset(
     {
+        "errorinvaliduser",
         "mailboxnotenabledforrestapi",
         "mailboxnotsupportedforrestapi",
         "erroritemnotfound",

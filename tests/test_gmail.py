@@ -251,17 +251,17 @@ async def test_insufficient_scope_is_auth_rejected(
     assert result.success and result.found.cleanup_failed
 
 
-async def test_delegation_not_granted_is_oauth_token(
+async def test_delegation_not_granted_is_auth_rejected(
     gmail: GmailSimulator, context: ProbeContext, tmp_path: Path
 ) -> None:
     """Google refuses the token itself (401 unauthorized_client) when domain-wide delegation
-    is missing: the token endpoint's refusals are oauth_token, as for every transport."""
+    is missing: the credentials are refused (auth_rejected), not the token service broken."""
     address = mailbox(gmail)
     key = gmail.create_service_account("undelegated@project.iam.example", "199999999")
     (tmp_path / "sa.json").write_text(json.dumps(key))
     credentials = f"      service_account_file: {tmp_path / 'sa.json'}\n"
     result = await probes.run(gmail_target(gmail, address, credentials), Check.GMAIL_LOGIN, context)
-    assert (result.reason, result.phase) == (Reason.OAUTH_TOKEN, Phase.GMAIL_AUTH)
+    assert (result.reason, result.phase) == (Reason.AUTH_REJECTED, Phase.GMAIL_AUTH)
     assert "unauthorized_client" in result.detail
 
 

@@ -212,10 +212,6 @@ async def test_unlicensed_mailbox_is_mailbox_unavailable(
     assert "MailboxNotEnabledForRESTAPI" in result.detail
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="classify.http_reply does not know Graph's 404 ErrorInvalidUser (unknown user)",
-)
 async def test_unknown_user_is_mailbox_unavailable(
     graph: GraphSimulator, context: ProbeContext
 ) -> None:

@@ -28,6 +28,10 @@ from exporter.config import OAuth2Config
 from exporter.outcome import ProbeFailure, Reason
 from exporter.transports import net
 
+UNAUTHORIZED_CLIENT: Final = "unauthorized_client"
+"""The identity provider's refusal of a valid client for this mailbox or scope (RFC 6749
+5.2; Google answers it when domain-wide delegation is not granted): the credentials are
+refused, not the token service broken."""
 REFRESH_BEFORE: Final = 300.0
 """Refresh a token this long before it expires (or at 90% of a shorter lifetime)."""
 ASSERTION_LIFETIME: Final = 600
@@ -112,7 +116,8 @@ class TokenCache:
             error = body.get("error") or "no access_token in the answer"
             description = body.get("error_description") or ""
             detail = " ".join(f"token endpoint answered {status}: {error} {description}".split())
-            raise ProbeFailure(Reason.OAUTH_TOKEN, _secretless(detail, config)[:300])
+            reason = Reason.AUTH_REJECTED if error == UNAUTHORIZED_CLIENT else Reason.OAUTH_TOKEN
+            raise ProbeFailure(reason, _secretless(detail, config))
         lifetime = _lifetime(body.get("expires_in"))
         margin = min(REFRESH_BEFORE, lifetime * 0.1)
         return Token(
