@@ -23,6 +23,7 @@ from exporter import config as configuration
 from exporter import probes
 from exporter.config import Config, ConfigError, Target
 from exporter.config.model import MAX_CONCURRENT_PROBES, OnDemand
+from exporter.incidents.collector import ProviderStatusCollector
 from exporter.logs import fields
 from exporter.message import ProbeKeys
 from exporter.outcome import Check
@@ -61,6 +62,7 @@ class Exporter:
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             self.registry.register(collector)
         self.scheduler = Scheduler(self.run_scheduled, self.record, rng, MAX_CONCURRENT_PROBES)
+        self.provider_status = ProviderStatusCollector(self.store, context.tokens)
         self._reloading = asyncio.Lock()
         self._on_demand_limit = asyncio.Semaphore(ON_DEMAND_CONCURRENCY)
         self.rations = ondemand.Rations(OnDemand())
@@ -115,6 +117,8 @@ class Exporter:
         mine = self.shard.select(config)
         self.store.configure(mine)
         self.scheduler.apply(mine)
+        # Provider status pages are read once per process group, by its first shard.
+        self.provider_status.apply(config.provider_status if self.shard.index == 0 else None)
         self.context.keep_only(t.name for t in config.targets)
         self.context.guard.policy = config.login_backoff
         self.rations.policy = config.on_demand
@@ -193,6 +197,7 @@ class Exporter:
 
     async def stop(self) -> None:
         await self.scheduler.stop()
+        await self.provider_status.stop()
         await self.context.close()
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from exporter.config import Config, ServerConfig
+from exporter.incidents.model import Provider, ProviderState
 from exporter.outcome import Check, Reason
 from exporter.result import ProbeResult, TlsSession
 
@@ -83,6 +85,8 @@ class Store:
         self.targets: dict[str, TargetState] = {}
         self.reload_successful = False
         self.reload_success_timestamp: float | None = None
+        self.providers: dict[Provider, ProviderState] = {}
+        """What each watched provider's status page says (``provider_status``)."""
 
     def configure(self, config: Config) -> None:
         """Keep state of targets and checks that remain; start others at zero."""
@@ -111,6 +115,10 @@ class Store:
             state.tls = {p: t for p, t in state.tls.items() if p in sections and p not in plaintext}
             targets[target.name] = state
         self.targets = targets
+
+    def configure_providers(self, providers: Iterable[Provider]) -> None:
+        """Keep the status of providers still watched; start others empty, drop the rest."""
+        self.providers = {p: self.providers.get(p) or ProviderState() for p in providers}
 
     def refused_on_demand(self, target: str, check: Check) -> None:
         state = self.targets.get(target)

@@ -56,6 +56,11 @@ FAMILIES: Final[dict[str, Family]] = {
     "mailbox_probe_last_timestamp_seconds": Family(
         "gauge", "When the last probe, successful or not, ended."
     ),
+    "mailbox_probe_failing_since_timestamp_seconds": Family(
+        "gauge",
+        "Present while the check fails: when its current run of failures began (the end of "
+        "its first failed probe).",
+    ),
     "mailbox_login_backoff_since_timestamp_seconds": Family(
         "gauge",
         "Present while the check does not log in because its credentials were refused too "
@@ -99,6 +104,25 @@ FAMILIES: Final[dict[str, Family]] = {
     ),
     "mailbox_oauth_token_refresh_failures_total": Family(
         "counter", "Probes that could not get an OAuth2 access token."
+    ),
+    "mailbox_provider_incident_info": Family(
+        "gauge",
+        "Present (1) while the provider's status page shows an open incident or advisory of a "
+        "watched service (provider_status); removed once it is resolved.",
+    ),
+    "mailbox_provider_incident_start_timestamp_seconds": Family(
+        "gauge", "When the provider says an open incident began."
+    ),
+    "mailbox_provider_incidents_open": Family(
+        "gauge",
+        "Open incidents and advisories of watched services on the provider's status page, "
+        "including those beyond provider_status.max_incidents (which get no series).",
+    ),
+    "mailbox_provider_status_last_success_timestamp_seconds": Family(
+        "gauge", "When the provider's status page was last read successfully."
+    ),
+    "mailbox_provider_status_fetch_failures_total": Family(
+        "counter", "Failed readings of the provider's status page, by reason."
     ),
     "mailbox_target_info": Family(
         "gauge", "Static labels of each target, from its configuration; always 1."
@@ -206,6 +230,8 @@ def render(store: Store) -> str:
             _result_samples(out, tc, last)
             add("mailbox_probe_consecutive_failures", tc, state.consecutive_failures)
             add("mailbox_probe_last_timestamp_seconds", tc, last.ended)
+            if not last.success and state.since is not None:
+                add("mailbox_probe_failing_since_timestamp_seconds", tc, state.since)
             if last.found.backoff_since is not None:
                 add("mailbox_login_backoff_since_timestamp_seconds", tc, last.found.backoff_since)
             if last.found.backoff_until is not None:
@@ -244,6 +270,28 @@ def render(store: Store) -> str:
         labels = ",".join([t, *(_label(n, target.labels.get(n, "")) for n in info_names)])
         add("mailbox_target_info", labels, 1)
 
+    for provider, status in store.providers.items():
+        p = _label("provider", provider)
+        for incident in status.incidents:
+            pi = f"{p},{_label('service', incident.service)},{_label('incident', incident.id)}"
+            add(
+                "mailbox_provider_incident_info",
+                f"{pi},{_label('classification', incident.classification)},"
+                f"{_label('status', incident.status)}",
+                1,
+            )
+            if incident.start is not None:
+                add("mailbox_provider_incident_start_timestamp_seconds", pi, incident.start)
+        add("mailbox_provider_incidents_open", p, status.open_count)
+        if status.last_success is not None:
+            add("mailbox_provider_status_last_success_timestamp_seconds", p, status.last_success)
+        for reason, count in status.failures.items():
+            add(
+                "mailbox_provider_status_fetch_failures_total",
+                f'{p},reason="{reason.value}"',
+                count,
+            )
+
     add("mailbox_exporter_build_info", _label("version", __version__), 1)
     add("mailbox_exporter_config_last_reload_successful", "", 1 if store.reload_successful else 0)
     if store.reload_success_timestamp is not None:
@@ -252,10 +300,19 @@ def render(store: Store) -> str:
             "",
             store.reload_success_timestamp,
         )
-    return out.text(always=tuple(n for n in FAMILIES if n != _RELOAD_TS))
+    watched = bool(store.providers)
+    return out.text(
+        always=tuple(
+            n
+            for n in FAMILIES
+            if n != _RELOAD_TS and (watched or not n.startswith(_PROVIDER_STATUS))
+        )
+    )
 
 
 _RELOAD_TS: Final = "mailbox_exporter_config_last_reload_success_timestamp_seconds"
+_PROVIDER_STATUS: Final = "mailbox_provider_"
+"""Families that appear only when provider_status is configured."""
 
 
 def render_result(result: ProbeResult) -> str:
