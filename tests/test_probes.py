@@ -188,3 +188,36 @@ async def test_a_server_that_never_greets_times_out_on_time(
         elapsed = time.monotonic() - started
     assert (result.reason, result.phase) == (Reason.TIMEOUT, phase), result
     assert elapsed <= target.timeout(check) + 1
+
+
+@pytest.mark.parametrize(
+    ("idle", "polls", "idles"),
+    [(None, True, True), (True, False, True), (False, True, False)],
+)
+async def test_the_wait_polls_first_then_idles_unless_told(
+    mailstack: MailStack,
+    user: MailUser,
+    context: ProbeContext,
+    idle: bool | None,
+    polls: bool,
+    idles: bool,
+) -> None:
+    """By default a round trip polls for the first seconds after sending (fast deliveries are
+    measured exactly), then watches with IDLE; ``idle: true/false`` mean what they say."""
+    target = make_target(mailstack, user, timeout="4s")
+    if idle is not None:
+        target = replace(target, imap=replace(target.imap, idle=idle))  # type: ignore[arg-type]
+    mailstack.defer_delivery()
+    try:
+        result = await probes.run(target, Check.ROUNDTRIP, context, transcript=True)
+    finally:
+        mailstack.resume_delivery()
+    assert result.reason is Reason.NOT_DELIVERED, result
+    sent = next(i for i, line in enumerate(result.transcript) if "C: DATA" in line)
+    after = result.transcript[sent:]
+    assert any(line.endswith("C: NOOP") for line in after) == polls, after
+    assert any(line.endswith("C: IDLE") for line in result.transcript) == idles, after
+    if polls and idles:
+        first_idle = next(i for i, line in enumerate(after) if line.endswith("C: IDLE"))
+        assert not any(line.endswith("C: NOOP") for line in after[first_idle:])
+        assert float(after[first_idle].split("s", 1)[0]) - float(after[0].split("s", 1)[0]) >= 2

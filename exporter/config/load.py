@@ -408,7 +408,7 @@ def _imap(r: _Reader, data: dict[str, Any], path: str) -> ImapConfig:
     return ImapConfig(
         **_server(r, data, path, "imap"),
         mailbox=r.get(data, "mailbox", path, r.string, "INBOX"),
-        idle=r.get(data, "idle", path, r.boolean, True),
+        idle=None if data.get("idle") is None else r.boolean(data["idle"], _join(path, "idle")),
         poll_interval=r.get(data, "poll_interval", path, r.duration, 1.0),
     )
 

@@ -169,7 +169,9 @@ class ServerConfig(TransportConfig):
 @dataclass(frozen=True)
 class ImapConfig(ServerConfig):
     mailbox: str = "INBOX"
-    idle: bool = True
+    idle: bool | None = None
+    """True: watch with IDLE only; False: poll only; None (unset): poll for the first seconds
+    after sending, then IDLE (see :class:`exporter.transports.imap.ImapReceiver`)."""
     poll_interval: float = 1.0
 
 

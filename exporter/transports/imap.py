@@ -43,9 +43,13 @@ PHASES: Final = LoginPhases("imap", Phase.IMAP_CONNECT, Phase.IMAP_TLS, Phase.IM
 IDLE_RENEWAL: Final = 600.0
 """Re-issue IDLE this often; hosted providers drop idle sessions after about ten minutes."""
 FIRST_POLL: Final = 0.025
-"""Without IDLE, the first poll after the first look waits this long, and each next one twice
+"""When polling, the first poll after the first look waits this long, and each next one twice
 as long, up to ``poll_interval``: local delivery is seen within tens of milliseconds rather
 than a whole interval late, and a slow delivery still costs few polls."""
+ADAPTIVE_POLLING: Final = 2.0
+"""With ``idle`` unset, poll for this long after sending, then watch with IDLE. Servers may
+hold IDLE announcements back (Dovecot by half a second), while an answer to NOOP carries new
+mail at once: polling first measures a fast delivery exactly, IDLE then waits cheaply."""
 
 T = TypeVar("T")
 Say = Callable[[str], None]
@@ -344,6 +348,7 @@ class ImapSession:
         return True
 
     async def noop(self) -> None:
+        self.say("C: NOOP")
         self._check(await self._call(self.proto.simple_command("NOOP"), "mailbox"), "mailbox")
 
     async def idle_start(self) -> None:
@@ -496,35 +501,42 @@ class ImapReceiver:
         self.tokens = tokens
         self.session = ImapSession(self.server, trace.say)
         self._idling = False
-        self._looked = False
+        self._first_look: float | None = None
         self._pause = FIRST_POLL
 
-    @property
-    def _idle(self) -> bool:
-        return self.server.idle and self.session.has("IDLE")
+    def _watch_with_idle(self) -> bool:
+        """Whether the next wait uses IDLE: ``idle: true`` always, ``idle: false`` never, and
+        by default once the first :data:`ADAPTIVE_POLLING` seconds of waiting are over."""
+        if self.server.idle is False or not self.session.has("IDLE"):
+            return False
+        if self.server.idle is True or self._first_look is None:
+            return bool(self.server.idle)
+        return time.monotonic() - self._first_look >= ADAPTIVE_POLLING
 
     async def open(self) -> None:
         await log_in(self.session, self.server, PHASES, self.trace, self.tokens)
         with self.trace.phase(Phase.IMAP_SELECT):
             await self.session.select()
-            if self._idle:
+            if self._watch_with_idle():
                 await self.session.idle_start()
                 self._idling = True
             self.session.forget_new_mail()
 
     async def wait(self, deadline: float) -> float | None:
-        if self._idle:
+        if self._watch_with_idle():
             if not self._idling:
+                self.session.forget_new_mail()
                 await self.session.idle_start()
             remaining = deadline - time.monotonic()
             arrived = await self.session.wait_for_new_mail(max(0.0, min(remaining, IDLE_RENEWAL)))
             self._idling = False
             await self.session.idle_done()
             return arrived
-        if self._looked:
+        if self._first_look is None:
+            self._first_look = time.monotonic()
+        else:
             await asyncio.sleep(max(0.0, min(self._pause, deadline - time.monotonic())))
             self._pause = min(self._pause * 2, self.server.poll_interval)
-        self._looked = True
         await self.session.noop()
         return time.monotonic()
 
