@@ -181,7 +181,7 @@ class StatusClient:
                     raise FetchFailure(
                         Reason.PROTOCOL_ERROR, f"the answer is larger than {MAX_FEED_BYTES} bytes"
                     )
-                return _Answer(response.status, dict(response.headers), body)
+                return _Answer(response.status, response.headers.copy(), body)
         except aiohttp.ClientError as exc:
             raise _client_failure(exc) from None
 

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from exporter import __version__
+from exporter.incidents.model import Incident, ProviderState
 from exporter.result import ProbeResult
 from exporter.state import Store
 
@@ -37,6 +38,27 @@ def _result(result: ProbeResult) -> dict[str, Any]:
     }
 
 
+def _incident(incident: Incident) -> dict[str, Any]:
+    return {
+        "provider": incident.provider,
+        "service": incident.service,
+        "incident": incident.id,
+        "classification": incident.classification,
+        "status": incident.status,
+        "start": incident.start,
+        "title": incident.title,
+    }
+
+
+def _provider(state: ProviderState) -> dict[str, Any]:
+    return {
+        "incidents": [_incident(i) for i in state.incidents],
+        "open": state.open_count,
+        "last_success": state.last_success,
+        "last_error": state.last_error or None,
+    }
+
+
 def snapshot(store: Store) -> dict[str, Any]:
     """Everything the page shows, as JSON-ready data."""
     targets = []
@@ -55,9 +77,13 @@ def snapshot(store: Store) -> dict[str, Any]:
                 }
             )
         states = {c["state"] for c in checks}
+        provider = target.labels.get("provider", "")
+        watched = store.providers.get(provider)  # type: ignore[call-overload]
         targets.append(
             {
                 "name": name,
+                "provider": provider or None,
+                "provider_status": _provider(watched) if watched is not None else None,
                 "state": "down" if "down" in states else "pending" if "pending" in states else "up",
                 "checks": checks,
                 "last_delivery_seconds": target.last_delivery,
@@ -68,6 +94,7 @@ def snapshot(store: Store) -> dict[str, Any]:
         "version": __version__,
         "generated": time.time(),
         "config_reload_successful": store.reload_successful,
+        "providers": {name: _provider(state) for name, state in store.providers.items()},
         "targets": targets,
     }
 
@@ -92,6 +119,8 @@ table{border-collapse:collapse;width:100%;margin:.6rem 0}
 th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid var(--line);
 vertical-align:top}
 th{font-size:.8rem;text-transform:uppercase;opacity:.75}
+.incident{border-left:4px solid var(--bad);padding:.2rem .6rem;margin:.4rem 0}
+.calm{opacity:.8;font-size:.9rem}
 .why{color:var(--bad);font-weight:600}.backoff{color:var(--wait);font-weight:600}.detail{opacity:.8;font-size:.85rem;word-break:break-word}
 .phases{font-size:.8rem;opacity:.85}
 .bar{display:flex;height:.5rem;border-radius:.25rem;overflow:hidden;min-width:6rem;
@@ -171,6 +200,26 @@ def _why(result: dict[str, Any] | None) -> str:
     )
 
 
+def _provider_note(target: dict[str, Any], now: float) -> str:
+    """Open incidents of the target's provider, or that its status page shows none."""
+    status, e = target.get("provider_status"), html.escape
+    if status is None:
+        return ""
+    provider = e(str(target["provider"]))
+    if not status["incidents"]:
+        read = _when(status["last_success"], now) if status["last_success"] else "not yet read"
+        return (
+            f'<div class="calm">No open incident on {provider}\'s status page (read {read})</div>'
+        )
+    return "".join(
+        f'<div class="incident" data-incident="{e(i["incident"])}">{provider} reports '
+        f"<b>{e(i['incident'])}</b> ({e(i['service'])}, {e(i['classification'])}, "
+        f"{e(i['status'])}), started {_when(i['start'], now)}"
+        f"{': ' + e(i['title']) if i['title'] else ''}</div>"
+        for i in status["incidents"]
+    )
+
+
 def _target(target: dict[str, Any], now: float) -> str:
     e = html.escape
     rows = []
@@ -202,6 +251,7 @@ def _target(target: dict[str, Any], now: float) -> str:
         f'data-target="{e(target["name"])}">'
         f'<h2>{e(target["name"])} <span class="badge">{e(target["state"])}</span></h2>'
         f"<div>Last delivery time: <b>{delivery}</b></div>"
+        f"{_provider_note(target, now)}"
         '<div class="scroll"><table><thead><tr><th>Check</th><th>State</th>'
         '<th class="wide">Since</th><th class="wide">Last success</th>'
         "<th>Reason / delivery time</th></tr></thead>"
