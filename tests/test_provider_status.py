@@ -9,6 +9,7 @@ import asyncio
 import json
 import random
 import socket
+import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -436,3 +437,54 @@ def test_the_incident_series_stay_bounded() -> None:
     assert text.count("mailbox_provider_incident_info{") == 20
     assert 'mailbox_provider_incidents_open{provider="microsoft"} 50' in text
     assert "mailbox_provider_" not in metrics.render(Store()), "nothing while not configured"
+
+
+def test_the_overview_dashboard_marks_provider_incidents_on_its_time_axis(tmp_path: Path) -> None:
+    """The annotation query is valid PromQL and returns one series per open incident, whatever
+    number of exporters read the same status page."""
+    board = json.loads((ROOT / "deploy/grafana/dashboards/mailbox-overview.json").read_text())
+    [note] = [a for a in board["annotations"]["list"] if a.get("name") == "Provider incidents"]
+    assert note["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+    assert note["enable"] and "{{incident}}" in note["titleFormat"]
+    expr = note["expr"].replace("$job", "mailbox-exporter").replace("$instance", ".*")
+    info = (
+        'mailbox_provider_incident_info{{job="mailbox-exporter",instance="{}",provider="microsoft",'
+        'service="Exchange Online",incident="EX123456",classification="incident",'
+        'status="serviceDegradation"}}'
+    )
+    tests = {
+        "rule_files": [str(ROOT / "deploy/prometheus/rules/mailbox.rules.yml")],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": info.format("a:10025"), "values": "_ 1 1"},
+                    {"series": info.format("b:10025"), "values": "_ 1 1"},
+                ],
+                "promql_expr_test": [
+                    {"expr": expr, "eval_time": "0m", "exp_samples": []},
+                    {
+                        "expr": expr,
+                        "eval_time": "2m",
+                        "exp_samples": [
+                            {
+                                "labels": '{provider="microsoft",service="Exchange Online",'
+                                'incident="EX123456",classification="incident",'
+                                'status="serviceDegradation"}',
+                                "value": 1,
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    (tmp_path / "annotation.test.yml").write_text(yaml.safe_dump(tests))
+    done = subprocess.run(
+        ["promtool", "test", "rules", str(tmp_path / "annotation.test.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
