@@ -1,0 +1,198 @@
+"""The demo as a newcomer runs it: ``python -m scripts.demo`` (what ``./scripts/demo`` runs once
+everything is installed), then ``break delivery`` and ``break heal`` from another process. The
+page and its resolution must be printed in the demo's terminal, and SIGTERM must stop
+everything the demo started. Takes about two minutes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from scripts import demo
+from testing.exporter_process import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PAGE_WITHIN = 120
+"""Seconds from ``break delivery`` to the printed page: the demo promises about two minutes."""
+RESOLVED_WITHIN = 60
+
+
+class Terminal:
+    """What a process prints, line by line, read as it comes."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self.changed = threading.Condition()
+        self.reader = threading.Thread(target=self._read, args=(process,), daemon=True)
+        self.reader.start()
+
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            with self.changed:
+                self.lines.append(line.rstrip("\n"))
+                self.changed.notify_all()
+        with self.changed:
+            self.lines.append("<closed>")
+            self.changed.notify_all()
+
+    def wait_for(self, pattern: str, seconds: float) -> re.Match[str]:
+        """The first line matching ``pattern``, waiting for it up to ``seconds``."""
+        deadline = time.monotonic() + seconds
+        seen = 0
+        with self.changed:
+            while True:
+                for line in self.lines[seen:]:
+                    if found := re.search(pattern, line):
+                        return found
+                seen = len(self.lines)
+                left = deadline - time.monotonic()
+                if left <= 0 or "<closed>" in self.lines:
+                    raise AssertionError(
+                        f"no line matching {pattern!r} within {seconds}s:\n" + self.text()
+                    )
+                self.changed.wait(left)
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def _command(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "scripts.demo", "--state-file", str(state), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+
+
+def _refused(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(2)
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _processes_using(path: str) -> list[str]:
+    """Command lines of live processes that name ``path`` or run inside it."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+        except OSError:
+            continue
+        if path in cmdline or cwd.startswith(path):
+            found.append(f"{entry}: {cmdline}")
+    return found
+
+
+def test_break_delivery_pages_in_the_terminal_and_heal_resolves_it(tmp_path: Path) -> None:
+    port = free_port()
+    state = tmp_path / "demo.json"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "scripts.demo",
+            "--web.listen-address",
+            f"127.0.0.1:{port}",
+            "--state-file",
+            str(state),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    terminal = Terminal(process)
+    try:
+        terminal.wait_for(r"ready +all checks succeed", 90)
+        screen = terminal.text()
+        assert "Demo timings" in screen and "at most 30s" in screen, screen
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/status") as response:
+            status = json.load(response)
+        assert [t["state"] for t in status["targets"]] == ["up"], status
+
+        broke = time.monotonic()
+        answer = _command(state, "break", "delivery")
+        assert answer.returncode == 0, answer.stderr
+        assert "MailboxDeliveryStalled" in answer.stdout
+        page = terminal.wait_for(
+            r"PAGE +FIRING +MailboxDeliveryStalled +target=demo .*reason=not_delivered",
+            PAGE_WITHIN,
+        )
+        paged_after = time.monotonic() - broke
+
+        healed = time.monotonic()
+        answer = _command(state, "break", "heal")
+        assert answer.returncode == 0, answer.stderr
+        terminal.wait_for(
+            r"PAGE +RESOLVED +MailboxDeliveryStalled +target=demo .*reason=not_delivered",
+            RESOLVED_WITHIN,
+        )
+        resolved_after = time.monotonic() - healed
+        print(f"paged {paged_after:.0f}s after break delivery: {page.group(0)}")
+        print(f"resolved {resolved_after:.0f}s after heal")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(60)
+        terminal.reader.join(10)
+
+    assert code == 0, terminal.text()
+    assert not state.exists()
+    screen = terminal.text()
+    work = re.search(r"Logs: +(\S+)/\{", screen)
+    assert work, screen
+    assert not Path(work[1]).exists()
+    assert _processes_using(work[1]) == []
+    ports = [int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", screen.split("Demo timings")[0])]
+    assert port in ports and len(ports) >= 5, screen  # exporter (twice), Prometheus, AM, mail
+    assert [p for p in ports if not _refused(p)] == []
+
+
+def test_break_needs_a_running_demo(tmp_path: Path) -> None:
+    answer = _command(tmp_path / "missing.json", "break", "delivery")
+    assert answer.returncode == 1
+    assert "No demo is running" in answer.stderr
+
+
+def test_the_demo_rules_differ_from_the_shipped_ones_only_in_holds() -> None:
+    shipped = demo.RULES.read_text()
+    short = demo.shorten_holds(shipped, 30)
+    assert yaml.safe_load(short) is not None
+    changed = [
+        (a, b) for a, b in zip(shipped.splitlines(), short.splitlines(), strict=True) if a != b
+    ]
+    assert changed, "the shipped rules hold some alerts for longer than 30s"
+    for before, after in changed:
+        assert re.fullmatch(r"\s*(for|keep_firing_for): \S+", before), before
+        assert after.split(":")[0] == before.split(":")[0] and after.endswith(": 30s"), after
+    assert "for: 5s\n" in demo.shorten_holds("    for: 5s\n", 30)
+    assert demo.shorten_holds("    for: 1h30m\n", 30) == "    for: 30s\n"
+
+
+def test_the_demo_alertmanager_sends_every_receiver_here() -> None:
+    config = yaml.safe_load(demo.alertmanager_config(4321))
+    urls = [h["url"] for r in config["receivers"] for h in r["webhook_configs"]]
+    assert urls and all(u.startswith("http://127.0.0.1:4321/") for u in urls), urls
+    assert config["route"]["group_interval"] == demo.GROUP_INTERVAL
+    shipped = yaml.safe_load(demo.ALERTMANAGER.read_text())
+    assert config["inhibit_rules"] == shipped["inhibit_rules"]
+    assert config["route"]["routes"] == shipped["route"]["routes"]
