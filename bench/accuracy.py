@@ -8,8 +8,10 @@ DATA). A tool's error is its reported delivery time minus that true delivery tim
 
 Run side by side on one Postfix + Dovecot, each with a mailbox of its own:
 
-* the exporter's round trip in this process (``probes.run``), with IMAP IDLE;
-* the same with ``imap.idle: false`` (NOOP + UID SEARCH every ``poll_interval`` of 1 s);
+* the exporter's round trip in this process (``probes.run``) with the default wait (polls
+  from 25 ms after sending, backing off, for 2 s, then IMAP IDLE);
+* the same with ``imap.idle: true`` (IDLE only) and with ``imap.idle: false`` (NOOP + UID
+  SEARCH, backing off to a ``poll_interval`` of 1 s);
 * ``mailexporter`` (Debian ``prometheus-mailexporter``), which watches the maildir with
   inotify; it is sent through a small TCP relay here that stamps the 250 reply, and its
   per-message duration is read from ``mail_last_deliver_duration_seconds`` as the histogram
@@ -56,12 +58,16 @@ from testing.targets import probe_context
 _accepts: contextvars.ContextVar[list[float]] = contextvars.ContextVar("accepts")
 
 POLL_1S = ", idle: false, poll_interval: 1s"
+IDLE_ONLY = ", idle: true"
 VARIANTS: dict[str, tuple[str, str]] = {
     # name: (extra dovecot.conf settings, extra imap keys of the target)
-    "IDLE, default": ("", ""),
-    "IDLE, imap_idle_notify_interval=1s": ("imap_idle_notify_interval = 1 secs\n", ""),
-    "IDLE, imap_idle_notify_interval=10min": ("imap_idle_notify_interval = 10 mins\n", ""),
-    "IDLE, mailbox_idle_check_interval=30s": ("mailbox_idle_check_interval = 30 secs\n", ""),
+    "IDLE, default": ("", IDLE_ONLY),
+    "IDLE, imap_idle_notify_interval=1s": ("imap_idle_notify_interval = 1 secs\n", IDLE_ONLY),
+    "IDLE, imap_idle_notify_interval=10min": ("imap_idle_notify_interval = 10 mins\n", IDLE_ONLY),
+    "IDLE, mailbox_idle_check_interval=30s": (
+        "mailbox_idle_check_interval = 30 secs\n",
+        IDLE_ONLY,
+    ),
     "polling 100ms": ("", ", idle: false, poll_interval: 100ms"),
     "polling 25ms": ("", ", idle: false, poll_interval: 25ms"),
     # polls start 25 ms after sending and back off, doubling, to poll_interval
@@ -312,7 +318,7 @@ async def with_mailexporter(
 
 async def main_run(workdir: Path, roundtrips: int, me_interval: str) -> dict[str, Any]:
     stack = TunedStack(workdir / "stack")
-    users = {n: stack.add_user(n, f"pw-{n}-acc") for n in ("idle", "poll", "mailexp")}
+    users = {n: stack.add_user(n, f"pw-{n}-acc") for n in ("default", "idle", "poll", "mailexp")}
     watcher = MaildirWatcher()
     for user in users.values():
         watcher.watch(stack.maildir(user))
@@ -321,11 +327,16 @@ async def main_run(workdir: Path, roundtrips: int, me_interval: str) -> dict[str
         with stack:
 
             async def ours() -> dict[str, Series]:
-                idle, poll = await asyncio.gather(
-                    exporter_series(stack, users["idle"], watcher, roundtrips, "", "idle"),
+                default, idle, poll = await asyncio.gather(
+                    exporter_series(stack, users["default"], watcher, roundtrips, "", "default"),
+                    exporter_series(stack, users["idle"], watcher, roundtrips, IDLE_ONLY, "idle"),
                     exporter_series(stack, users["poll"], watcher, roundtrips, POLL_1S, "poll"),
                 )
-                return {"exporter (IDLE)": idle, "exporter (polling 1s)": poll}
+                return {
+                    "exporter (default: polls 2 s, then IDLE)": default,
+                    "exporter (idle: true)": idle,
+                    "exporter (idle: false, poll_interval 1s)": poll,
+                }
 
             results, me, extra = await with_mailexporter(
                 stack, users["mailexp"], watcher, workdir, me_interval, ours

@@ -68,6 +68,7 @@ class Reason(StrEnum):
     MAILBOX_UNAVAILABLE = "mailbox_unavailable"
     SEND_REJECTED = "send_rejected"
     NOT_DELIVERED = "not_delivered"
+    JUNK = "junk"
     PROTOCOL_ERROR = "protocol_error"
 
 

@@ -33,7 +33,12 @@ class Findings:
     late_arrivals: int = 0
     """Probe messages found that an earlier probe had given up on."""
     cleanup_deleted: int = 0
+    """Probe messages (and their bounces and Sent copies) deleted."""
     cleanup_failed: bool = False
+    junk: bool = False
+    """The probe message was filed in the junk folder."""
+    bounces: int = 0
+    """Bounces of this exporter's probes found (and deleted)."""
     lookalikes: int | None = None
     """Messages with this exporter's id prefix whose id did not verify: left alone. Known only
     after a successful round trip."""

@@ -60,6 +60,8 @@ class TargetState:
     delivery_sum: float = 0.0
     delivery_count: int = 0
     late_arrivals: int = 0
+    junk: int = 0
+    bounces: int = 0
     cleanup_deleted: int = 0
     cleanup_failures: int = 0
     tls: dict[str, TlsSession] = field(default_factory=dict)
@@ -148,6 +150,8 @@ class Store:
             target.observe_delivery(found.delivery_seconds)
             target.last_delivery = found.delivery_seconds
         target.late_arrivals += found.late_arrivals
+        target.junk += int(found.junk)
+        target.bounces += found.bounces
         target.cleanup_deleted += found.cleanup_deleted
         target.cleanup_failures += int(found.cleanup_failed)
         if found.lookalikes is not None:

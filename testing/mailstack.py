@@ -432,6 +432,7 @@ class MailStack:
         tls: TlsFiles | None = None,
         oauth2_introspection_url: str | None = None,
         mx: bool = False,
+        folders: bool = False,
     ) -> None:
         self.check_requirements()
         self.root = Path(root).absolute()
@@ -450,6 +451,7 @@ class MailStack:
         if tls is not None:
             self.imaps_port, self.smtps_port = _free_ports(2)
         self.mx_port: int | None = _free_ports(1)[0] if mx else None
+        self.folders = folders
         self._routes: dict[str, tuple[str, int]] = {}
         self._users: dict[str, MailUser] = {}
         self._passwd_broken = False
@@ -692,13 +694,16 @@ class MailStack:
             mail_location = maildir:~/Maildir
             mail_fsync = never
             mailbox_idle_check_interval = 1 secs
-            lmtp_save_to_detail_mailbox = no
+            lmtp_save_to_detail_mailbox = {"yes" if self.folders else "no"}
+            recipient_delimiter = {"+" if self.folders else ""}
             verbose_proctitle = yes
 
             namespace inbox {{
               inbox = yes
               separator = /
-            }}
+            """)
+            + self._dovecot_folders()
+            + textwrap.dedent("""            }
             """)
             + self._dovecot_ssl()
             + self._dovecot_passdbs()
@@ -743,6 +748,55 @@ class MailStack:
             }}
             """)
         )
+
+    def _dovecot_folders(self) -> str:
+        """With ``folders``: Junk, Sent and Trash with their special use (RFC 6154), each
+        user's Sieve script (see :meth:`file_into_junk`), and sent copies: Postfix sends a
+        copy of what a user submits to user+Sent, which LMTP saves in Sent, as Exchange keeps
+        a copy of what is submitted over SMTP."""
+        if not self.folders:
+            return ""
+        return textwrap.dedent("""              mailbox Junk {
+                special_use = \\Junk
+                auto = create
+              }
+              mailbox Sent {
+                special_use = \\Sent
+                auto = create
+              }
+              mailbox Trash {
+                special_use = \\Trash
+                auto = create
+              }
+            }
+            protocol lmtp {
+              mail_plugins = $mail_plugins sieve
+            }
+            plugin {
+              sieve = file:~/sieve;active=~/.dovecot.sieve
+            """)
+
+    def file_into_junk(self, user: MailUser, on: bool = True) -> None:
+        """A Sieve rule of the user's that files probe messages into Junk (or none)."""
+        if not self.folders:
+            raise MailStackError("file_into_junk needs a MailStack with folders=True")
+        home = self.mail_dir / user.name
+        home.mkdir(parents=True, exist_ok=True)
+        os.chown(home, self._mail_uid, self._mail_gid)
+        script = home / ".dovecot.sieve"
+        if not on:
+            script.unlink(missing_ok=True)
+            return
+        script.write_text(
+            'require "fileinto";\n'
+            'if exists "X-Mailbox-Probe-Id" { fileinto "Junk"; stop; }\n'
+        )
+        os.chown(script, self._mail_uid, self._mail_gid)
+
+    def folder_files(self, user: MailUser, folder: str) -> list[Path]:
+        """Message files of one folder of the user's (Maildir++: ``.Junk``, ``.Sent``)."""
+        base = self.maildir(user) / f".{folder}"
+        return sorted(p for sub in ("new", "cur") for p in (base / sub).glob("*") if p.is_file())
 
     @property
     def _oauth2(self) -> bool:
@@ -861,8 +915,17 @@ class MailStack:
             bounce_queue_lifetime = 1h
             delay_warning_time = 0h
             """)
+            + self._postfix_sent_copies()
             + self._postfix_tls_cf()
         )
+
+    def _postfix_sent_copies(self) -> str:
+        if not self.folders:
+            return ""
+        return textwrap.dedent(f"""\
+            recipient_delimiter = +
+            sender_bcc_maps = regexp:{self.postfix_etc / "sender_bcc"}
+            """)
 
     def _postfix_tls_cf(self) -> str:
         if self.tls is None:
@@ -935,6 +998,11 @@ class MailStack:
             self.oauth2_conf.unlink(missing_ok=True)
         (self.postfix_etc / "main.cf").write_text(self._postfix_main_cf())
         (self.postfix_etc / "master.cf").write_text(self._postfix_master_cf())
+        if self.folders:
+            domain = re.escape(self.domain)
+            (self.postfix_etc / "sender_bcc").write_text(
+                f"/^([^+@]+)@{domain}$/ ${{1}}+Sent@{self.domain}\n"
+            )
         self._backdate_postfix_config()
 
     def _backdate_postfix_config(self) -> None:

@@ -372,16 +372,19 @@ async def test_subject_search(graph: GraphSimulator, context: ProbeContext) -> N
         graph.promote_x_headers = True
 
 
-async def test_probe_in_junk_is_not_delivered_saying_so(
+async def test_probe_in_junk_is_junk_at_once_and_cleaned(
     graph: GraphSimulator, context: ProbeContext
 ) -> None:
+    probe_target = graph_target(graph)
     graph.junk_rule = lambda message: "mailbox-exporter probe" in str(message["Subject"])
     try:
-        result = await probes.run(graph_target(graph), Check.ROUNDTRIP, context, time_limit=3)
+        result = await probes.run(probe_target, Check.ROUNDTRIP, context, time_limit=10)
     finally:
         graph.junk_rule = None
-    assert (result.reason, result.phase) == (Reason.NOT_DELIVERED, Phase.DELIVERY)
-    assert "Junk Email" in result.detail
+    assert (result.reason, result.phase) == (Reason.JUNK, Phase.DELIVERY), result
+    assert result.duration < 5, "found at the next look, not at the timeout"
+    assert result.found.junk and result.found.delivery_seconds is not None
+    assert probe_copies(graph, probe_target.mail_to) == []
 
 
 async def test_deferred_delivery_is_not_delivered(

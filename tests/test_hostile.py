@@ -10,6 +10,7 @@ import os
 import time
 import tracemalloc
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -131,7 +132,9 @@ async def test_idle_that_never_returns(context: ProbeContext) -> None:
         fakeserver.serve(fakeserver.imap("silent", "DONE")) as imap_port,
         fakeserver.serve(fakeserver.smtp("none")) as smtp_port,
     ):
-        result, elapsed, _ = await _probe(Check.ROUNDTRIP, _target(smtp_port, imap_port), context)
+        target = _target(smtp_port, imap_port)
+        watching = replace(target, imap=replace(target.imap, idle=True))  # type: ignore[arg-type]
+        result, elapsed, _ = await _probe(Check.ROUNDTRIP, watching, context)
     assert (result.reason, result.phase) == (Reason.TIMEOUT, Phase.DELIVERY), result
     assert elapsed <= TIMEOUT + 1
 

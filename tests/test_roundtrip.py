@@ -14,6 +14,7 @@ from exporter import message, probes
 from exporter.message import PROBE_HEADER, ProbeIds, load_key
 from exporter.outcome import Check
 from exporter.probes.roundtrip import sort_out
+from exporter.transports import Envelope
 from testing.mailstack import MailStack, MailUser
 from testing.targets import make_target, probe_context, probe_files
 
@@ -70,13 +71,13 @@ def mailboxes(draw: st.DrawFn) -> list[tuple[str, str | None]]:
 def test_exactly_our_probe_messages_are_selected(box: list[tuple[str, str | None]]) -> None:
     # What a server's substring SEARCH on our prefix would return, with the header values.
     candidates = {
-        uid: header
+        str(uid): Envelope(header, subject=message.subject(header))
         for uid, (_, header) in enumerate(box, start=1)
         if header is not None and OURS.prefix + "." in header
     }
     ours, lookalikes = sort_out(candidates, OURS, TARGET)
     expected = {
-        uid for uid, (kind, _) in enumerate(box, start=1) if kind in ("ours", "ours_duplicate")
+        str(uid) for uid, (kind, _) in enumerate(box, start=1) if kind in ("ours", "ours_duplicate")
     }
     assert set(ours) == expected
     assert lookalikes == set(candidates) - expected

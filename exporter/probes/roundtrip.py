@@ -1,9 +1,15 @@
-"""roundtrip: does mail sent to the mailbox arrive, and how long does it take?
+"""roundtrip: does mail sent to the mailbox reach its Inbox, how fast, and if not, why?
 
 Written once over any sender and any receiver. The receiver logs in and starts watching
 before the sender submits the probe message, so that the arrival is seen the moment the
 server announces it. Delivery time runs from the server accepting the message to that
-announcement. The message is then confirmed by its probe id header and deleted.
+announcement. The message is then confirmed by its probe id header and deleted, and so is
+its copy in the Sent folder where the server keeps one.
+
+While it waits the round trip also looks, every :data:`EXTRA_LOOKS` seconds, in the junk
+folder (a probe filed there fails as ``junk`` at once, with its delivery time) and for
+bounces that quote the probe (it fails with the bounce's reason; a bounce is never taken for
+the arrival).
 
 Only messages whose id verifies under this exporter's key for this target are ever deleted
 (see :class:`exporter.message.ProbeIds`; the key is derived from the target's secrets, see
@@ -15,48 +21,85 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Final
+from dataclasses import dataclass
+from typing import Final, Literal
 
-from exporter import message
+from exporter import bounce, classify, message
 from exporter.config import Target
 from exporter.message import ProbeIds
 from exporter.outcome import Phase, ProbeFailure, Reason
 from exporter.probes.context import ProbeContext
+from exporter.result import Findings
 from exporter.trace import Trace
-from exporter.transports import ProbeMessage, Receiver, registry
+from exporter.transports import Envelope, ProbeMessage, Receiver, registry
 
 LOGOUT_SHARE: Final = 0.1
 """Stop waiting for delivery this share of the timeout early (at most ``LOGOUT_TIME``), to
 leave time to log out politely."""
 LOGOUT_TIME: Final = 2.0
+EXTRA_LOOKS: Final = 2.0
+"""Seconds between looks in the junk folder and for bounces while waiting: each costs a
+STATUS or a search, and finds a misfiled or refused probe within a few seconds."""
+NOT_AN_ARRIVAL: Final = (
+    "undeliverable",
+    "undelivered",
+    "delivery status notification",
+    "mail delivery failed",
+    "returned mail",
+    "failure notice",
+    "non-delivery",
+    "delivery failure",
+)
+"""Subjects of non-delivery reports: one that carries a probe's header is still no arrival."""
 
 
 def sort_out(
-    headers: Mapping[str, str], ids: ProbeIds, target: str
+    envelopes: Mapping[str, Envelope], ids: ProbeIds, target: str
 ) -> tuple[dict[str, str], set[str]]:
-    """Split candidate messages (reference to probe id header) into provably ours and
-    lookalikes.
+    """Split candidate messages into provably ours (reference to probe id) and lookalikes.
 
-    Ours are the messages whose id verifies for this target under this exporter's key: only
-    those are ever deleted. Everything else that carries the header is a lookalike: forged, or
-    another exporter's, or this exporter's for another target; it is left alone.
+    Ours are the messages whose id verifies for this target under this exporter's key and
+    that are no non-delivery report: only those are ever deleted. Everything else that
+    carries the header is a lookalike: forged, or another exporter's, or this exporter's for
+    another target; it is left alone.
     """
-    ours = {ref: value for ref, value in headers.items() if ids.verify(value, target)}
-    return ours, set(headers) - set(ours)
+    ours = {
+        ref: envelope.probe_id
+        for ref, envelope in envelopes.items()
+        if ids.verify(envelope.probe_id, target)
+        and not envelope.subject.lower().startswith(NOT_AN_ARRIVAL)
+    }
+    return ours, set(envelopes) - set(ours)
+
+
+@dataclass(frozen=True)
+class _Arrival:
+    where: Literal["inbox", "junk", "report"]
+    at: float
+    """When it arrived (monotonic): announced, or seen by a look."""
+    refs: list[str]
 
 
 async def _arrivals(
     receiver: Receiver, prefix: str, examined: set[str], deadline: float
-) -> tuple[float, list[str]]:
-    """Wait until the receiver finds candidates not examined before; when they arrived, and
-    which."""
+) -> _Arrival:
+    """Wait until the receiver finds candidates not examined before: in the watched folder,
+    or, at a look every :data:`EXTRA_LOOKS` seconds, reports and junk."""
+    next_look = time.monotonic() + EXTRA_LOOKS
     while True:
-        arrived = await receiver.wait(deadline)
+        arrived = await receiver.wait(min(deadline, next_look))
         if arrived is not None:
             refs = [ref for ref in await receiver.find(prefix) if ref not in examined]
             if refs:
-                return arrived, refs
-        if time.monotonic() >= deadline:
+                return _Arrival("inbox", arrived, refs)
+        now = time.monotonic()
+        if now >= next_look or now >= deadline:
+            next_look = now + EXTRA_LOOKS
+            for where, look in (("report", receiver.reports), ("junk", receiver.junk)):
+                refs = [ref for ref in await look(prefix) if ref not in examined]
+                if refs:
+                    return _Arrival(where, now, refs)  # type: ignore[arg-type]
+        if now >= deadline:
             raise ProbeFailure(
                 Reason.NOT_DELIVERED,
                 "the probe message was accepted but had not arrived when the probe gave up",
@@ -78,59 +121,131 @@ def compose(target: Target, probe_id: str) -> ProbeMessage:
     )
 
 
-async def probe(target: Target, trace: Trace, context: ProbeContext) -> None:
-    """Run one round trip; see the module docstring."""
-    deadline = trace.deadline - min(LOGOUT_TIME, trace.remaining() * LOGOUT_SHARE)
-    ids = await context.keys.ids(target.name, target.secrets())
-    sent = context.sent(target.name)
-    probe_id = ids.new(target.name)
-    receiver = registry.receiver(
-        target.receiver, target.section(target.receiver), trace, context.tokens
-    )
-    sender = registry.sender(target.sender, target.section(target.sender), trace, context.tokens)
-    try:
-        await receiver.open()
-        sent.add(probe_id)
-        accepted = await sender.send(compose(target, probe_id))
+class _RoundTrip:
+    """One round trip's state: what it has examined, found and deleted."""
 
-        examined: set[str] = set()
-        ours: dict[str, str] = {}
-        lookalikes: set[str] = set()
+    def __init__(self, target: Target, trace: Trace, context: ProbeContext, ids: ProbeIds) -> None:
+        self.target, self.trace, self.ids = target, trace, ids
+        self.sent = context.sent(target.name)
+        self.probe_id = ids.new(target.name)
+        self.receiver = registry.receiver(
+            target.receiver, target.section(target.receiver), trace, context.tokens
+        )
+        self.sender = registry.sender(
+            target.sender, target.section(target.sender), trace, context.tokens
+        )
+        self.examined: set[str] = set()
+        self.ours: dict[str, str] = {}
+        self.lookalikes: set[str] = set()
+
+    @property
+    def found(self) -> Findings:
+        return self.trace.found
+
+    def _mine(self, verified: Mapping[str, str]) -> dict[str, str]:
+        """Verified messages, less those another round trip in flight still awaits."""
+        others = self.sent.awaited - {self.probe_id}
+        return {ref: probe_id for ref, probe_id in verified.items() if probe_id not in others}
+
+    async def run(self, deadline: float) -> None:
+        receiver = self.receiver
+        await receiver.open()
+        self.sent.add(self.probe_id)
+        accepted = await self.sender.send(compose(self.target, self.probe_id))
+        prefix = self.ids.prefix + "."
         try:
-            while probe_id not in ours.values():
-                with trace.phase(Phase.DELIVERY):
-                    arrived, candidates = await _arrivals(
-                        receiver, ids.prefix + ".", examined, deadline
-                    )
-                found = await receiver.probe_ids(candidates)
-                examined.update(candidates)
+            while True:
+                with self.trace.phase(Phase.DELIVERY):
+                    arrival = await _arrivals(receiver, prefix, self.examined, deadline)
+                self.examined.update(arrival.refs)
+                if arrival.where == "report":
+                    await self._bounces(arrival.refs)
+                    continue
                 verified, unverified = sort_out(
-                    {ref: found.get(ref, "") for ref in candidates}, ids, target.name
+                    await receiver.read(arrival.refs), self.ids, self.target.name
                 )
-                others_awaited = sent.awaited - {probe_id}
-                ours.update({r: i for r, i in verified.items() if i not in others_awaited})
-                lookalikes |= unverified
+                self.ours.update(self._mine(verified))
+                self.lookalikes |= unverified
+                if self.probe_id in verified.values():
+                    break
         except ProbeFailure as failure:
             if failure.reason is Reason.NOT_DELIVERED:
                 await receiver.close()
             raise
-        findings = trace.found
-        findings.lookalikes = len(lookalikes)
-        findings.delivery_seconds = max(0.0, arrived - accepted)
-        trace.phases[Phase.DELIVERY] = findings.delivery_seconds
-        findings.late_arrivals = sum(
-            1 for found_id in set(ours.values()) if found_id != probe_id and sent.seen(found_id)
+        self.found.lookalikes = len(self.lookalikes)
+        self.found.delivery_seconds = max(0.0, arrival.at - accepted)
+        self.trace.phases[Phase.DELIVERY] = self.found.delivery_seconds
+        self.found.late_arrivals = sum(
+            1
+            for found_id in set(self.ours.values())
+            if found_id != self.probe_id and self.sent.seen(found_id)
         )
+        await self._delete(self.ours)
+        if arrival.where == "junk":
+            self.found.junk = True
+            await receiver.close()
+            raise ProbeFailure(
+                Reason.JUNK,
+                f"the probe message was filed as junk, {self.found.delivery_seconds:.1f}s after "
+                "the server accepted it",
+                Phase.DELIVERY,
+            )
+        if self._same_account():
+            await self._sent_copies(prefix)
+        await receiver.close()
+
+    async def _delete(self, messages: Mapping[str, str]) -> None:
+        if not messages:
+            return
         try:
-            removed = await receiver.delete(list(ours))
+            removed = await self.receiver.delete(list(messages))
         except ProbeFailure:
             removed = False
         if removed:
-            findings.cleanup_deleted = len(ours)
-            sent.forget(ours.values())
+            self.found.cleanup_deleted += len(messages)
+            self.sent.forget(messages.values())
         else:
-            findings.cleanup_failed = True
-        await receiver.close()
+            self.found.cleanup_failed = True
+
+    async def _bounces(self, refs: list[str]) -> None:
+        """Delete the bounces of this exporter's probes; fail if one is this probe's."""
+        reports: dict[str, bounce.Bounce] = {}
+        for ref in refs:
+            found = bounce.read(await self.receiver.raw(ref, bounce.MAX_REPORT))
+            if found is not None and self.ids.verify(found.probe_id, self.target.name):
+                reports[ref] = found
+        mine = self._mine({ref: report.probe_id for ref, report in reports.items()})
+        await self._delete(mine)
+        self.found.bounces += len(mine)
+        report = next((reports[r] for r, i in mine.items() if i == self.probe_id), None)
+        if report is not None:
+            words = f"{report.status} {report.text}".strip()
+            raise ProbeFailure(
+                classify.smtp_reply(report.code, words, "send"),
+                f"bounced: {report.code} {words}",
+                Phase.DELIVERY,
+            )
+
+    def _same_account(self) -> bool:
+        """Whether the sending account is the watched one, whose Sent folder may keep a copy."""
+        target = self.target
+        sending, receiving = target.section(target.sender), target.section(target.receiver)
+        return sending.username.lower() == receiving.username.lower()
+
+    async def _sent_copies(self, prefix: str) -> None:
+        copies = await self.receiver.sent_copies(prefix)
+        if copies:
+            verified, _ = sort_out(await self.receiver.read(copies), self.ids, self.target.name)
+            await self._delete(self._mine(verified))
+
+
+async def probe(target: Target, trace: Trace, context: ProbeContext) -> None:
+    """Run one round trip; see the module docstring."""
+    deadline = trace.deadline - min(LOGOUT_TIME, trace.remaining() * LOGOUT_SHARE)
+    ids = await context.keys.ids(target.name, target.secrets())
+    trip = _RoundTrip(target, trace, context, ids)
+    try:
+        await trip.run(deadline)
     finally:
-        sent.done(probe_id)
-        receiver.abort()
+        trip.sent.done(trip.probe_id)
+        trip.receiver.abort()

@@ -84,6 +84,12 @@ FAMILIES: Final[dict[str, Family]] = {
     "mailbox_roundtrip_late_arrivals_total": Family(
         "counter", "Probe messages that arrived after their probe gave up."
     ),
+    "mailbox_roundtrip_junk_total": Family(
+        "counter", "Round trips whose probe message was filed in the junk folder."
+    ),
+    "mailbox_roundtrip_bounces_total": Family(
+        "counter", "Bounces of this exporter's probe messages found (and deleted)."
+    ),
     "mailbox_cleanup_deleted_total": Family("counter", "Probe messages deleted from the mailbox."),
     "mailbox_cleanup_failures_total": Family("counter", "Round trips whose cleanup failed."),
     "mailbox_cleanup_lookalikes": Family(
@@ -250,6 +256,8 @@ def render(store: Store) -> str:
             add(delivery, t, target.delivery_sum, "_sum")
             add(delivery, t, target.delivery_count, "_count")
             add("mailbox_roundtrip_late_arrivals_total", t, target.late_arrivals)
+            add("mailbox_roundtrip_junk_total", t, target.junk)
+            add("mailbox_roundtrip_bounces_total", t, target.bounces)
             add("mailbox_cleanup_deleted_total", t, target.cleanup_deleted)
             add("mailbox_cleanup_failures_total", t, target.cleanup_failures)
             if target.lookalikes is not None:

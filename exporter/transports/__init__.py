@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,20 @@ class ProbeMessage:
     headers: tuple[tuple[str, str], ...]
     """Header fields beyond From, To and Subject, in order (the probe id among them)."""
     raw: bytes
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What the round trip reads of a candidate message's header."""
+
+    probe_id: str
+    subject: str = ""
+    authentication_results: tuple[str, ...] = ()
+    """Every ``Authentication-Results`` field, topmost first (RFC 8601)."""
+
+
+READ_FIELDS: Final = ("Subject", "Authentication-Results")
+"""Header fields read besides the probe id (``exporter.message.PROBE_HEADER``)."""
 
 
 class Sender(Protocol):
@@ -53,15 +67,34 @@ class Receiver(Protocol):
         ...
 
     async def find(self, prefix: str) -> list[str]:
-        """Messages whose probe id header starts with ``prefix``."""
+        """Messages in the watched folder whose probe id header starts with ``prefix``."""
         ...
 
-    async def probe_ids(self, refs: Sequence[str]) -> dict[str, str]:
-        """The probe id header of each message."""
+    async def junk(self, prefix: str) -> list[str]:
+        """Messages with that header that arrived in the junk folder since :meth:`open`
+        (cheaply: nothing is searched while the folder has no new mail)."""
+        ...
+
+    async def reports(self, prefix: str) -> list[str]:
+        """Delivery status notifications that arrived since :meth:`open` and quote a header
+        starting with ``prefix``; [] where the transport cannot search message text."""
+        ...
+
+    async def sent_copies(self, prefix: str) -> list[str]:
+        """Copies of probe messages in the account's Sent folder, where the server keeps
+        them (Exchange does for mail submitted over SMTP)."""
+        ...
+
+    async def read(self, refs: Sequence[str]) -> dict[str, Envelope]:
+        """The probe id and the other :data:`READ_FIELDS` of each message."""
+        ...
+
+    async def raw(self, ref: str, limit: int) -> bytes:
+        """The first ``limit`` bytes of a message."""
         ...
 
     async def delete(self, refs: Sequence[str]) -> bool:
-        """Remove exactly these messages; False if they could only be marked for deletion."""
+        """Remove exactly these messages for good; False if they could only be marked."""
         ...
 
     async def close(self) -> None:

@@ -20,9 +20,9 @@ from urllib.parse import quote
 
 from exporter.config.model import GraphConfig
 from exporter.message import PROBE_HEADER, subject
-from exporter.outcome import Phase, ProbeFailure, Reason
+from exporter.outcome import Phase
 from exporter.trace import Trace
-from exporter.transports import ProbeMessage
+from exporter.transports import Envelope, ProbeMessage
 from exporter.transports.http import MAX_PAGES, ApiPhases, ApiSession, Poller, quote_odata
 from exporter.transports.oauth import TokenCache
 
@@ -38,7 +38,7 @@ INTERNET_HEADERS: Final = "{00020386-0000-0000-C000-000000000046}"
 """The property set Exchange keeps internet message headers in (PS_INTERNET_HEADERS)."""
 LOOKBACK: Final = timedelta(days=1)
 """Probes received this long before the round trip are still found (late arrivals)."""
-SELECT: Final = "id,internetMessageHeaders"
+SELECT: Final = "id,subject,internetMessageHeaders"
 
 
 def _session(section: GraphConfig, trace: Trace, tokens: TokenCache) -> ApiSession:
@@ -79,11 +79,24 @@ def message(section: GraphConfig, probe: ProbeMessage) -> dict[str, Any]:
     return {"message": body, "saveToSentItems": False}
 
 
+def _headers(item: dict[str, Any], name: str) -> list[str]:
+    return [
+        str(field.get("value", ""))
+        for field in item.get("internetMessageHeaders") or ()
+        if isinstance(field, dict) and str(field.get("name", "")).lower() == name.lower()
+    ]
+
+
 def _header(item: dict[str, Any], name: str) -> str:
-    for field in item.get("internetMessageHeaders") or ():
-        if isinstance(field, dict) and str(field.get("name", "")).lower() == name.lower():
-            return str(field.get("value", ""))
-    return ""
+    return next(iter(_headers(item, name)), "")
+
+
+def _envelope(item: dict[str, Any]) -> Envelope:
+    return Envelope(
+        probe_id=_header(item, PROBE_HEADER),
+        subject=str(item.get("subject") or ""),
+        authentication_results=tuple(_headers(item, "Authentication-Results")),
+    )
 
 
 class GraphSender:
@@ -117,7 +130,7 @@ class GraphReceiver:
         self.api = _session(section, trace, tokens)
         self.poller = Poller(section.poll_interval)
         self._since = datetime.now(UTC) - LOOKBACK
-        self._headers: dict[str, str] = {}
+        self._items: dict[str, dict[str, Any]] = {}
 
     async def open(self) -> None:
         await self.api.authenticate()
@@ -134,16 +147,23 @@ class GraphReceiver:
         return await self.poller.wait(deadline)
 
     async def find(self, prefix: str) -> list[str]:
-        found = await self._search("inbox", prefix)
-        if not found and self.poller.last_look():
-            junk = await self._search("junkemail", prefix)
-            if junk:
-                raise ProbeFailure(
-                    Reason.NOT_DELIVERED,
-                    f"{len(junk)} message(s) with this exporter's probe id prefix found in "
-                    "Junk Email, none in the Inbox",
-                )
-        return found
+        return await self._search("inbox", prefix)
+
+    async def junk(self, prefix: str) -> list[str]:
+        return await self._search("junkemail", prefix)
+
+    async def reports(self, prefix: str) -> list[str]:
+        """None: Graph cannot filter on a message's text (only ``$search``, which is not
+        offered for this)."""
+        return []
+
+    async def sent_copies(self, prefix: str) -> list[str]:
+        """None: the probe is sent with ``saveToSentItems: false``."""
+        return []
+
+    async def raw(self, ref: str, limit: int) -> bytes:
+        """Never needed: :meth:`reports` finds none."""
+        return b""
 
     async def _search(self, folder: str, prefix: str) -> list[str]:
         params: dict[str, str] | None = {
@@ -157,28 +177,26 @@ class GraphReceiver:
             for item in page.get("value") or ():
                 if isinstance(item, dict) and isinstance(item.get("id"), str):
                     found.append(item["id"])
-                    if folder == "inbox":
-                        self._headers[item["id"]] = _header(item, PROBE_HEADER)
+                    self._items[item["id"]] = item
             next_link = page.get("@odata.nextLink")
             if not isinstance(next_link, str):
                 break
             url, params = next_link, None
         return found
 
-    async def probe_ids(self, refs: Sequence[str]) -> dict[str, str]:
-        """The probe id header of each message: read with the search, else one by one."""
+    async def read(self, refs: Sequence[str]) -> dict[str, Envelope]:
+        """Each message's header: read with the search, else one by one."""
         with self.trace.phase(Phase.GRAPH_FETCH):
             for ref in refs:
-                if ref not in self._headers:
-                    item = await self.api.call(
+                if ref not in self._items:
+                    self._items[ref] = await self.api.call(
                         "GET",
                         f"{_user(self.section)}/messages/{quote(ref, safe='')}",
                         "mailbox",
                         params={"$select": SELECT},
                         missing_ok=True,
                     )
-                    self._headers[ref] = _header(item, PROBE_HEADER)
-        return {ref: self._headers.get(ref, "") for ref in refs}
+        return {ref: _envelope(self._items.get(ref, {})) for ref in refs}
 
     async def delete(self, refs: Sequence[str]) -> bool:
         """Remove each message permanently (not into Deleted Items); gone already is fine."""

@@ -15,7 +15,7 @@ import json as jsonlib
 import re
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -48,6 +48,10 @@ RETRY_STATUSES: Final = frozenset({429, 503})
 _closing: set[asyncio.Future[None]] = set()
 """Connectors being closed by :meth:`ApiSession.abort`, kept until done."""
 _RETRY_AFTER_TEXT = re.compile(r"retry after (\d{4}-\d\d-\d\dT[\d:.]+(?:Z|[+-]\d\d:\d\d)?)", re.I)
+
+
+Query = Mapping[str, str] | Sequence[tuple[str, str]]
+"""Query parameters: a mapping, or pairs where a name repeats (Gmail's ``metadataHeaders``)."""
 
 
 @dataclass(frozen=True)
@@ -179,7 +183,7 @@ class ApiSession:
         url: str,
         stage: HttpStage,
         *,
-        params: Mapping[str, str] | None = None,
+        params: Query | None = None,
         json: Any = None,
         missing_ok: bool = False,
     ) -> dict[str, Any]:
@@ -305,9 +309,10 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
-def _shown(url: str, params: Mapping[str, str] | None) -> str:
+def _shown(url: str, params: Query | None) -> str:
     path = urlsplit(url).path
-    query = "&".join(f"{key}={value}" for key, value in (params or {}).items())
+    pairs = params.items() if isinstance(params, Mapping) else params or ()
+    query = "&".join(f"{key}={value}" for key, value in pairs)
     return f"{path}?{query}" if query else path
 
 

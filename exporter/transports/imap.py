@@ -11,6 +11,8 @@ probe gets around to looking.
 from __future__ import annotations
 
 import asyncio
+import email.parser
+import email.policy
 import re
 import socket
 import ssl
@@ -28,7 +30,7 @@ from exporter.message import PROBE_HEADER
 from exporter.outcome import DETAIL_LIMIT, Phase, ProbeFailure, Reason, shorten
 from exporter.result import TlsSession
 from exporter.trace import Trace
-from exporter.transports import net
+from exporter.transports import READ_FIELDS, Envelope, net
 from exporter.transports.credentials import LoginPhases, log_in
 from exporter.transports.oauth import TokenCache
 
@@ -63,6 +65,17 @@ _EXISTS = re.compile(rb"^\*\s+(\d+)\s+EXISTS\b", re.IGNORECASE)
 _UIDNEXT = re.compile(rb"\[UIDNEXT\s+(\d+)\]", re.IGNORECASE)
 _FETCH_UID = re.compile(rb"\bUID\s+(\d+)", re.IGNORECASE)
 _FETCH_START = re.compile(rb"^\d+\s+FETCH\s+\(", re.IGNORECASE)
+_LIST = re.compile(rb"^\(([^)]*)\)\s+(?:\"[^\"]*\"|NIL)\s+(.+)$", re.IGNORECASE)
+_STATUS_UIDNEXT = re.compile(rb"\bUIDNEXT\s+(\d+)", re.IGNORECASE)
+_COPYUID = re.compile(rb"\[COPYUID\s+\d+\s+([\d:,]+)\s+([\d:,]+)\]", re.IGNORECASE)
+
+SPECIAL_USES: Final = ("Junk", "Sent", "Trash")
+USUAL_NAMES: Final = {
+    "Junk": ("Junk", "Spam", "Junk E-mail", "Junk Email", "[Gmail]/Spam"),
+    "Sent": ("Sent", "Sent Items", "Sent Messages", "Sent Mail", "[Gmail]/Sent Mail"),
+    "Trash": ("Trash", "Deleted Items", "Deleted Messages", "[Gmail]/Trash"),
+}
+"""Names clients use for these folders where a server marks no special use."""
 
 
 def quote(value: str) -> str:
@@ -72,6 +85,22 @@ def quote(value: str) -> str:
 
 def uid_set(uids: Iterable[int]) -> str:
     return ",".join(str(uid) for uid in sorted(set(uids)))
+
+
+def _uid_list(text: bytes) -> list[int]:
+    """The UIDs of a sequence set such as ``3,5:7``, in order."""
+    uids: list[int] = []
+    for part in text.decode().split(","):
+        low, _, high = part.partition(":")
+        uids.extend(range(int(low), int(high or low) + 1))
+    return uids
+
+
+def _mailbox_name(raw: bytes) -> str:
+    text = raw.decode("utf-8", errors="replace").strip()
+    if text.startswith('"') and text.endswith('"'):
+        text = text[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    return text
 
 
 class _Protocol(imaplib.IMAP4ClientProtocol):  # type: ignore[misc]
@@ -272,10 +301,12 @@ class ImapSession:
         self._check(response, "auth")
         await self._call(proto.capability(), "auth")
 
-    async def select(self) -> Selected:
+    async def select(self, mailbox: str | None = None) -> Selected:
+        """SELECT the configured mailbox, or another one (Junk, Sent, Trash)."""
         proto = self.proto
-        self.say(f"C: {proto.tagpre}{proto.tagnum} SELECT {quote(self.server.mailbox)}")
-        response = await self._call(proto.select(quote(self.server.mailbox)), "select")
+        name = quote(mailbox or self.server.mailbox)
+        self.say(f"C: {proto.tagpre}{proto.tagnum} SELECT {name}")
+        response = await self._call(proto.select(name), "select")
         self._check(response, "select")
         uidnext = None
         for line in response.lines:
@@ -299,16 +330,29 @@ class ImapSession:
 
     async def header(self, uids: Iterable[int], field: str) -> dict[int, str]:
         """The value of one header field of each message, by UID, without marking it read."""
+        return {
+            uid: _header_value(block, field)
+            for uid, block in (await self.header_fields(uids, (field,))).items()
+        }
+
+    async def header_fields(self, uids: Iterable[int], fields: Sequence[str]) -> dict[int, bytes]:
+        """The header lines of the named fields of each message, by UID, unread."""
+        return await self._fetch_literals(uids, f"BODY.PEEK[HEADER.FIELDS ({' '.join(fields)})]")
+
+    async def raw(self, uid: int, limit: int) -> bytes:
+        """The first ``limit`` bytes of a message, unread."""
+        return (await self._fetch_literals([uid], f"BODY.PEEK[]<0.{limit}>")).get(uid, b"")
+
+    async def _fetch_literals(self, uids: Iterable[int], item: str) -> dict[int, bytes]:
         wanted = uid_set(uids)
         if not wanted:
             return {}
-        self.say(f"C: UID FETCH {wanted} (UID BODY.PEEK[HEADER.FIELDS ({field})])")
+        self.say(f"C: UID FETCH {wanted} (UID {item})")
         response = await self._call(
-            self.proto.fetch(wanted, f"(UID BODY.PEEK[HEADER.FIELDS ({field})])", by_uid=True),
-            "mailbox",
+            self.proto.fetch(wanted, f"(UID {item})", by_uid=True), "mailbox"
         )
         self._check(response, "mailbox")
-        values: dict[int, str] = {}
+        values: dict[int, bytes] = {}
         uid: int | None = None
         literal: bytes | None = None
         for line in response.lines:
@@ -320,9 +364,54 @@ class ImapSession:
                 if match := _FETCH_UID.search(line):
                     uid = int(match.group(1))
             if uid is not None and literal is not None:
-                values[uid] = _header_value(literal, field)
+                values[uid] = literal
                 uid, literal = None, None
         return values
+
+    async def special_folders(self) -> dict[str, str]:
+        """Folders by special use (RFC 6154: ``\\Junk``, ``\\Sent``, ``\\Trash``), from LIST;
+        where a server marks none, the usual names."""
+        self.say('C: LIST "" "*"')
+        response = await self._call(self.proto.simple_command("LIST", '""', '"*"'), "mailbox")
+        self._check(response, "mailbox")
+        found: dict[str, str] = {}
+        names: set[str] = set()
+        for line in response.lines[:-1]:
+            if not isinstance(line, bytes | bytearray) or not (match := _LIST.match(line)):
+                continue
+            flags, name = match.group(1).decode(errors="replace"), _mailbox_name(match.group(2))
+            names.add(name)
+            for use in SPECIAL_USES:
+                if f"\\{use}".lower() in flags.lower():
+                    found.setdefault(use, name)
+        for use, usual in USUAL_NAMES.items():
+            named = next((n for n in usual if n in names), None)
+            if use not in found and named is not None:
+                found[use] = named
+        return found
+
+    async def uidnext(self, mailbox: str) -> int | None:
+        """The next UID of another mailbox (STATUS), to notice new mail in it cheaply."""
+        self.say(f"C: STATUS {quote(mailbox)} (UIDNEXT)")
+        response = await self._call(
+            self.proto.simple_command("STATUS", quote(mailbox), "(UIDNEXT)"), "mailbox"
+        )
+        self._check(response, "mailbox")
+        for line in response.lines:
+            if isinstance(line, bytes | bytearray) and (match := _STATUS_UIDNEXT.search(line)):
+                return int(match.group(1))
+        return None
+
+    async def move(self, uids: Iterable[int], mailbox: str) -> dict[int, int]:
+        """UID MOVE to ``mailbox``; the messages' new UIDs there (from COPYUID)."""
+        wanted = uid_set(uids)
+        self.say(f"C: UID MOVE {wanted} {quote(mailbox)}")
+        response = await self._call(self.proto.move(wanted, quote(mailbox), by_uid=True), "mailbox")
+        self._check(response, "mailbox")
+        for line in response.lines:
+            if isinstance(line, bytes | bytearray) and (match := _COPYUID.search(line)):
+                return dict(zip(_uid_list(match.group(1)), _uid_list(match.group(2)), strict=False))
+        return {}
 
     async def delete(self, uids: Iterable[int]) -> bool:
         """Flag the messages deleted and expunge exactly them (UID EXPUNGE).
@@ -489,10 +578,14 @@ def _imap(server: ServerConfig) -> ImapConfig:
 
 
 class ImapReceiver:
-    """The mailbox watched over IMAP: IDLE where offered and wanted, else polling.
+    """The mailbox watched over IMAP: polling then IDLE by default (see ``idle``).
 
     Every ``EXISTS`` is time-stamped as it arrives, so delivery time does not depend on when
-    the round trip gets around to looking. Deletion is by UID, and only with UIDPLUS.
+    the round trip gets around to looking. Other folders (Junk, Sent, and Trash on Gmail) are
+    found by their special use and only selected when they have something to look at;
+    references name the folder (``J``, ``S`` before the UID; none for the watched one).
+    Deletion is by UID, and only with UIDPLUS; on Gmail, where deleting from a label only
+    archives, by moving to Trash and expunging there.
     """
 
     def __init__(self, server: ServerConfig, trace: Trace, tokens: TokenCache) -> None:
@@ -503,6 +596,10 @@ class ImapReceiver:
         self._idling = False
         self._first_look: float | None = None
         self._pause = FIRST_POLL
+        self._folders: dict[str, str] = {}
+        self._selected = ""
+        self._inbox_from = 1
+        self._junk_from: int | None = None
 
     def _watch_with_idle(self) -> bool:
         """Whether the next wait uses IDLE: ``idle: true`` always, ``idle: false`` never, and
@@ -516,13 +613,31 @@ class ImapReceiver:
     async def open(self) -> None:
         await log_in(self.session, self.server, PHASES, self.trace, self.tokens)
         with self.trace.phase(Phase.IMAP_SELECT):
-            await self.session.select()
+            selected = await self.session.select()
+            self._selected = self.server.mailbox
+            self._inbox_from = selected.uidnext or 1
+            self._folders = await self.session.special_folders()
+            if junk := self._folders.get("Junk"):
+                self._junk_from = await self.session.uidnext(junk)
             if self._watch_with_idle():
                 await self.session.idle_start()
                 self._idling = True
             self.session.forget_new_mail()
 
+    async def _in(self, folder: str) -> None:
+        """Have ``folder`` selected (the watched mailbox for ""): leave IDLE, SELECT if need be."""
+        name = self._folders[folder] if folder else self.server.mailbox
+        if self._idling:
+            self._idling = False
+            await self.session.idle_done()
+        if self._selected != name:
+            await self.session.select(name)
+            self._selected = name
+            self.session.forget_new_mail()
+
     async def wait(self, deadline: float) -> float | None:
+        if self._selected != self.server.mailbox:
+            await self._in("")
         if self._watch_with_idle():
             if not self._idling:
                 self.session.forget_new_mail()
@@ -540,24 +655,94 @@ class ImapReceiver:
         await self.session.noop()
         return time.monotonic()
 
-    async def find(self, prefix: str) -> list[str]:
-        key = f"HEADER {PROBE_HEADER} {quote(prefix)}"
-        return [str(uid) for uid in await self.session.search(key)]
+    async def _search(self, folder: str, *criteria: str) -> list[str]:
+        await self._in(folder)
+        return [f"{folder[:1]}{uid}" for uid in await self.session.search(*criteria)]
 
-    async def probe_ids(self, refs: Sequence[str]) -> dict[str, str]:
+    async def find(self, prefix: str) -> list[str]:
+        return await self._search("", _probe_header(prefix))
+
+    async def junk(self, prefix: str) -> list[str]:
+        junk = self._folders.get("Junk")
+        if junk is None or self._junk_from is None:
+            return []
+        if self._idling:
+            self._idling = False
+            await self.session.idle_done()
+        uidnext = await self.session.uidnext(junk)
+        if uidnext is None or uidnext <= self._junk_from:
+            return []
+        found = await self._search("Junk", f"UID {self._junk_from}:*", _probe_header(prefix))
+        self._junk_from = uidnext
+        return found
+
+    async def reports(self, prefix: str) -> list[str]:
+        return await self._search("", f"UID {self._inbox_from}:*", f"BODY {quote(prefix)}")
+
+    async def sent_copies(self, prefix: str) -> list[str]:
+        if "Sent" not in self._folders:
+            return []
+        return await self._search("Sent", _probe_header(prefix))
+
+    def _split(self, refs: Sequence[str]) -> dict[str, list[int]]:
+        """References by folder ("" for the watched one)."""
+        by_folder: dict[str, list[int]] = {}
+        for ref in refs:
+            folder = next((f for f in SPECIAL_USES if ref.startswith(f[:1])), "")
+            by_folder.setdefault(folder, []).append(int(ref[len(folder[:1]) :]))
+        return by_folder
+
+    async def read(self, refs: Sequence[str]) -> dict[str, Envelope]:
+        envelopes: dict[str, Envelope] = {}
         with self.trace.phase(Phase.IMAP_FETCH):
-            found = await self.session.header([int(ref) for ref in refs], PROBE_HEADER)
-        return {str(uid): value for uid, value in found.items()}
+            for folder, uids in self._split(refs).items():
+                await self._in(folder)
+                blocks = await self.session.header_fields(uids, (PROBE_HEADER, *READ_FIELDS))
+                for uid, block in blocks.items():
+                    envelopes[f"{folder[:1]}{uid}"] = _envelope(block)
+        return envelopes
+
+    async def raw(self, ref: str, limit: int) -> bytes:
+        [(folder, [uid])] = self._split([ref]).items()
+        with self.trace.phase(Phase.IMAP_FETCH):
+            await self._in(folder)
+            return await self.session.raw(uid, limit)
 
     async def delete(self, refs: Sequence[str]) -> bool:
+        removed = True
         with self.trace.phase(Phase.IMAP_CLEANUP):
-            return await self.session.delete(int(ref) for ref in refs)
+            for folder, uids in self._split(refs).items():
+                await self._in(folder)
+                trash = self._folders.get("Trash")
+                if self.session.has("X-GM-EXT-1") and trash and folder != "Trash":
+                    # Gmail: removing a message from a label only archives it.
+                    moved = await self.session.move(uids, trash)
+                    self._selected = ""
+                    await self._in("Trash")
+                    uids = list(moved.values())
+                removed &= await self.session.delete(uids)
+        return removed
 
     async def close(self) -> None:
         await self.session.logout()
 
     def abort(self) -> None:
         self.session.abort()
+
+
+def _probe_header(prefix: str) -> str:
+    return f"HEADER {PROBE_HEADER} {quote(prefix)}"
+
+
+def _envelope(block: bytes) -> Envelope:
+    fields = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(block)
+    return Envelope(
+        probe_id=" ".join(str(fields.get(PROBE_HEADER, "")).split()),
+        subject=" ".join(str(fields.get("Subject", "")).split()),
+        authentication_results=tuple(
+            " ".join(str(value).split()) for value in fields.get_all("Authentication-Results", [])
+        ),
+    )
 
 
 async def check_login(server: ServerConfig, trace: Trace, tokens: TokenCache) -> None:
