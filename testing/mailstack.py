@@ -645,9 +645,15 @@ class MailStack:
                 files.extend(p for p in (self.maildir(user) / sub).iterdir() if p.is_file())
         return sorted(files)
 
-    def put_message(self, user: MailUser, raw: bytes) -> None:
-        """Drop a message into new/ the maildir way (tmp/ then rename): pre-existing mail."""
-        maildir = self.maildir(user)
+    def put_message(self, user: MailUser, raw: bytes, folder: str = "") -> None:
+        """Drop a message into new/ the maildir way (tmp/ then rename): pre-existing mail, in
+        the Inbox or another folder (Maildir++ ``.Junk``)."""
+        base = self.maildir(user)
+        maildir = base / f".{folder}" if folder else base
+        for sub in (base.parent, base, maildir, *(maildir / d for d in ("tmp", "new", "cur"))):
+            if not sub.exists():
+                sub.mkdir()
+                os.chown(sub, self._mail_uid, self._mail_gid)
         now = time.time()
         host = socket.gethostname().replace("/", r"\057").replace(":", r"\072")
         name = (

@@ -677,7 +677,13 @@ class ImapReceiver:
         return found
 
     async def reports(self, prefix: str) -> list[str]:
-        return await self._search("", f"UID {self._inbox_from}:*", f"BODY {quote(prefix)}")
+        # TEXT, not BODY: servers (Dovecot) leave a report's quoted header out of BODY.
+        return await self._search(
+            "",
+            f"UID {self._inbox_from}:*",
+            f"NOT HEADER {PROBE_HEADER} {quote('')}",
+            f"TEXT {quote(prefix)}",
+        )
 
     async def sent_copies(self, prefix: str) -> list[str]:
         if "Sent" not in self._folders:
