@@ -12,10 +12,11 @@ from email.message import EmailMessage
 
 import pytest
 
-from exporter import message, probes
+from exporter import config, message, probes
 from exporter.config import Target
 from exporter.outcome import Check, Phase, Reason
 from exporter.probes.context import ProbeContext
+from testing import gmaillike
 from testing.mailstack import MailStack, MailUser
 from testing.targets import fixed_ids, make_target
 
@@ -162,3 +163,27 @@ async def test_a_report_carrying_a_probe_header_is_never_the_arrival(
     assert result.found.lookalikes == 1 and time.monotonic() - started < 5
     inbox = _files(folders_stack, mailbox)[""]
     assert [raw for raw in inbox.values() if b"Undeliverable" in raw], "left alone"
+
+
+async def test_on_gmail_a_probe_is_moved_to_trash_and_expunged_there(
+    context: ProbeContext,
+) -> None:
+    """Expunging in INBOX only archives on Gmail: the probe must leave All Mail too."""
+    async with gmaillike.serve() as (gmail, smtp_port, imap_port):
+        target = config.parse(
+            "targets:\n  - name: gmail\n    checks: [roundtrip]\n    timeout: 5s\n"
+            f"    smtp: {{host: 127.0.0.1, port: {smtp_port}, tls: none, "
+            "username: probe@gmail.example, password: app-pw-1}\n"
+            f"    imap: {{host: 127.0.0.1, port: {imap_port}, tls: none, "
+            "username: probe@gmail.example, password: app-pw-1}\n"
+        ).targets[0]
+        ordinary = b"From: a@example.org\r\nSubject: keep me\r\n\r\nhello\r\n"
+        gmail.deliver(ordinary)
+        result = await probes.run(target, Check.ROUNDTRIP, context)
+    assert result.success, result
+    assert [stored.raw for stored in gmail.messages.values()] == [ordinary], "All Mail"
+    moves = [c for c in gmail.commands if " UID MOVE " in c]
+    assert moves and moves[0].endswith('"[Gmail]/Trash"'), gmail.commands
+    after_move = gmail.commands[gmail.commands.index(moves[0]) :]
+    assert any('SELECT "[Gmail]/Trash"' in c for c in after_move)
+    assert any(" UID EXPUNGE " in c for c in after_move)
