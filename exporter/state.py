@@ -19,6 +19,8 @@ from exporter.result import ProbeResult, TlsSession
 
 RECENT_PROBES = 20
 """Probe results kept per target for the status page."""
+STRIP_LENGTH = 30
+"""Outcomes kept per check for the status page's strip (a few numbers each)."""
 
 DELIVERY_BUCKETS: tuple[float, ...] = (
     0.1,
@@ -51,6 +53,19 @@ class CheckState:
     """On-demand probes refused because one ran too recently."""
     since: float | None = None
     """When the current state (succeeding or failing) began."""
+    history: deque[Outcome] = field(default_factory=lambda: deque(maxlen=STRIP_LENGTH))
+    """The last outcomes, oldest first: the status page's strip and sparkline."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One probe's outcome, small enough to keep many of."""
+
+    ended: float
+    success: bool
+    reason: Reason | None
+    phase: str
+    delivery_seconds: float | None
 
 
 @dataclass
@@ -136,6 +151,15 @@ class Store:
         if state.last is None or state.last.success != result.success:
             state.since = result.ended
         state.last = result
+        state.history.append(
+            Outcome(
+                ended=result.ended,
+                success=result.success,
+                reason=result.reason,
+                phase=result.phase.value if result.phase else "",
+                delivery_seconds=result.delivery_seconds,
+            )
+        )
         target.recent.append(result)
         state.probes += 1
         if result.success:

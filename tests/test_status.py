@@ -80,17 +80,32 @@ async def test_status_json_shows_state_reason_and_recent_probes(exporter: Runnin
     assert targets["healthy"]["recent"] and "phases" in targets["healthy"]["recent"][0]
 
 
+async def _two_round_trips(exporter: Running) -> None:
+    """Wait until the healthy round trip has two results: a sparkline needs two points."""
+    for _ in range(100):
+        data = await _status(exporter)
+        healthy = next(t for t in data["targets"] if t["name"] == "healthy")
+        roundtrip = next(c for c in healthy["checks"] if c["check"] == "roundtrip")
+        if sum(1 for o in roundtrip["history"] if o["delivery_seconds"] is not None) >= 2:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError("the healthy target did not complete two round trips")
+
+
 async def test_status_page_in_a_browser(exporter: Running) -> None:
     from playwright.async_api import async_playwright
 
     chromium = shutil.which("chromium")
     assert chromium, "Debian's chromium is installed by scripts/bootstrap"
     await _settled(exporter)
+    await _two_round_trips(exporter)
     ARTIFACTS.mkdir(exist_ok=True)
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
         try:
             page = await browser.new_page(viewport={"width": 1200, "height": 900})
+            requested: list[str] = []
+            page.on("request", lambda request: requested.append(request.url))
             await page.goto(exporter.url + "/")
             healthy = page.locator('section[data-target="healthy"]')
             failing = page.locator('section[data-target="failing"]')
@@ -110,9 +125,28 @@ async def test_status_page_in_a_browser(exporter: Running) -> None:
                 "1 of 2 mailboxes failing: failing" in await page.locator("#summary").inner_text()
             )
             assert await page.locator('a[href="metrics"]').count() == 1
+            strip = failing.locator('tr[data-check="imap_login"] .strip svg')
+            assert await strip.locator("rect.failed").count() >= 1
+            assert await strip.locator("rect.ok").count() == 0
+            label = await strip.get_attribute("aria-label") or ""
+            assert "failed (auth_rejected)" in label, label
+            title = await strip.locator("rect title").first.text_content() or ""
+            assert "auth_rejected in imap_auth" in title
+            healthy_strip = healthy.locator('tr[data-check="roundtrip"] .strip svg')
+            assert await healthy_strip.locator("rect.ok").count() >= 2
+            spark = healthy.locator('tr[data-check="roundtrip"] .spark svg polyline')
+            assert len((await spark.get_attribute("points") or "").split()) >= 2
+            assert "delivery time of the last" in (
+                await healthy.locator('tr[data-check="roundtrip"] .spark svg').get_attribute(
+                    "aria-label"
+                )
+                or ""
+            )
             await page.locator('section[data-target="healthy"] details summary').click()
             assert await healthy.locator("details tbody tr").count() >= 1
             await page.screenshot(path=str(ARTIFACTS / "status-page.png"), full_page=True)
+            outside = [url for url in requested if not url.startswith(exporter.url)]
+            assert outside == [], "the page loads nothing from elsewhere"
 
             phone = await browser.new_page(viewport={"width": 390, "height": 844})
             await phone.goto(exporter.url + "/")

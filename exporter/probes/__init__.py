@@ -58,7 +58,6 @@ async def run(
 def _held(target: Target, check: Check, hold: Hold) -> ProbeResult:
     """The result of a probe that did not log in, because its credentials were refused too
     often: still a failure, so that alerts keep firing."""
-    next_try = time.strftime("%H:%M:%S UTC", time.gmtime(hold.until))
     return ProbeResult(
         target=target.name,
         check=check,
@@ -67,8 +66,8 @@ def _held(target: Target, check: Check, hold: Hold) -> ProbeResult:
         duration=0.0,
         reason=Reason.AUTH_REJECTED,
         phase=hold.phase,
-        detail=f"not logging in until {next_try} after {hold.refusals} refusals in a row, "
-        f"to keep the account from being locked out; last: {hold.detail}",
+        detail=f"not tried after {hold.refusals} refusals in a row (lock-out guard); "
+        f"last: {hold.detail}",
         found=Findings(backoff_since=hold.since, backoff_until=hold.until),
     )
 

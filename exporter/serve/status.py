@@ -74,6 +74,16 @@ def snapshot(store: Store) -> dict[str, Any]:
                     "last_success": state.last_success,
                     "consecutive_failures": state.consecutive_failures,
                     "last": _result(last) if last else None,
+                    "history": [
+                        {
+                            "ended": outcome.ended,
+                            "success": outcome.success,
+                            "reason": outcome.reason.value if outcome.reason else None,
+                            "phase": outcome.phase or None,
+                            "delivery_seconds": outcome.delivery_seconds,
+                        }
+                        for outcome in state.history
+                    ],
                 }
             )
         states = {c["state"] for c in checks}
@@ -121,6 +131,10 @@ vertical-align:top}
 th{font-size:.8rem;text-transform:uppercase;opacity:.75}
 .incident{border-left:4px solid var(--bad);padding:.2rem .6rem;margin:.4rem 0}
 .calm{opacity:.8;font-size:.9rem}
+.strip{margin:.25rem 0 0}.strip rect.ok{fill:var(--ok)}.strip rect.failed{fill:var(--bad)}
+.spark{display:flex;gap:.4rem;align-items:center;font-size:.75rem;opacity:.85}
+.spark polyline{fill:none;stroke:currentColor;stroke-width:1.5}
+.sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}
 .why{color:var(--bad);font-weight:600}.backoff{color:var(--wait);font-weight:600}.detail{opacity:.8;font-size:.85rem;word-break:break-word}
 .phases{font-size:.8rem;opacity:.85}
 .bar{display:flex;height:.5rem;border-radius:.25rem;overflow:hidden;min-width:6rem;
@@ -184,7 +198,7 @@ def _backoff(result: dict[str, Any], now: float) -> str:
     next_try = time.strftime("%H:%M:%S UTC", time.gmtime(result["backoff_until"]))
     return (
         f'<div class="backoff">Logins held back since {_when(result["backoff_since"], now)} '
-        f"to keep the account from being locked out; next attempt {next_try}</div>"
+        f"(lock-out guard); next try {next_try}</div>"
     )
 
 
@@ -228,7 +242,8 @@ def _target(target: dict[str, Any], now: float) -> str:
         delivery = last["delivery_seconds"] if last else None
         rows.append(
             f'<tr class="{check["state"]}" data-check="{e(check["check"])}">'
-            f"<td>{e(check['check'])}</td>"
+            f"<td>{e(check['check'])}{_strip(check['history'], now)}"
+            f"{_sparkline(check['history'])}</td>"
             f'<td><span class="badge">{e(check["state"])}</span></td>'
             f'<td class="wide">{_when(check["since"], now) if check["since"] else NONE}</td>'
             f'<td class="wide">{_when(check["last_success"], now)}</td>'
@@ -263,24 +278,83 @@ def _target(target: dict[str, Any], now: float) -> str:
     )
 
 
+STRIP_CELL = 8
+"""Width of one outcome in the strip (px); 2 more between outcomes."""
+SPARK_WIDTH, SPARK_HEIGHT = 150, 24
+
+
+def _strip(history: list[dict[str, Any]], now: float) -> str:
+    """The last outcomes as a row of coloured cells, oldest first; each says when and why on
+    hover, and the row says it in words for screen readers."""
+    if not history:
+        return ""
+    cells = []
+    for index, outcome in enumerate(history):
+        stamp = time.strftime("%H:%M:%S UTC", time.gmtime(outcome["ended"]))
+        what = "ok" if outcome["success"] else f"{outcome['reason']} in {outcome['phase']}"
+        kind = "ok" if outcome["success"] else "failed"
+        cells.append(
+            f'<rect class="{kind}" x="{index * (STRIP_CELL + 2)}" y="0" width="{STRIP_CELL}" '
+            f'height="14" rx="2"><title>{stamp}: {html.escape(what)}</title></rect>'
+        )
+    failed = [o for o in history if not o["success"]]
+    reasons = sorted({str(o["reason"]) for o in failed})
+    words = f"last {len(history)} probes: {len(history) - len(failed)} ok, {len(failed)} failed" + (
+        f" ({', '.join(reasons)})" if reasons else ""
+    )
+    width = len(history) * (STRIP_CELL + 2)
+    return (
+        f'<div class="strip"><svg role="img" aria-label="{html.escape(words)}" '
+        f'width="{width}" height="14" viewBox="0 0 {width} 14">{"".join(cells)}</svg>'
+        f'<span class="sr">{html.escape(words)}</span></div>'
+    )
+
+
+def _sparkline(history: list[dict[str, Any]]) -> str:
+    """Delivery times of the last round trips as a line, with its range in words."""
+    times = [o["delivery_seconds"] for o in history if o["delivery_seconds"] is not None]
+    if len(times) < 2:
+        return ""
+    low, high = min(times), max(times)
+    span = (high - low) or 1.0
+    step = SPARK_WIDTH / (len(times) - 1)
+    points = " ".join(
+        f"{i * step:.1f},{SPARK_HEIGHT - 2 - (t - low) / span * (SPARK_HEIGHT - 4):.1f}"
+        for i, t in enumerate(times)
+    )
+    words = f"delivery time of the last {len(times)}: {_plain(low)} to {_plain(high)}"
+    return (
+        f'<div class="spark"><svg role="img" aria-label="{html.escape(words)}" '
+        f'width="{SPARK_WIDTH}" height="{SPARK_HEIGHT}" viewBox="0 0 {SPARK_WIDTH} '
+        f'{SPARK_HEIGHT}"><polyline points="{points}"/></svg>'
+        f"<span>{_plain(low)}&#8211;{_plain(high)}</span></div>"
+    )
+
+
+def _plain(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def _headline(targets: list[dict[str, Any]]) -> tuple[str, str]:
+    """The summary line, in words that read well for one mailbox and for many."""
+    down = [t["name"] for t in targets if t["state"] == "down"]
+    names = ", ".join(html.escape(n) for n in down)
+    if down and len(targets) == 1:
+        return "down", f"Mailbox {names} is failing"
+    if down:
+        return "down", f"{len(down)} of {len(targets)} mailboxes failing: {names}"
+    if any(t["state"] == "pending" for t in targets):
+        return "pending", "Waiting for the first probes"
+    if len(targets) == 1:
+        return "up", f"Mailbox {html.escape(targets[0]['name'])} is working"
+    return "up", f"All {len(targets)} mailboxes working"
+
+
 def render(data: dict[str, Any]) -> str:
     """The status page for a :func:`snapshot`."""
     now = data["generated"]
     targets = data["targets"]
-    down = [t["name"] for t in targets if t["state"] == "down"]
-    pending = [t for t in targets if t["state"] == "pending"]
-    if down:
-        overall, headline = (
-            "down",
-            (
-                f"{len(down)} of {len(targets)} mailboxes failing: "
-                + ", ".join(html.escape(n) for n in down)
-            ),
-        )
-    elif pending:
-        overall, headline = "pending", "Waiting for the first probes"
-    else:
-        overall, headline = "up", f"All {len(targets)} mailboxes working"
+    overall, headline = _headline(targets)
     reload_note = (
         ""
         if data["config_reload_successful"]
@@ -294,7 +368,7 @@ def render(data: dict[str, Any]) -> str:
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta http-equiv="refresh" content="{REFRESH_SECONDS}">
-<title>{"Mail failing" if down else "Mail status"} · mailbox-exporter</title>
+<title>{"Mail failing" if overall == "down" else "Mail status"} · mailbox-exporter</title>
 <style>{_CSS}</style></head>
 <body>
 <h1>Mailbox status</h1>
