@@ -512,30 +512,38 @@ def _certificate_key(r: _Reader, data: dict[str, Any], path: str) -> SigningKey:
     )
 
 
-def _graph(r: _Reader, data: dict[str, Any], path: str) -> GraphConfig:
-    tls_config = r.tls_config(data.get("tls_config"), _join(path, "tls_config"))
+def _microsoft_app(
+    r: _Reader, data: dict[str, Any], path: str, tls_config: TlsConfig
+) -> OAuth2Config:
+    """An Entra app's app-only credentials: a client secret or a certificate (client
+    assertion), for Graph (mail, or Service Health)."""
     tenant = r.get(data, "tenant", path, r.string)
     login_url = _url(r, data, "login_url", path, GRAPH_LOGIN_URL)
     secret_keys = ("client_secret", "client_secret_file", "client_secret_env")
     certificate = any(key in data for key in ("certificate_file", "private_key_file"))
     if certificate and any(key in data for key in secret_keys):
         raise r.fail(path, "set either a client secret or certificate_file, not both")
+    return OAuth2Config(
+        token_url=f"{login_url}/{tenant}/oauth2/v2.0/token",
+        scope=r.get(data, "scope", path, r.string, GRAPH_SCOPE),
+        grant="client_credentials",
+        client_id=r.get(data, "client_id", path, r.string),
+        client_secret=None if certificate else r.secret(data, path, "client_secret"),
+        refresh_token=None,
+        signing_key=_certificate_key(r, data, path) if certificate else None,
+        tls_config=tls_config,
+    )
+
+
+def _graph(r: _Reader, data: dict[str, Any], path: str) -> GraphConfig:
+    tls_config = r.tls_config(data.get("tls_config"), _join(path, "tls_config"))
     search = data.get("search", "header")
     if search not in ("header", "subject"):
         raise r.fail(_join(path, "search"), f"expected header or subject, got {search!r}")
     return GraphConfig(
         username=r.get(data, "mailbox", path, r.address),
         graph_url=_url(r, data, "graph_url", path, GRAPH_URL),
-        oauth2=OAuth2Config(
-            token_url=f"{login_url}/{tenant}/oauth2/v2.0/token",
-            scope=r.get(data, "scope", path, r.string, GRAPH_SCOPE),
-            grant="client_credentials",
-            client_id=r.get(data, "client_id", path, r.string),
-            client_secret=None if certificate else r.secret(data, path, "client_secret"),
-            refresh_token=None,
-            signing_key=_certificate_key(r, data, path) if certificate else None,
-            tls_config=tls_config,
-        ),
+        oauth2=_microsoft_app(r, data, path, tls_config),
         tls_config=tls_config,
         poll_interval=r.get(data, "poll_interval", path, r.duration, 2.0),
         search=search,
@@ -642,24 +650,9 @@ def _services(
 def _microsoft_status(r: _Reader, data: dict[str, Any], path: str) -> MicrosoftStatus:
     """Service Health over Graph: the graph section's credentials, without a mailbox."""
     tls_config = r.tls_config(data.get("tls_config"), _join(path, "tls_config"))
-    tenant = r.get(data, "tenant", path, r.string)
-    login_url = _url(r, data, "login_url", path, GRAPH_LOGIN_URL)
-    secret_keys = ("client_secret", "client_secret_file", "client_secret_env")
-    certificate = any(key in data for key in ("certificate_file", "private_key_file"))
-    if certificate and any(key in data for key in secret_keys):
-        raise r.fail(path, "set either a client secret or certificate_file, not both")
     return MicrosoftStatus(
         graph_url=_url(r, data, "graph_url", path, GRAPH_URL),
-        oauth2=OAuth2Config(
-            token_url=f"{login_url}/{tenant}/oauth2/v2.0/token",
-            scope=r.get(data, "scope", path, r.string, GRAPH_SCOPE),
-            grant="client_credentials",
-            client_id=r.get(data, "client_id", path, r.string),
-            client_secret=None if certificate else r.secret(data, path, "client_secret"),
-            refresh_token=None,
-            signing_key=_certificate_key(r, data, path) if certificate else None,
-            tls_config=tls_config,
-        ),
+        oauth2=_microsoft_app(r, data, path, tls_config),
         tls_config=tls_config,
         services=_services(r, data, path, MICROSOFT_SERVICES),
     )
