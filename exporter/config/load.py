@@ -416,8 +416,7 @@ def _imap(r: _Reader, data: dict[str, Any], path: str) -> ImapConfig:
 GRAPH_URL = "https://graph.microsoft.com/v1.0"
 GRAPH_LOGIN_URL = "https://login.microsoftonline.com"
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
-GRAPH_KEYS = (
-    "mailbox",
+MICROSOFT_APP_KEYS = (
     "tenant",
     "client_id",
     "client_secret",
@@ -428,10 +427,10 @@ GRAPH_KEYS = (
     "graph_url",
     "login_url",
     "scope",
-    "search",
-    "poll_interval",
     "tls_config",
 )
+"""An Entra app's settings, for the graph section and for Service Health."""
+GRAPH_KEYS = ("mailbox", *MICROSOFT_APP_KEYS, "search", "poll_interval")
 GMAIL_URL = "https://gmail.googleapis.com"
 GMAIL_SCOPE = "https://mail.google.com/"
 GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
@@ -612,20 +611,7 @@ def _gmail(r: _Reader, data: dict[str, Any], path: str) -> GmailConfig:
 
 
 PROVIDER_STATUS_KEYS = ("interval", "timeout", "max_incidents", "microsoft", "google")
-MICROSOFT_STATUS_KEYS = (
-    "tenant",
-    "client_id",
-    "client_secret",
-    "client_secret_file",
-    "client_secret_env",
-    "certificate_file",
-    "private_key_file",
-    "graph_url",
-    "login_url",
-    "scope",
-    "services",
-    "tls_config",
-)
+MICROSOFT_STATUS_KEYS = (*MICROSOFT_APP_KEYS, "services")
 GOOGLE_STATUS_KEYS = ("feed_url", "services", "tls_config")
 MICROSOFT_SERVICES = ("Exchange Online", "Microsoft 365 suite")
 GOOGLE_SERVICES = ("Gmail",)

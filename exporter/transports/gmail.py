@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -25,7 +26,7 @@ from exporter.message import PROBE_HEADER, subject
 from exporter.outcome import Phase, ProbeFailure
 from exporter.trace import Trace
 from exporter.transports import READ_FIELDS, Envelope, ProbeMessage
-from exporter.transports.http import MAX_PAGES, ApiPhases, ApiSession, Poller
+from exporter.transports.http import MAX_PAGES, ApiPhases, ApiReceiver, ApiSession, signed_in
 from exporter.transports.oauth import TokenCache
 
 PHASES: Final = ApiPhases(
@@ -67,19 +68,18 @@ def _header(item: dict[str, Any], name: str) -> str:
     return next(iter(_headers(item, name)), "")
 
 
+@dataclass
 class GmailSender:
     """Sends the raw probe message with ``users.messages.send`` as the configured mailbox."""
 
-    def __init__(self, section: GmailConfig, trace: Trace, tokens: TokenCache) -> None:
-        self.section = section
-        self.trace = trace
-        self.tokens = tokens
+    section: GmailConfig
+    trace: Trace
+    tokens: TokenCache
 
     async def send(self, probe: ProbeMessage) -> float:
+        raw = base64.urlsafe_b64encode(probe.raw).decode("ascii")
         async with _session(self.section, self.trace, self.tokens) as api:
-            await api.authenticate()
-            with self.trace.phase(Phase.GMAIL_SEND):
-                raw = base64.urlsafe_b64encode(probe.raw).decode("ascii")
+            async with signed_in(api, Phase.GMAIL_SEND):
                 sent = await api.call(
                     "POST", _user(self.section) + "/messages/send", "send", json={"raw": raw}
                 )
@@ -103,24 +103,21 @@ class GmailSender:
             self.trace.found.cleanup_failed = True
 
 
-class GmailReceiver:
+class GmailReceiver(ApiReceiver):
     """The Inbox, searched with one query per look; probes verified by their header, deleted
     permanently."""
 
+    cleanup = Phase.GMAIL_CLEANUP
+
     def __init__(self, section: GmailConfig, trace: Trace, tokens: TokenCache) -> None:
+        super().__init__(_session(section, trace, tokens), trace, section.poll_interval)
         self.section = section
-        self.trace = trace
-        self.api = _session(section, trace, tokens)
-        self.poller = Poller(section.poll_interval)
 
     async def open(self) -> None:
         await self.api.authenticate()
         with self.trace.phase(Phase.GMAIL_SELECT):
             profile = await self.api.call("GET", _user(self.section) + "/profile", "mailbox")
         self.trace.say(f"the mailbox holds {profile.get('messagesTotal', '?')} messages")
-
-    async def wait(self, deadline: float) -> float | None:
-        return await self.poller.wait(deadline)
 
     async def find(self, prefix: str) -> list[str]:
         return await self._search(query(prefix))
@@ -180,23 +177,9 @@ class GmailReceiver:
                 )
         return envelopes
 
-    async def delete(self, refs: Sequence[str]) -> bool:
-        """Delete each message for good (not to Trash); gone already is fine."""
-        with self.trace.phase(Phase.GMAIL_CLEANUP):
-            for ref in refs:
-                await self.api.call(
-                    "DELETE",
-                    f"{_user(self.section)}/messages/{quote(ref, safe='')}",
-                    "mailbox",
-                    missing_ok=True,
-                )
-        return True
-
-    async def close(self) -> None:
-        await self.api.close()
-
-    def abort(self) -> None:
-        self.api.abort()
+    def deletion(self, ref: str) -> tuple[str, str]:
+        """For good (not to Trash)."""
+        return "DELETE", f"{_user(self.section)}/messages/{quote(ref, safe='')}"
 
 
 async def check_login(section: GmailConfig, trace: Trace, tokens: TokenCache) -> None:

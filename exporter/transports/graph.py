@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from urllib.parse import quote
@@ -23,7 +24,14 @@ from exporter.message import PROBE_HEADER, subject
 from exporter.outcome import Phase
 from exporter.trace import Trace
 from exporter.transports import Envelope, ProbeMessage
-from exporter.transports.http import MAX_PAGES, ApiPhases, ApiSession, Poller, quote_odata
+from exporter.transports.http import (
+    MAX_PAGES,
+    ApiPhases,
+    ApiReceiver,
+    ApiSession,
+    quote_odata,
+    signed_in,
+)
 from exporter.transports.oauth import TokenCache
 
 PHASES: Final = ApiPhases(
@@ -99,36 +107,34 @@ def _envelope(item: dict[str, Any]) -> Envelope:
     )
 
 
+@dataclass
 class GraphSender:
     """Sends the probe message with ``sendMail`` as the configured mailbox."""
 
-    def __init__(self, section: GraphConfig, trace: Trace, tokens: TokenCache) -> None:
-        self.section = section
-        self.trace = trace
-        self.tokens = tokens
+    section: GraphConfig
+    trace: Trace
+    tokens: TokenCache
 
     async def send(self, probe: ProbeMessage) -> float:
-        async with _session(self.section, self.trace, self.tokens) as api:
-            await api.authenticate()
-            with self.trace.phase(Phase.GRAPH_SEND):
-                await api.call(
-                    "POST",
-                    _user(self.section) + "/sendMail",
-                    "send",
-                    json=message(self.section, probe),
-                )
-            return time.monotonic()
+        async with (
+            _session(self.section, self.trace, self.tokens) as api,
+            signed_in(api, Phase.GRAPH_SEND),
+        ):
+            await api.call(
+                "POST", _user(self.section) + "/sendMail", "send", json=message(self.section, probe)
+            )
+        return time.monotonic()
 
 
-class GraphReceiver:
+class GraphReceiver(ApiReceiver):
     """The Inbox, polled with one filtered query per look; probes verified by their header,
     deleted permanently."""
 
+    cleanup = Phase.GRAPH_CLEANUP
+
     def __init__(self, section: GraphConfig, trace: Trace, tokens: TokenCache) -> None:
+        super().__init__(_session(section, trace, tokens), trace, section.poll_interval)
         self.section = section
-        self.trace = trace
-        self.api = _session(section, trace, tokens)
-        self.poller = Poller(section.poll_interval)
         self._since = datetime.now(UTC) - LOOKBACK
         self._items: dict[str, dict[str, Any]] = {}
 
@@ -142,9 +148,6 @@ class GraphReceiver:
                 params={"$select": "id,totalItemCount"},
             )
         self.trace.say(f"Inbox holds {inbox.get('totalItemCount', '?')} messages")
-
-    async def wait(self, deadline: float) -> float | None:
-        return await self.poller.wait(deadline)
 
     async def find(self, prefix: str) -> list[str]:
         return await self._search("inbox", prefix)
@@ -198,23 +201,9 @@ class GraphReceiver:
                     )
         return {ref: _envelope(self._items.get(ref, {})) for ref in refs}
 
-    async def delete(self, refs: Sequence[str]) -> bool:
-        """Remove each message permanently (not into Deleted Items); gone already is fine."""
-        with self.trace.phase(Phase.GRAPH_CLEANUP):
-            for ref in refs:
-                await self.api.call(
-                    "POST",
-                    f"{_user(self.section)}/messages/{quote(ref, safe='')}/permanentDelete",
-                    "mailbox",
-                    missing_ok=True,
-                )
-        return True
-
-    async def close(self) -> None:
-        await self.api.close()
-
-    def abort(self) -> None:
-        self.api.abort()
+    def deletion(self, ref: str) -> tuple[str, str]:
+        """For good (not into Deleted Items)."""
+        return "POST", f"{_user(self.section)}/messages/{quote(ref, safe='')}/permanentDelete"
 
 
 async def check_login(section: GraphConfig, trace: Trace, tokens: TokenCache) -> None:

@@ -15,7 +15,8 @@ import json as jsonlib
 import re
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -282,6 +283,47 @@ class ApiSession:
                 closing = asyncio.ensure_future(connector.close(abort_ssl=True))
                 _closing.add(closing)
                 closing.add_done_callback(_closing.discard)
+
+
+@asynccontextmanager
+async def signed_in(api: ApiSession, phase: Phase) -> AsyncIterator[ApiSession]:
+    """The session with its token, for one step timed as ``phase``."""
+    await api.authenticate()
+    with api.trace.phase(phase):
+        yield api
+
+
+class ApiReceiver:
+    """What the mail API receivers share: their session, polling, one request to delete each
+    message for good, and closing."""
+
+    cleanup: Phase
+
+    def __init__(self, api: ApiSession, trace: Trace, poll_interval: float) -> None:
+        self.api = api
+        self.trace = trace
+        self.poller = Poller(poll_interval)
+
+    def deletion(self, ref: str) -> tuple[str, str]:
+        """The method and path that delete a message for good."""
+        raise NotImplementedError
+
+    async def wait(self, deadline: float) -> float | None:
+        return await self.poller.wait(deadline)
+
+    async def delete(self, refs: Sequence[str]) -> bool:
+        """Delete each message for good; gone already is fine."""
+        with self.trace.phase(self.cleanup):
+            for ref in refs:
+                method, path = self.deletion(ref)
+                await self.api.call(method, path, "mailbox", missing_ok=True)
+        return True
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    def abort(self) -> None:
+        self.api.abort()
 
 
 class Poller:
