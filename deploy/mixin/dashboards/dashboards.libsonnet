@@ -1,0 +1,6 @@
+{
+  grafanaDashboards+:: {
+    'mailbox-overview.json': (import 'mailbox-overview.libsonnet')($._config),
+    'mailbox-target.json': (import 'mailbox-target.libsonnet')($._config),
+  },
+}

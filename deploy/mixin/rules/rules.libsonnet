@@ -1,0 +1,194 @@
+// The groups with recording rules. Each keeps the alerts that read its records: rules of a
+// group are evaluated in order, so those alerts see this evaluation's values.
+local yaml = import '../lib/yaml.libsonnet';
+
+{
+  prometheusRules+:: {
+    groups+: [
+      {
+        name: 'mailbox-provider-status',
+        rules: [
+          {
+            comment:: |||
+              How much earlier the exporter knew: the provider's start time of each open incident
+              minus when the earliest check still failing at that provider began to fail (positive:
+              our failures came first). It exists while the incident is open and checks at the
+              provider are failing; its history keeps the value.
+            |||,
+            record: 'mailbox:provider_first_failure_timestamp_seconds',
+            expr: |||
+              min by (provider) (
+                mailbox_probe_failing_since_timestamp_seconds
+                * on (job, instance, target) group_left (provider) mailbox_target_info{provider!=""}
+              )
+            |||,
+          },
+          {
+            record: 'mailbox:provider_incident_lead_seconds',
+            expr: |||
+              max by (provider, service, incident) (mailbox_provider_incident_start_timestamp_seconds)
+              - on (provider) group_left
+              mailbox:provider_first_failure_timestamp_seconds
+            |||,
+          },
+        ],
+      },
+      {
+        name: 'mailbox-delivery-time',
+        rules: [
+          {
+            record: 'mailbox:roundtrip_delivery_seconds:p50_rate30m',
+            expr: |||
+              histogram_quantile(0.5, sum by (job, instance, target, le) (rate(mailbox_roundtrip_delivery_seconds_bucket[30m])))
+            |||,
+          },
+          {
+            record: 'mailbox:roundtrip_delivery_seconds:p90_rate30m',
+            expr: |||
+              histogram_quantile(0.9, sum by (job, instance, target, le) (rate(mailbox_roundtrip_delivery_seconds_bucket[30m])))
+            |||,
+          },
+          {
+            record: 'mailbox:roundtrip_delivery_seconds:p99_rate30m',
+            expr: |||
+              histogram_quantile(0.99, sum by (job, instance, target, le) (rate(mailbox_roundtrip_delivery_seconds_bucket[30m])))
+            |||,
+          },
+          {
+            alert: 'MailboxDeliverySlow',
+            expr: 'mailbox:roundtrip_delivery_seconds:p90_rate30m > 60',
+            'for': $._config.forDurations.MailboxDeliverySlow,
+            labels: { severity: 'warning' },
+            annotations: {
+              summary: 'Mail to {{ $labels.target }} is slow: 90% within {{ $value | humanizeDuration }}',
+              runbook_url: 'docs/runbook.md#mailboxdeliveryslow',
+            } + yaml.folded(|||
+              Over the last 30 minutes, the 90th percentile of delivery time of target
+              {{ $labels.target }} was {{ $value | humanizeDuration }} (threshold 1m).
+            |||),
+          },
+        ],
+      },
+      {
+        name: 'mailbox-slo',
+        rules: [
+          {
+            comment:: |||
+              The round-trip availability objective over 30 days: sloObjective in the mixin's
+              config.libsonnet. See docs/alerting.md before going above 0.99.
+            |||,
+            record: 'mailbox:roundtrip_availability:objective',
+            expr: 'vector(%g)' % $._config.sloObjective,
+          },
+          {
+            comment:: |||
+              The share of round trips failing over each window the burn-rate alerts use.
+            |||,
+            record: 'mailbox:roundtrip_error_ratio:rate5m',
+            expr: |||
+              sum by (job, instance, target) (rate(mailbox_probe_failures_total{check="roundtrip"}[5m]))
+              /
+              sum by (job, instance, target) (rate(mailbox_probes_total{check="roundtrip"}[5m]))
+            |||,
+          },
+          {
+            record: 'mailbox:roundtrip_error_ratio:rate30m',
+            expr: |||
+              sum by (job, instance, target) (rate(mailbox_probe_failures_total{check="roundtrip"}[30m]))
+              /
+              sum by (job, instance, target) (rate(mailbox_probes_total{check="roundtrip"}[30m]))
+            |||,
+          },
+          {
+            record: 'mailbox:roundtrip_error_ratio:rate1h',
+            expr: |||
+              sum by (job, instance, target) (rate(mailbox_probe_failures_total{check="roundtrip"}[1h]))
+              /
+              sum by (job, instance, target) (rate(mailbox_probes_total{check="roundtrip"}[1h]))
+            |||,
+          },
+          {
+            record: 'mailbox:roundtrip_error_ratio:rate6h',
+            expr: |||
+              sum by (job, instance, target) (rate(mailbox_probe_failures_total{check="roundtrip"}[6h]))
+              /
+              sum by (job, instance, target) (rate(mailbox_probes_total{check="roundtrip"}[6h]))
+            |||,
+          },
+          {
+            record: 'mailbox:roundtrip_error_ratio:rate3d',
+            expr: |||
+              sum by (job, instance, target) (rate(mailbox_probe_failures_total{check="roundtrip"}[3d]))
+              /
+              sum by (job, instance, target) (rate(mailbox_probes_total{check="roundtrip"}[3d]))
+            |||,
+          },
+          {
+            comment:: |||
+              Availability over 30 days and the share of the error budget left (1 = untouched).
+            |||,
+            record: 'mailbox:roundtrip_availability:ratio_rate30d',
+            expr: |||
+              1 - (
+                sum by (job, instance, target) (increase(mailbox_probe_failures_total{check="roundtrip"}[30d]))
+                /
+                sum by (job, instance, target) (increase(mailbox_probes_total{check="roundtrip"}[30d]))
+              )
+            |||,
+          },
+          {
+            record: 'mailbox:roundtrip_error_budget:remaining30d',
+            expr: |||
+              1 - (1 - mailbox:roundtrip_availability:ratio_rate30d)
+                  / scalar(1 - mailbox:roundtrip_availability:objective)
+            |||,
+          },
+          {
+            alert: 'MailboxErrorBudgetBurn',
+            expr: |||
+              (
+                  mailbox:roundtrip_error_ratio:rate1h > 14.4 * (1 - scalar(mailbox:roundtrip_availability:objective))
+                and
+                  mailbox:roundtrip_error_ratio:rate5m > 14.4 * (1 - scalar(mailbox:roundtrip_availability:objective))
+              )
+              or
+              (
+                  mailbox:roundtrip_error_ratio:rate6h > 6 * (1 - scalar(mailbox:roundtrip_availability:objective))
+                and
+                  mailbox:roundtrip_error_ratio:rate30m > 6 * (1 - scalar(mailbox:roundtrip_availability:objective))
+              )
+            |||,
+            labels: { severity: 'critical' },
+            annotations: {
+              summary: '{{ $labels.target }} burns its mail availability budget fast',
+              runbook_url: 'docs/runbook.md#mailboxerrorbudgetburn',
+            } + yaml.folded(|||
+              Round trips of target {{ $labels.target }} are failing at a rate that spends the
+              30-day error budget within days ({{ $value | humanizePercentage }} of probes are
+              failing).
+            |||),
+          },
+          {
+            alert: 'MailboxErrorBudgetBurnSlow',
+            expr: |||
+              (
+                  mailbox:roundtrip_error_ratio:rate3d > 1 * (1 - scalar(mailbox:roundtrip_availability:objective))
+                and
+                  mailbox:roundtrip_error_ratio:rate6h > 1 * (1 - scalar(mailbox:roundtrip_availability:objective))
+              )
+            |||,
+            labels: { severity: 'warning' },
+            annotations: {
+              summary: '{{ $labels.target }} slowly spends its mail availability budget',
+              runbook_url: 'docs/runbook.md#mailboxerrorbudgetburnslow',
+            } + yaml.folded(|||
+              Round trips of target {{ $labels.target }} fail often enough
+              ({{ $value | humanizePercentage }} over 6 hours) to spend the 30-day error budget
+              before the month is out.
+            |||),
+          },
+        ],
+      },
+    ],
+  },
+}
