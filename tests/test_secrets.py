@@ -4,6 +4,7 @@ configured, every surface is exercised, and none of them shows up in any of it."
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import pytest
 from testing.exporter_process import start, value
 from testing.identity import IdentityProvider
 from testing.mailstack import MailStack
+from testing.simulators.gmail import FULL_SCOPE, GmailSimulator
+from testing.simulators.graph import GraphSimulator, self_signed_certificate
 from testing.targets import target_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,3 +135,80 @@ async def test_no_secret_on_any_surface(
     assert len(idp.issued_tokens()) >= 2
     for secret in secrets:
         assert secret not in everything, f"a secret leaked: {secret[:6]}..."
+
+
+async def test_no_api_secret_on_any_surface_of_a_running_exporter(tmp_path: Path) -> None:
+    """Graph with a client secret and with a certificate, Gmail with a service account: none
+    of their secrets, private keys or issued tokens shows on any surface."""
+    graph = GraphSimulator(domains=("contoso.example",), delivery_delay=0.05)
+    gmail = GmailSimulator(domains=("example.test",), delivery_delay=0.05)
+    graph.start_in_thread()
+    gmail.start_in_thread()
+    try:
+        secret = "gs-Secret-7731-9e0c"
+        graph.add_mailbox("probe@contoso.example")
+        graph.add_app("app-secret", secret=secret, mailboxes=["probe@contoso.example"])
+        key_pem, cert_pem = self_signed_certificate()
+        (tmp_path / "app.key").write_bytes(key_pem)
+        (tmp_path / "app.crt").write_bytes(cert_pem)
+        graph.add_app("app-cert", certificate=cert_pem, mailboxes=["probe@contoso.example"])
+        gmail.add_mailbox("probe@example.test")
+        account = gmail.create_service_account("probe-sa@project.iam.example", "1234500001")
+        gmail.delegate("1234500001", "example.test", [FULL_SCOPE])
+        (tmp_path / "sa.json").write_text(json.dumps(account))
+        common = f"graph_url: '{graph.graph_url}', login_url: '{graph.url}', poll_interval: 200ms"
+        path = tmp_path / "c.yml"
+        path.write_text(
+            "targets:\n"
+            "  - name: graph-secret\n    interval: 3s\n    timeout: 3s\n"
+            f"    graph: {{mailbox: probe@contoso.example, tenant: {graph.tenant}, "
+            "client_id: app-secret, "
+            f"client_secret: {secret}, {common}}}\n"
+            "  - name: graph-cert\n    interval: 3s\n    timeout: 3s\n"
+            f"    graph: {{mailbox: probe@contoso.example, tenant: {graph.tenant}, "
+            "client_id: app-cert, "
+            f"certificate_file: app.crt, private_key_file: app.key, {common}}}\n"
+            "  - name: gmail\n    interval: 3s\n    timeout: 3s\n"
+            "    gmail: {mailbox: probe@example.test, service_account_file: sa.json, "
+            f"api_url: '{gmail.url}', poll_interval: 200ms}}\n"
+        )
+        seen: list[str] = []
+        checks = {
+            "graph-secret": "graph_login",
+            "graph-cert": "graph_login",
+            "gmail": "gmail_login",
+        }
+        wanted = [(t, c) for t, login in checks.items() for c in ("roundtrip", login)]
+        async for running in start(path, tmp_path / "run", "--log.level", "debug"):
+            await running.until(
+                lambda s: all(
+                    value(s, "mailbox_probe_success", target=t, check=c) == 1 for t, c in wanted
+                ),
+                seconds=40,
+            )
+            for surface in (
+                "/metrics",
+                "/",
+                "/api/v1/status",
+                *(f"/probe?target={t}&check={c}&debug=true" for t, c in checks.items()),
+                "/probe?target=gmail&check=roundtrip&debug=true",
+            ):
+                status, text = await running.get(surface)
+                assert status == 200, (surface, text)
+                seen.append(text)
+        seen.append((tmp_path / "run" / "exporter.log").read_text())
+        everything = "\n".join(seen)
+        assert "result: success" in everything
+        issued = [*graph._tokens, *gmail._tokens]
+        assert len(issued) >= 3
+        key_lines = [
+            line
+            for pem in (key_pem.decode(), account["private_key"])
+            for line in pem.splitlines()
+            if line and "-----" not in line
+        ]
+        for leaked in (secret, *issued, *key_lines):
+            assert leaked not in everything, f"a secret leaked: {leaked[:6]}..."
+    finally:
+        graph.stop()
+        gmail.stop()
