@@ -1,0 +1,90 @@
+"""Authentication-Results read as RFC 8601 says, from the examples of the RFC and from fields
+as Gmail and Exchange Online write them; only the trusted server's verdicts count."""
+
+from __future__ import annotations
+
+import pytest
+
+from exporter.authres import RESULTS, parse, verdicts
+
+# RFC 8601 appendix B
+RFC_SPF = "example.com;\r\n          spf=pass smtp.mailfrom=example.net"
+RFC_TWO_DKIM = (
+    "example.com;\r\n          dkim=pass (good signature) header.d=mail-router.example.net;"
+    "\r\n          dkim=fail (bad signature) header.d=newyork.example.com"
+)
+RFC_AUTH = (
+    "example.com;\r\n          auth=pass (cram-md5) smtp.auth=sender@example.net;\r\n"
+    "          spf=pass smtp.mailfrom=example.net"
+)
+RFC_NONE = "example.org 1; none"
+# As Gmail writes it (the header of a message from GitHub)
+GMAIL = (
+    "mx.google.com;\r\n       dkim=pass header.i=@github.com header.s=pf2014 header.b=1crXUDuJ;"
+    "\r\n       spf=pass (google.com: domain of noreply@github.com designates 192.30.252.192 as "
+    "permitted sender) smtp.mailfrom=noreply@github.com;\r\n"
+    "       dmarc=pass (p=NONE sp=NONE dis=NONE) header.from=github.com"
+)
+# As Exchange Online writes it: results first, the id as a lone segment after SPF's
+EXCHANGE = (
+    "spf=none (sender IP is 192.0.2.7) smtp.mailfrom=example.net; hotmail.com; dkim=none "
+    "header.d=example.net;hotmail.com; dmarc=none action=none header.from=example.net;"
+    "compauth=fail reason=001"
+)
+
+
+@pytest.mark.parametrize(
+    ("field", "authserv_id", "pairs"),
+    [
+        (RFC_SPF, "example.com", [("spf", "pass")]),
+        (RFC_TWO_DKIM, "example.com", [("dkim", "pass"), ("dkim", "fail")]),
+        (RFC_AUTH, "example.com", [("auth", "pass"), ("spf", "pass")]),
+        (RFC_NONE, "example.org", []),
+        (GMAIL, "mx.google.com", [("dkim", "pass"), ("spf", "pass"), ("dmarc", "pass")]),
+        (
+            EXCHANGE,
+            "hotmail.com",
+            [("spf", "none"), ("dkim", "none"), ("dmarc", "none"), ("compauth", "fail")],
+        ),
+        ('"quoted.example" ; DKIM = Pass', "quoted.example", [("dkim", "pass")]),
+        ("mx.example (with; a (nested) comment); spf/1=fail", "mx.example", [("spf", "fail")]),
+    ],
+)
+def test_parse(field: str, authserv_id: str, pairs: list[tuple[str, str]]) -> None:
+    assert parse(field) == (authserv_id, pairs)
+
+
+def test_only_the_trusted_server_counts() -> None:
+    assert verdicts([GMAIL], "mx.google.com") == {"dkim": "pass", "spf": "pass", "dmarc": "pass"}
+    assert verdicts([GMAIL], "MX.Google.Com.") == verdicts([GMAIL], "mx.google.com")
+    assert verdicts([GMAIL, RFC_SPF], "example.com") == {"spf": "pass"}
+    assert verdicts([GMAIL], "example.com") == {}
+    assert verdicts([EXCHANGE], "hotmail.com")["compauth"] == "fail"
+
+
+def test_topmost_trusted_verdict_wins_over_a_forged_one_below() -> None:
+    real = "mx.example.test; spf=fail smtp.mailfrom=sender.test"
+    forged = "mx.example.test; spf=pass smtp.mailfrom=sender.test; dkim=pass; dmarc=pass"
+    dkim = "mx.example.test; dkim=fail header.d=sender.test"
+    # topmost first: the server's fields, then what the message arrived with
+    assert verdicts([dkim, real, forged], "mx.example.test") == {
+        "dkim": "fail",
+        "spf": "fail",
+        "dmarc": "pass",
+    }
+
+
+def test_two_signatures_in_one_field_pass_if_one_passed() -> None:
+    assert verdicts([RFC_TWO_DKIM], "example.com") == {"dkim": "pass"}
+    failing = "example.com; dkim=fail header.d=a.example; dkim=neutral header.d=b.example"
+    assert verdicts([failing], "example.com") == {"dkim": "fail"}
+
+
+def test_results_are_a_closed_set_and_other_methods_are_left_out() -> None:
+    field = "mx.example; compauth=softpass reason=201; iprev=pass; spf=HardFail; dkim=policy"
+    assert verdicts([field], "mx.example") == {
+        "compauth": "other",
+        "spf": "other",
+        "dkim": "policy",
+    }
+    assert set(verdicts([field], "mx.example").values()) <= set(RESULTS)
