@@ -27,6 +27,8 @@ class Phase(StrEnum):
     server greeting is awaited inside the ``*_tls`` phase, because it arrives encrypted.
     The API transports (Graph, Gmail) time getting a token (``*_auth``), reading the mailbox
     (``*_select``), sending, reading the probe id of candidates (``*_fetch``) and deleting.
+    The ``mx`` sender looks up the recipient domain's MX hosts and their addresses in
+    ``mx_lookup``; ``mx_connect`` spans the connection attempts, greeting and EHLO.
     """
 
     SMTP_CONNECT = "smtp_connect"
@@ -50,6 +52,10 @@ class Phase(StrEnum):
     GMAIL_SEND = "gmail_send"
     GMAIL_FETCH = "gmail_fetch"
     GMAIL_CLEANUP = "gmail_cleanup"
+    MX_LOOKUP = "mx_lookup"
+    MX_CONNECT = "mx_connect"
+    MX_TLS = "mx_tls"
+    MX_SEND = "mx_send"
 
 
 class Reason(StrEnum):

@@ -60,6 +60,9 @@ class Findings:
     """HTTP requests made to a mail API (Graph, Gmail) during the probe."""
     retry_after: float | None = None
     """Seconds the provider asked us to wait before the next request (HTTP 429)."""
+    authentication: dict[str, str] = field(default_factory=dict)
+    """The receiving server's verdict on the probe by method (``spf``, ``dkim``, ``dmarc``,
+    ...: :mod:`exporter.authres`), where the target names its ``authserv_id``."""
 
     def logged(self) -> dict[str, str]:
         """The findings worth a log field, as text; empty and zero values left out."""
@@ -70,6 +73,8 @@ class Findings:
                 continue
             if isinstance(value, float):
                 values[item.name] = f"{value:.3f}"
+            elif isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+                values[item.name] = ",".join(f"{k}={v}" for k, v in sorted(value.items()))
             elif isinstance(value, dict | set):
                 values[item.name] = ",".join(sorted(value))
             else:

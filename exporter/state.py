@@ -83,6 +83,8 @@ class TargetState:
     token_expiry: dict[str, float] = field(default_factory=dict)
     token_failures: dict[str, int] = field(default_factory=dict)
     lookalikes: int | None = None
+    authentication: dict[str, str] = field(default_factory=dict)
+    """The last verdict of each authentication method on a received probe."""
     labels: dict[str, str] = field(default_factory=dict)
     recent: deque[ProbeResult] = field(default_factory=lambda: deque(maxlen=RECENT_PROBES))
     last_delivery: float | None = None
@@ -111,17 +113,15 @@ class Store:
         for target in config.targets:
             state = self.targets.get(target.name) or TargetState()
             state.labels = dict(target.labels)
+            if target.authserv_id is None:
+                state.authentication = {}
             old_checks, state.checks = state.checks, {}
             for check in target.checks:
                 kept = old_checks.get(check) or CheckState(0.0, 0.0)
                 kept.interval, kept.timeout = target.interval(check), target.timeout(check)
                 state.checks[check] = kept
             sections = target.sections()
-            oauth = {
-                name
-                for name, section in sections.items()
-                if not isinstance(section, ServerConfig) or section.oauth2 is not None
-            }
+            oauth = {name for name, section in sections.items() if section.oauth2 is not None}
             state.token_failures = {p: state.token_failures.get(p, 0) for p in sorted(oauth)}
             state.token_expiry = {p: t for p, t in state.token_expiry.items() if p in oauth}
             plaintext = {
@@ -181,6 +181,7 @@ class Store:
         if found.lookalikes is not None:
             target.lookalikes = found.lookalikes
         target.tls.update(found.tls)
+        target.authentication.update(found.authentication)
         target.token_expiry.update(found.token_expiry)
         for protocol in found.token_failed:
             target.token_failures[protocol] = target.token_failures.get(protocol, 0) + 1

@@ -60,6 +60,11 @@ leaves the stack for no other domain):
 * ``mx=True``: a second smtpd on `mx_port` that takes mail without AUTH for the stack's
   domain (and routed domains), as a domain's MX on port 25 does: for services that relay
   mail to the stack (the API simulators).
+* ``mx_milters=("inet:127.0.0.1:PORT", ...)``, ``mx_policy="inet:127.0.0.1:PORT"``: milters
+  (``milter_default_action = accept``) and a policy service (after
+  ``reject_unauth_destination``) on the MX port only, e.g. the SPF, DKIM and DMARC checks
+  of ``testing/milters.py``. With ``mx`` the MX port can also be made to refuse every
+  client (`refuse_mx`, e.g. ``421 4.3.2 ...``) or to offer no STARTTLS (`mx_starttls`).
 * `route(domain, port)`: mail for ``domain`` is relayed over SMTP to ``127.0.0.1:port``
   (``relay_domains`` and an inline ``transport_maps``), e.g. to a simulator's inbound SMTP
   listener.  `defer_delivery("smtp")` then holds that mail in the queue.
@@ -433,6 +438,8 @@ class MailStack:
         oauth2_introspection_url: str | None = None,
         mx: bool = False,
         folders: bool = False,
+        mx_milters: tuple[str, ...] = (),
+        mx_policy: str | None = None,
     ) -> None:
         self.check_requirements()
         self.root = Path(root).absolute()
@@ -451,6 +458,11 @@ class MailStack:
         if tls is not None:
             self.imaps_port, self.smtps_port = _free_ports(2)
         self.mx_port: int | None = _free_ports(1)[0] if mx else None
+        for spec in (*mx_milters, *([mx_policy] if mx_policy else [])):
+            if not re.fullmatch(r"inet:127\.0\.0\.1:\d+", spec):
+                raise ValueError(f"expected inet:127.0.0.1:PORT, got {spec!r}")
+        self.mx_milters = mx_milters
+        self.mx_policy = mx_policy
         self.folders = folders
         self._routes: dict[str, tuple[str, int]] = {}
         self._users: dict[str, MailUser] = {}
@@ -923,6 +935,7 @@ class MailStack:
             """)
             + self._postfix_sent_copies()
             + self._postfix_tls_cf()
+            + self._postfix_mx_cf()
         )
 
     def _postfix_sent_copies(self) -> str:
@@ -976,15 +989,45 @@ class MailStack:
         )
 
     def _postfix_mx_service(self) -> str:
-        """An MX: no AUTH; mail only for the stack's own and routed domains."""
+        """An MX: no AUTH; mail only for the stack's own and routed domains; its milters and
+        policy service; `refuse_mx` and `mx_starttls` set the two ``mx_`` parameters."""
         if self.mx_port is None:
             return ""
         only_ours = "reject_unauth_destination"
+        policy = f",check_policy_service,{self.mx_policy}" if self.mx_policy else ""
+        recipients = only_ours + policy
+        milters = f"-o smtpd_milters={','.join(self.mx_milters)} " if self.mx_milters else ""
         return (
             f"{HOST}:{self.mx_port} inet n - n - - smtpd -o smtpd_sasl_auth_enable=no "
             f"-o smtpd_relay_restrictions={only_ours} "
-            f"-o smtpd_recipient_restrictions={only_ours}\n"
+            f"-o smtpd_recipient_restrictions={recipients} "
+            "-o smtpd_client_restrictions=$mx_client_restrictions "
+            "-o smtpd_tls_security_level=$mx_tls_security_level "
+            f"{milters}-o milter_default_action=accept\n"
         )
+
+    def _postfix_mx_cf(self) -> str:
+        if self.mx_port is None:
+            return ""
+        return textwrap.dedent(f"""\
+            mx_client_restrictions =
+            mx_tls_security_level = {"none" if self.tls is None else "may"}
+            """)
+
+    def refuse_mx(self, reply: str | None) -> None:
+        """Answer every client of the MX port with ``reply`` (``421 4.3.2 text``: then hang
+        up, as Postfix does for 421) at its first recipient; None: accept again."""
+        if reply is not None and not re.fullmatch(r"[45]\d\d [ -~]+", reply):
+            raise ValueError(f"not an SMTP reply: {reply!r}")
+        table = f"check_client_access inline:{{{{ {HOST} = {reply} }}}}" if reply else ""
+        self._postconf(f"mx_client_restrictions={table}")
+        self._reload_postfix()
+
+    def mx_starttls(self, offered: bool) -> None:
+        """Whether the MX port offers STARTTLS (it does with ``tls``)."""
+        level = "may" if offered and self.tls is not None else "none"
+        self._postconf(f"mx_tls_security_level={level}")
+        self._reload_postfix()
 
     def _postfix_tls_services(self) -> str:
         """smtps (TLS from the first byte) and tlsmgr, which smtpd asks for TLS state."""

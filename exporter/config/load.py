@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import difflib
+import ipaddress
 import json
 import os
 import re
@@ -31,12 +32,14 @@ from exporter.config.model import (
     TLS_MODES,
     Config,
     ConfigError,
+    DkimKey,
     GmailConfig,
     GoogleStatus,
     GraphConfig,
     ImapConfig,
     LoginBackoff,
     MicrosoftStatus,
+    MxConfig,
     OAuth2Config,
     OnDemand,
     ProviderStatus,
@@ -610,6 +613,77 @@ def _gmail(r: _Reader, data: dict[str, Any], path: str) -> GmailConfig:
     )
 
 
+MX_KEYS = ("mail_from", "resolver", "port", "tls", "tls_config", "dkim")
+DKIM_KEYS = ("domain", "selector", "private_key_file")
+_DNS_NAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?)+$")
+
+
+def _resolver(r: _Reader, value: Any, path: str) -> tuple[str, int]:
+    """``ADDRESS[:PORT]`` (``[ADDRESS]:PORT`` for IPv6) of a DNS server."""
+    text = r.string(value, path)
+    host, port = text, "53"
+    if text.startswith("["):
+        host, _, port = text[1:].partition("]:")
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise r.fail(
+            path, f"expected an IP address and optional port such as 10.0.0.53:53, got {text!r}"
+        ) from None
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise r.fail(path, f"expected a port from 1 to 65535, got {port!r}")
+    return host, int(port)
+
+
+def _dkim(r: _Reader, value: Any, path: str) -> DkimKey:
+    """The DKIM signing domain, selector and RSA key (kept as PKCS#1 PEM, which dkimpy reads)."""
+    data = r.mapping(value, path, DKIM_KEYS)
+    names: dict[str, str] = {}
+    for key in ("domain", "selector"):
+        names[key] = r.get(data, key, path, r.string)
+        if not _DNS_NAME.match(names[key]):
+            raise r.fail(_join(path, key), f"expected a DNS name, got {names[key]!r}")
+    r.get(data, "private_key_file", path, r.string)
+    pem = _read_small(r, data, "private_key_file", path)
+    key_path = _join(path, "private_key_file")
+    try:
+        private = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise r.fail(key_path, f"not an unencrypted PEM private key: {exc}") from None
+    if not isinstance(private, rsa.RSAPrivateKey) or private.key_size < 1024:
+        raise r.fail(key_path, "expected an RSA key of at least 1024 bits")
+    traditional = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    return DkimKey(
+        domain=names["domain"].rstrip("."),
+        selector=names["selector"],
+        private_key=Secret(traditional.decode("ascii")),
+    )
+
+
+def _mx(r: _Reader, data: dict[str, Any], path: str) -> MxConfig:
+    starttls = data.get("tls", "required")
+    if starttls not in ("required", "opportunistic"):
+        raise r.fail(_join(path, "tls"), f"expected required or opportunistic, got {starttls!r}")
+    return MxConfig(
+        username=r.get(data, "mail_from", path, r.address, ""),
+        resolver=(
+            _resolver(r, data["resolver"], _join(path, "resolver"))
+            if data.get("resolver") is not None
+            else None
+        ),
+        port=r.get(data, "port", path, r.port, 25),
+        starttls=starttls,
+        tls_config=r.tls_config(data.get("tls_config"), _join(path, "tls_config")),
+        dkim=_dkim(r, data["dkim"], _join(path, "dkim")) if data.get("dkim") is not None else None,
+    )
+
+
 PROVIDER_STATUS_KEYS = ("interval", "timeout", "max_incidents", "microsoft", "google")
 MICROSOFT_STATUS_KEYS = (*MICROSOFT_APP_KEYS, "services")
 GOOGLE_STATUS_KEYS = ("feed_url", "services", "tls_config")
@@ -698,6 +772,7 @@ SECTIONS: dict[str, Section] = {
     "imap": Section(IMAP_KEYS, _imap, receives=True),
     "graph": Section(GRAPH_KEYS, _graph, sends=True, receives=True),
     "gmail": Section(GMAIL_KEYS, _gmail, sends=True, receives=True),
+    "mx": Section(MX_KEYS, _mx, sends=True),
 }
 """Every transport's configuration section, by the key it has in a target."""
 
@@ -712,6 +787,7 @@ TARGET_KEYS = (
     "interval",
     "timeout",
     "labels",
+    "authserv_id",
 )
 DEFAULT_KEYS = tuple(k for k in TARGET_KEYS if k != "name")
 
@@ -752,6 +828,7 @@ def _target(r: _Reader, raw: Any, defaults: dict[str, Any], path: str) -> Target
         sender=_role(r, merged, path, "sender", _default_role(sections, "smtp", sends=True)),
         receiver=_role(r, merged, path, "receiver", _default_role(sections, "imap", sends=False)),
         labels=_labels(r, defaults.get("labels"), data.get("labels"), path),
+        authserv_id=r.get(merged, "authserv_id", path, r.string, "") or None,
         **sections,  # type: ignore[arg-type]
     )
     checks = r.get(merged, "checks", path, r.checks, _default_checks(probe, sections))

@@ -218,6 +218,54 @@ class GmailConfig(_ApiEndpoint, TransportConfig):
         return self.oauth2.secrets()
 
 
+MxTls = Literal["required", "opportunistic"]
+
+
+@dataclass(frozen=True)
+class DkimKey:
+    """How the ``mx`` sender signs the probe (DKIM, RFC 6376): the signing domain ``d=``, the
+    selector ``s=`` whose public key is published at ``SELECTOR._domainkey.DOMAIN``, and the
+    private key in PEM."""
+
+    domain: str
+    selector: str
+    private_key: Secret
+
+
+@dataclass(frozen=True)
+class MxConfig(TransportConfig):
+    """Delivery to the recipient domain's MX hosts, as a mail server sends: no login.
+
+    ``resolver`` is the DNS server asked, as (address, port); None: the system's. ``port`` is
+    the port of every MX host (25 but in tests).
+    """
+
+    username: str
+    """The envelope sender, MAIL FROM (``mail_from`` in the file): where bounces go, the domain
+    SPF checks; empty: the target's ``from``."""
+    resolver: tuple[str, int] | None
+    port: int
+    starttls: MxTls
+    tls_config: TlsConfig
+    dkim: DkimKey | None = None
+
+    @property
+    def host(self) -> str:
+        """None fixed: the MX hosts are looked up at each probe."""
+        return ""
+
+    @property
+    def tls(self) -> TlsMode:
+        return "starttls"
+
+    @property
+    def oauth2(self) -> OAuth2Config | None:
+        return None
+
+    def secrets(self) -> set[str]:
+        return revealed(self.dkim.private_key) if self.dkim else set()
+
+
 @dataclass(frozen=True)
 class Schedule:
     """How often one check runs, and how long one probe of it may take."""
@@ -232,7 +280,7 @@ class Target:
 
     A round trip sends through the ``sender`` transport and watches through the ``receiver``
     transport; each transport's settings are in the field of its name (``smtp``, ``imap``,
-    ``graph``, ``gmail``).
+    ``graph``, ``gmail``, ``mx``).
     """
 
     name: str
@@ -246,8 +294,12 @@ class Target:
     imap: ImapConfig | None = None
     graph: GraphConfig | None = None
     gmail: GmailConfig | None = None
+    mx: MxConfig | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     """Static labels of the target, such as ``provider``, exported on ``mailbox_target_info``."""
+    authserv_id: str | None = None
+    """The receiving server's authserv-id (RFC 8601): the ``Authentication-Results`` fields
+    it adds to the probe are read for verdicts; None: none are read."""
 
     def interval(self, check: Check) -> float:
         return self.schedules[check].interval

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from exporter import bounce, classify, message
+from exporter import authres, bounce, classify, message
 from exporter.config import Target
 from exporter.message import ProbeIds
 from exporter.outcome import Phase, ProbeFailure, Reason
@@ -161,12 +161,12 @@ class _RoundTrip:
                 if arrival.where == "report":
                     await self._bounces(arrival.refs)
                     continue
-                verified, unverified = sort_out(
-                    await receiver.read(arrival.refs), self.ids, self.target.name
-                )
+                envelopes = await receiver.read(arrival.refs)
+                verified, unverified = sort_out(envelopes, self.ids, self.target.name)
                 self.ours.update(self._mine(verified))
                 self.lookalikes |= unverified
                 if self.probe_id in verified.values():
+                    self._verdicts(envelopes, verified)
                     break
         except ProbeFailure as failure:
             if failure.reason is Reason.NOT_DELIVERED:
@@ -193,6 +193,14 @@ class _RoundTrip:
         if self._same_account():
             await self._sent_copies(prefix)
         await receiver.close()
+
+    def _verdicts(self, envelopes: Mapping[str, Envelope], verified: Mapping[str, str]) -> None:
+        """The receiving server's authentication verdicts on this probe, where it is named."""
+        if self.target.authserv_id is None:
+            return
+        ref = next(ref for ref, probe_id in verified.items() if probe_id == self.probe_id)
+        fields = envelopes[ref].authentication_results
+        self.found.authentication = authres.verdicts(fields, self.target.authserv_id)
 
     async def _delete(self, messages: Mapping[str, str]) -> None:
         if not messages:

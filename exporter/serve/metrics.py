@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from exporter import __version__
+from exporter.authres import RESULTS
 from exporter.outcome import Check, Reason
 from exporter.result import ProbeResult
 from exporter.state import DELIVERY_BUCKETS, Store
@@ -96,6 +97,13 @@ FAMILIES: Final[dict[str, Family]] = {
         "gauge",
         "Messages carrying this exporter's probe id prefix whose id did not "
         "verify, seen by the last successful round trip; left alone.",
+    ),
+    "mailbox_authentication_result": Family(
+        "gauge",
+        "The receiving server's last verdict on a probe message by authentication method, read "
+        "from its Authentication-Results field (targets with authserv_id): 1 for the verdict, 0 "
+        "for the other results.",
+        "probe_authentication_result",
     ),
     "mailbox_tls_certificate_expiry_timestamp_seconds": Family(
         "gauge",
@@ -262,6 +270,13 @@ def render(store: Store) -> str:
             add("mailbox_cleanup_failures_total", t, target.cleanup_failures)
             if target.lookalikes is not None:
                 add("mailbox_cleanup_lookalikes", t, target.lookalikes)
+        for method, verdict in sorted(target.authentication.items()):
+            for result in RESULTS:
+                add(
+                    "mailbox_authentication_result",
+                    f'{t},method="{method}",result="{result}"',
+                    1 if result == verdict else 0,
+                )
         for protocol, session in sorted(target.tls.items()):
             tp = f'{t},protocol="{protocol}"'
             if session.not_after is not None:
@@ -329,6 +344,8 @@ def render_result(result: ProbeResult) -> str:
     _result_samples(out, "", result)
     if result.delivery_seconds is not None:
         out.add("mailbox_roundtrip_delivery_seconds", "", result.delivery_seconds)
+    for method, verdict in sorted(result.found.authentication.items()):
+        out.add("mailbox_authentication_result", f'method="{method}",result="{verdict}"', 1)
     for protocol, session in sorted(result.found.tls.items()):
         if session.not_after is not None:
             out.add(

@@ -14,11 +14,12 @@ from exporter.config.model import (
     GmailConfig,
     GraphConfig,
     ImapConfig,
+    MxConfig,
     ServerConfig,
     TransportConfig,
 )
 from exporter.trace import Trace
-from exporter.transports import Receiver, Sender, gmail, graph, imap, smtp
+from exporter.transports import Receiver, Sender, gmail, graph, imap, mx, smtp
 from exporter.transports.oauth import TokenCache
 
 LoginCheck = Callable[[TransportConfig, Trace, TokenCache], Awaitable[None]]
@@ -66,6 +67,7 @@ TRANSPORTS: Final[dict[str, Transport]] = {
         receiver=_taking(GmailConfig, gmail.GmailReceiver),
         login=_taking(GmailConfig, gmail.check_login),
     ),
+    "mx": Transport(sender=_taking(MxConfig, mx.MxSender)),
 }
 
 
