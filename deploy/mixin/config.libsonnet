@@ -17,6 +17,7 @@
       MailboxExporterAbsent: '5m',
       MailboxExporterConfigReloadFailed: '1m',
       MailboxDeliverySlow: '15m',
+      MailboxAuthenticationFailing: '10m',
     },
 
     // How long the outage alerts keep firing (and inhibiting per-target pages) once their

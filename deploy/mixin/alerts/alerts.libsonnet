@@ -131,6 +131,29 @@ local yaml = import '../lib/yaml.libsonnet';
             |||),
           },
           {
+            comment:: |||
+              A sending domain's SPF or DMARC verdict that passed within the day and no longer
+              does: its DNS (SPF record, DKIM key, DMARC policy) or its sending path changed.
+              Mail still arrives, so this warns instead of paging.
+            |||,
+            alert: 'MailboxAuthenticationFailing',
+            expr: |||
+              mailbox_authentication_result{method=~"spf|dmarc", result!="pass"} == 1
+              and on (job, instance, target, method)
+              max_over_time(mailbox_authentication_result{method=~"spf|dmarc", result="pass"}[1d]) == 1
+            |||,
+            'for': $._config.forDurations.MailboxAuthenticationFailing,
+            labels: { severity: 'warning' },
+            annotations: {
+              summary: '{{ $labels.method | toUpper }} of the probes to {{ $labels.target }} is {{ $labels.result }}',
+              runbook_url: 'docs/runbook.md#mailboxauthenticationfailing',
+            } + yaml.folded(|||
+              The receiving server's {{ $labels.method | toUpper }} verdict on the probe
+              messages of target {{ $labels.target }} is {{ $labels.result }}; it was pass
+              within the last day.
+            |||),
+          },
+          {
             alert: 'MailboxCleanupFailing',
             expr: 'increase(mailbox_cleanup_failures_total[30m]) >= 3',
             labels: { severity: 'warning' },
