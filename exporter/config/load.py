@@ -817,7 +817,7 @@ def _target(r: _Reader, raw: Any, defaults: dict[str, Any], path: str) -> Target
     for key, spec in SECTIONS.items():
         base = r.mapping(defaults.get(key), _join("defaults", key), spec.keys)
         values = {**base, **r.mapping(data.get(key), _join(path, key), spec.keys)}
-        if values:
+        if values or isinstance(data.get(key), dict) or isinstance(defaults.get(key), dict):
             sections[key] = spec.read(r, values, _join(path, key))
     probe = Target(
         name=name,
