@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from exporter import config
+from exporter.config.checks import CHECKS
 from exporter.config.model import LoginBackoff
 from exporter.outcome import Check, Phase, Reason
 from exporter.probes.guard import LoginGuard
@@ -72,7 +73,11 @@ def test_refusals_of_one_account_count_together_and_hold_every_check_using_it() 
         for check in target.checks:
             hold = guard.admit(target, check)
             assert hold is not None, (target.name, check)
-            assert hold.refusals == 3 and hold.phase is Phase.IMAP_AUTH
+            assert hold.refusals == 3
+            held = CHECKS[check].needs(target)[0]
+            assert hold.phase is {"smtp": Phase.SMTP_AUTH, "imap": Phase.IMAP_AUTH}[held], (
+                "reported in the check's own login phase"
+            )
             assert "AUTHENTICATIONFAILED" in hold.detail
     assert guard.admit(c, Check.IMAP_LOGIN) is None, "another account is not held"
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 from exporter.config import Target
@@ -21,6 +21,7 @@ from exporter.config.checks import CHECKS
 from exporter.config.model import LoginBackoff
 from exporter.outcome import Check, Phase, Reason
 from exporter.result import ProbeResult
+from exporter.transports.registry import TRANSPORTS
 
 Key = tuple[str, str]
 
@@ -41,8 +42,6 @@ class _Account:
     until_wall: float = 0.0
     trying: bool = False
     """One probe is trying the credentials again: the others wait for its answer."""
-    phases: dict[str, Phase | None] = field(default_factory=dict)
-    """The phase of the last refusal by transport: where a held probe of it would log in."""
     detail: str = ""
 
 
@@ -84,12 +83,11 @@ class LoginGuard:
             if account is None or account.since is None:
                 continue
             if now < account.until or account.trying:
-                last = next(reversed(account.phases.values()), None)
                 return Hold(
                     since=account.since,
                     until=account.until_wall,
                     refusals=account.refusals,
-                    phase=account.phases.get(transport, last),
+                    phase=TRANSPORTS[transport].auth,
                     detail=account.detail,
                 )
         for key in self._keys(target, check):
@@ -113,9 +111,6 @@ class LoginGuard:
     def _refused(self, account: _Account, result: ProbeResult) -> None:
         account.trying = False
         account.refusals += 1
-        refused = str(result.found.login_refused)
-        account.phases.pop(refused, None)
-        account.phases[refused] = result.phase
         account.detail = result.detail
         beyond = account.refusals - self.policy.after
         if beyond < 0:

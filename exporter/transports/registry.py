@@ -18,6 +18,7 @@ from exporter.config.model import (
     ServerConfig,
     TransportConfig,
 )
+from exporter.outcome import Phase
 from exporter.trace import Trace
 from exporter.transports import Receiver, Sender, gmail, graph, imap, mx, smtp
 from exporter.transports.oauth import TokenCache
@@ -46,26 +47,33 @@ class Transport:
     receiver: Callable[[TransportConfig, Trace, TokenCache], Receiver] | None = None
     login: LoginCheck | None = None
     """The transport's fresh-login check; its check is the one whose ``login_of`` names it."""
+    auth: Phase | None = None
+    """The phase in which it logs in, where it does: a probe the lock-out guard holds back
+    reports its refusal there."""
 
 
 TRANSPORTS: Final[dict[str, Transport]] = {
     "smtp": Transport(
         sender=_taking(ServerConfig, smtp.SmtpSender),
         login=_taking(ServerConfig, smtp.check_login),
+        auth=smtp.PHASES.auth,
     ),
     "imap": Transport(
         receiver=_taking(ImapConfig, imap.ImapReceiver),
         login=_taking(ImapConfig, imap.check_login),
+        auth=imap.PHASES.auth,
     ),
     "graph": Transport(
         sender=_taking(GraphConfig, graph.GraphSender),
         receiver=_taking(GraphConfig, graph.GraphReceiver),
         login=_taking(GraphConfig, graph.check_login),
+        auth=graph.PHASES.auth,
     ),
     "gmail": Transport(
         sender=_taking(GmailConfig, gmail.GmailSender),
         receiver=_taking(GmailConfig, gmail.GmailReceiver),
         login=_taking(GmailConfig, gmail.check_login),
+        auth=gmail.PHASES.auth,
     ),
     "mx": Transport(sender=_taking(MxConfig, mx.MxSender)),
 }
