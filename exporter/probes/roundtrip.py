@@ -20,7 +20,7 @@ counted late and deleted by the next probe that sees it, after a restart too.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -72,9 +72,13 @@ def sort_out(
     return ours, set(envelopes) - set(ours)
 
 
+Where = Literal["inbox", "junk", "report"]
+Look = Callable[[str], Awaitable[list[str]]]
+
+
 @dataclass(frozen=True)
 class _Arrival:
-    where: Literal["inbox", "junk", "report"]
+    where: Where
     at: float
     """When it arrived (monotonic): announced, or seen by a look."""
     refs: list[str]
@@ -95,10 +99,14 @@ async def _arrivals(
         now = time.monotonic()
         if now >= next_look or now >= deadline:
             next_look = now + EXTRA_LOOKS
-            for where, look in (("report", receiver.reports), ("junk", receiver.junk)):
+            looks: tuple[tuple[Where, Look], ...] = (
+                ("report", receiver.reports),
+                ("junk", receiver.junk),
+            )
+            for where, look in looks:
                 refs = [ref for ref in await look(prefix) if ref not in examined]
                 if refs:
-                    return _Arrival(where, now, refs)  # type: ignore[arg-type]
+                    return _Arrival(where, now, refs)
         if now >= deadline:
             raise ProbeFailure(
                 Reason.NOT_DELIVERED,

@@ -88,7 +88,7 @@ def snapshot(store: Store) -> dict[str, Any]:
             )
         states = {c["state"] for c in checks}
         provider = target.labels.get("provider", "")
-        watched = store.providers.get(provider)  # type: ignore[call-overload]
+        watched = next((state for p, state in store.providers.items() if p == provider), None)
         targets.append(
             {
                 "name": name,
