@@ -22,8 +22,6 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import dns.exception
 import dns.message
@@ -31,6 +29,7 @@ import dns.query
 import dns.rcode
 
 from testing.mailstack import HOST, _free_ports, _tail
+from testing.service import Service
 
 DNSMASQ = "/usr/sbin/dnsmasq"
 
@@ -47,7 +46,7 @@ def _quoted(text: str) -> str:
     return ",".join(f'"{part}"' for part in parts)
 
 
-class DnsServer:
+class DnsServer(Service):
     """dnsmasq on ``127.0.0.1:port``, authoritative-ish for the names it is given."""
 
     def __init__(self, root: Path, local: tuple[str, ...] = ("test",)) -> None:
@@ -134,15 +133,3 @@ class DnsServer:
         """Serve the records as they are now (restarts dnsmasq on the same port)."""
         self.stop()
         self.start()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

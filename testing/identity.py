@@ -36,9 +36,10 @@ import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, unquote_plus, urlsplit
+
+from testing.service import Service
 
 __all__ = ["IdentityProvider", "RecordedRequest"]
 
@@ -143,7 +144,7 @@ class _Handler(BaseHTTPRequestHandler):
         _log.debug("%s " + format, self.address_string(), *args)
 
 
-class IdentityProvider:
+class IdentityProvider(Service):
     """OAuth2 token and introspection endpoints with switchable faults."""
 
     def __init__(self, *, scope: str = "mail", token_lifetime: int = 3600) -> None:
@@ -196,18 +197,6 @@ class IdentityProvider:
         if thread is not None:
             thread.join(5.0)
         self._server = self._thread = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def running(self) -> bool:

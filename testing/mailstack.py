@@ -108,8 +108,8 @@ import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Self
+
+from testing.service import Service
 
 __all__ = ["MailStack", "MailStackError", "MailUser", "TlsFiles"]
 
@@ -419,7 +419,7 @@ def _stop_all() -> None:
         _remove_tree(path)
 
 
-class MailStack:
+class MailStack(Service):
     """Postfix (SMTP AUTH, queue) in front of Dovecot (auth, LMTP, IMAP), all private.
 
     `tls` adds STARTTLS and the implicit-TLS ports (`smtps_port`,
@@ -806,8 +806,7 @@ class MailStack:
             script.unlink(missing_ok=True)
             return
         script.write_text(
-            'require "fileinto";\n'
-            'if exists "X-Mailbox-Probe-Id" { fileinto "Junk"; stop; }\n'
+            'require "fileinto";\nif exists "X-Mailbox-Probe-Id" { fileinto "Junk"; stop; }\n'
         )
         os.chown(script, self._mail_uid, self._mail_gid)
 
@@ -1304,18 +1303,6 @@ class MailStack:
             f"--- {self.dovecot_log} ---\n{_tail(self.dovecot_log, n)}\n"
             f"--- {self.postfix_log} ---\n{_tail(self.postfix_log, n)}"
         )
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         tls = f", smtps={self.smtps_port}, imaps={self.imaps_port}" if self.tls else ""

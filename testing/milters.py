@@ -33,11 +33,10 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from testing.dns import DnsServer
 from testing.mailstack import HOST, _free_ports, _tail
+from testing.service import Service
 
 OPENDKIM = "/usr/sbin/opendkim"
 OPENDMARC = "/usr/sbin/opendmarc"
@@ -81,7 +80,7 @@ class _SpawnHandler(socketserver.BaseRequestHandler):
             self.server.children.discard(child)
 
 
-class Milters:
+class Milters(Service):
     """SPF, DKIM and DMARC checks of inbound mail, adding ``Authentication-Results``."""
 
     def __init__(self, root: Path, dns: DnsServer, authserv_id: str = "mx.example.test") -> None:
@@ -268,15 +267,3 @@ class Milters:
             f"--- {name} ---\n{_tail(self.root / f'{name}.log', n)}"
             for name in ("opendkim", "opendmarc", "policyd-spf")
         )
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
