@@ -8,6 +8,7 @@ import random
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from aiohttp import web
@@ -64,6 +65,10 @@ class Exporter:
         self.scheduler = Scheduler(self.run_scheduled, self.record, rng, MAX_CONCURRENT_PROBES)
         self.provider_status = ProviderStatusCollector(self.store, context.tokens)
         self._reloading = asyncio.Lock()
+        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="config")
+        """Reloads read the file here, apart from the threads probes use (name resolution):
+        a file that hangs (a FIFO, a dead mount) holds up only further reloads."""
+        self._loading: asyncio.Future[Config] | None = None
         self._on_demand_limit = asyncio.Semaphore(ON_DEMAND_CONCURRENCY)
         self.rations = ondemand.Rations(OnDemand())
 
@@ -82,27 +87,33 @@ class Exporter:
         once the new one is whole.
         """
         async with self._reloading:
+            if self._loading is not None and not self._loading.done():
+                return self._reload_failed("the previous reload is still reading the file")
+            loop = asyncio.get_running_loop()
+            self._loading = loop.run_in_executor(self._loader, configuration.load, self.config_path)
             try:
                 async with asyncio.timeout(RELOAD_DEADLINE):
-                    config = await asyncio.to_thread(configuration.load, self.config_path)
+                    config = await asyncio.shield(self._loading)
             except (ConfigError, TimeoutError) as exc:
-                error = (
+                return self._reload_failed(
                     str(exc)
                     if isinstance(exc, ConfigError)
                     else f"reading the file took longer than {RELOAD_DEADLINE:g}s"
                 )
-                self.store.reload_successful = False
-                log.error(
-                    "reload failed; keeping the previous configuration",
-                    extra=fields(file=str(self.config_path), error=error),
-                )
-                return error
             self._apply(config)
             log.info(
                 "configuration reloaded",
                 extra=fields(file=str(self.config_path), targets=len(config.targets)),
             )
             return None
+
+    def _reload_failed(self, error: str) -> str:
+        self.store.reload_successful = False
+        log.error(
+            "reload failed; keeping the previous configuration",
+            extra=fields(file=str(self.config_path), error=error),
+        )
+        return error
 
     def _apply(self, config: Config) -> None:
         for target in config.targets:
@@ -178,11 +189,13 @@ class Exporter:
         limit = (
             target.timeout(check) if time_limit is None else min(time_limit, target.timeout(check))
         )
+        deadline = time.monotonic() + limit
 
         async def probe() -> ProbeResult:
             async with self._on_demand_limit:
+                left = max(deadline - time.monotonic(), 0.1)
                 return await probes.run(
-                    target, check, self.context, time_limit=max(limit, 0.1), transcript=True
+                    target, check, self.context, time_limit=left, transcript=True
                 )
 
         try:
@@ -196,6 +209,7 @@ class Exporter:
         return metrics.render(self.store).encode() + generate_latest(self.registry)
 
     async def stop(self) -> None:
+        self._loader.shutdown(wait=False, cancel_futures=True)
         await self.scheduler.stop()
         await self.provider_status.stop()
         await self.context.close()

@@ -19,6 +19,8 @@ from typing import Final
 from exporter.message import PROBE_HEADER
 
 MAX_REPORT: Final = 256 * 1024
+PERMANENT: Final = 500
+"""Reply codes from here on are permanent failures (RFC 5321 4.2.1)."""
 """Bytes of a report read: the quoted header and the status come first."""
 
 _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -37,11 +39,16 @@ class Bounce:
     """The SMTP reply code the remote server gave, or one implied by the status class."""
     text: str
     """The diagnostic in the server's own words (or the report's, if it quotes none)."""
+    failed: bool
+    """Delivery failed for good (a 5.x status or ``Action: failed``), rather than a delay or
+    a relay notice."""
 
 
 def read(raw: bytes) -> Bounce | None:
     """The bounce ``raw`` reports, if it is one and quotes a probe id; else None."""
     message = message_from_bytes(raw[:MAX_REPORT], policy=policy.compat32)
+    if not _is_report(message) and not _from_a_mail_system(message):
+        return None
     probe_id = _quoted_probe_id(message, raw)
     if probe_id is None:
         return None
@@ -61,11 +68,20 @@ def read(raw: bytes) -> Bounce | None:
         code = 550
     if not status and not reply and not _is_report(message):
         return None
-    return Bounce(probe_id=probe_id, status=status, code=code, text=text[:500])
+    action = fields.get("action", "").lower()
+    failed = action == "failed" or (not action and code >= PERMANENT)
+    return Bounce(probe_id=probe_id, status=status, code=code, text=text[:500], failed=failed)
 
 
 def _is_report(message: Message) -> bool:
     return message.get_content_type() == "multipart/report"
+
+
+def _from_a_mail_system(message: Message) -> bool:
+    """Whether a message that is no RFC 3464 report still comes from a mail system: the null
+    sender, or a mailer daemon or postmaster (older MTAs' plain-text bounces)."""
+    sender = f"{message.get('Return-Path', '')} {message.get('From', '')}".lower()
+    return "<>" in sender or "mailer-daemon" in sender or "postmaster" in sender
 
 
 def _quoted_probe_id(message: Message, raw: bytes) -> str | None:

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from collections.abc import Iterable
 from email.message import EmailMessage
@@ -18,6 +19,10 @@ PROBE_HEADER: Final = "X-Mailbox-Probe-Id"
 
 
 KEY_BYTES: Final = 32
+NONCE_LENGTH: Final = 16
+MAC_LENGTH: Final = 24
+_HEX = re.compile(r"[0-9a-f]+")
+"""Ids are lower-case hex: anything else (a forged header) fails before the comparison."""
 
 
 class ProbeIds:
@@ -34,7 +39,7 @@ class ProbeIds:
         self.prefix = hashlib.sha256(b"mailbox-exporter probe key " + self.key).hexdigest()[:12]
 
     def new(self, target: str) -> str:
-        nonce = secrets.token_hex(8)
+        nonce = secrets.token_hex(NONCE_LENGTH // 2)
         return f"{self.prefix}.{nonce}.{self._mac(target, nonce)}"
 
     def verify(self, probe_id: str, target: str) -> bool:
@@ -42,14 +47,15 @@ class ProbeIds:
         nonce, _, mac = rest.partition(".")
         return (
             prefix == self.prefix
-            and len(nonce) == 16
-            and len(mac) == 24
+            and len(nonce) == NONCE_LENGTH
+            and len(mac) == MAC_LENGTH
+            and _HEX.fullmatch(nonce + mac) is not None
             and hmac.compare_digest(mac, self._mac(target, nonce))
         )
 
     def _mac(self, target: str, nonce: str) -> str:
         message = f"{target}\0{nonce}".encode()
-        return hmac.new(self.key, message, hashlib.sha256).hexdigest()[:24]
+        return hmac.new(self.key, message, hashlib.sha256).hexdigest()[:MAC_LENGTH]
 
 
 KDF_COST: Final = 2**14

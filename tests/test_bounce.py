@@ -39,6 +39,7 @@ def test_a_postfix_bounce_with_the_returned_headers() -> None:
         status="5.1.1",
         code=550,
         text="550 5.1.1 <nobody@x.org> User doesn't exist: nobody@x.org",
+        failed=True,
     )
 
 
@@ -80,3 +81,21 @@ def test_what_is_not_a_bounce_of_a_probe() -> None:
     )
     assert bounce.read(ordinary) is None, "a bounce of an ordinary message"
     assert bounce.read(b"Subject: hi\r\n\r\njust mail\r\n") is None
+
+
+def test_a_delay_notice_is_no_failure_and_a_quoting_message_no_bounce() -> None:
+    delayed = _report(
+        "Reporting-MTA: dns; mail.x.org\n\n"
+        "Final-Recipient: rfc822; b@x.org\nAction: delayed\nStatus: 4.4.1\n"
+        "Diagnostic-Code: smtp; 451 4.4.1 connection timed out\n",
+        "text/rfc822-headers",
+        PROBE_HEAD,
+        "Your message is delayed.",
+    )
+    found = bounce.read(delayed)
+    assert found is not None and not found.failed
+    forwarded = (
+        "From: colleague@x.org\r\nSubject: Fwd: look at this\r\n\r\n"
+        f"see 5.1.1 below\r\nX-Mailbox-Probe-Id: {PROBE_ID}\r\n"
+    ).encode()
+    assert bounce.read(forwarded) is None, "a person's message quoting a probe is no bounce"

@@ -356,3 +356,11 @@ def test_a_target_runs_the_checks_its_transports_allow() -> None:
     both = config.parse(TARGET).targets[0]
     assert both.checks == (Check.ROUNDTRIP, Check.SMTP_LOGIN, Check.IMAP_LOGIN)
     assert (both.sender, both.receiver) == ("smtp", "imap")
+
+
+def test_a_mistyped_secret_is_never_echoed() -> None:
+    text = "targets:\n  - name: a\n    imap: {host: h, username: u, password: 98765432101}\n"
+    with pytest.raises(ConfigError) as caught:
+        config.parse(text)
+    assert "98765432101" not in str(caught.value)
+    assert "targets[0].imap.password" in str(caught.value)

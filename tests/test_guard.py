@@ -130,3 +130,16 @@ def test_new_credentials_start_afresh() -> None:
     fixed = _targets(password="right")
     guard.keep_only(fixed)
     assert guard.admit(fixed[0], Check.IMAP_LOGIN) is None
+
+
+def test_a_cancelled_trial_lets_another_probe_try() -> None:
+    clock = Clock()
+    guard = LoginGuard(POLICY, clock)
+    a = _targets()[0]
+    for _ in range(3):
+        guard.record(a, Check.IMAP_LOGIN, _refused(a, Check.IMAP_LOGIN))
+    clock.now += 60
+    assert guard.admit(a, Check.IMAP_LOGIN) is None, "the trial"
+    assert guard.admit(a, Check.SMTP_LOGIN) is not None, "others wait for it"
+    guard.release(a, Check.IMAP_LOGIN)
+    assert guard.admit(a, Check.SMTP_LOGIN) is None, "a cancelled trial blocks no one"

@@ -31,3 +31,13 @@ def test_the_message_says_what_it_is(target: str, mail_from: str, mail_to: str) 
     assert parsed["Date"].datetime is not None
     assert f"(target {target})" in parsed.get_content()
     assert b"\r\n\r\n" in raw and b"\n" not in raw.replace(b"\r\n", b"")
+
+
+def test_a_forged_id_of_any_characters_simply_does_not_verify() -> None:
+    ids = message.ProbeIds()
+    for forged in (
+        f"{ids.prefix}.{'0' * 16}.{'é' * 24}",
+        f"{ids.prefix}.{'é' * 16}.{'0' * 24}",
+        f"{ids.prefix}.{'0' * 16}.{'G' * 24}",
+    ):
+        assert not ids.verify(forged, "t")

@@ -16,6 +16,8 @@ from exporter.config.model import ConfigError
 
 MAX_BYTES: Final = 1024 * 1024
 """Largest configuration file accepted: thousands of targets fit in far less."""
+MAX_DEPTH: Final = 64
+"""Deepest nesting of mappings and lists: a configuration needs a handful of levels."""
 MAX_NODES: Final = 100_000
 """Most keys, items and values the document may expand to once aliases are followed: a
 thousand targets with every option set stay under half of it."""
@@ -43,8 +45,12 @@ class _Walk:
         self.lines = lines
         self.nodes = 0
 
-    def value(self, node: yaml.Node, path: str) -> Any:
+    def value(self, node: yaml.Node, path: str, depth: int = 0) -> Any:
         self.nodes += 1
+        if depth > MAX_DEPTH:
+            raise ConfigError(
+                "", f"the document nests deeper than {MAX_DEPTH} levels", node.start_mark.line + 1
+            )
         if self.nodes > MAX_NODES:
             raise ConfigError(
                 "",
@@ -66,10 +72,13 @@ class _Walk:
                 if key in result:
                     raise ConfigError(child, "duplicate key", key_node.start_mark.line + 1)
                 self.lines.by_path[child] = key_node.start_mark.line + 1
-                result[key] = self.value(value_node, child)
+                result[key] = self.value(value_node, child, depth + 1)
             return result
         if isinstance(node, yaml.SequenceNode):
-            return [self.value(item, f"{path}[{index}]") for index, item in enumerate(node.value)]
+            return [
+                self.value(item, f"{path}[{index}]", depth + 1)
+                for index, item in enumerate(node.value)
+            ]
         return self.loader.construct_object(node, deep=True)
 
 
@@ -93,4 +102,6 @@ def parse_document(text: str) -> tuple[Any, Lines]:
         raise ConfigError("", f"invalid YAML: {problem}", line) from None
     except yaml.YAMLError as exc:
         raise ConfigError("", f"invalid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError("", f"the document nests deeper than {MAX_DEPTH} levels") from None
     return data, lines

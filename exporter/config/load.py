@@ -216,18 +216,29 @@ class _Reader:
             return None
         key = given[0]
         key_path = _join(path, key)
-        value = self.string(data[key], key_path)
         if key == name:
+            value = data[key]
+            if not isinstance(value, str) or not value:
+                # Never echo what was given: it may be the secret, mistyped.
+                raise self.fail(key_path, "expected a non-empty string (quote it)")
             return Secret(value)
+        value = self.string(data[key], key_path)
         if key.endswith("_env"):
             if value not in self.environ:
                 raise self.fail(key_path, f"environment variable {value} is not set")
             return Secret(self.environ[value])
         file = self.file(value, key_path)
         try:
-            return Secret(file.read_text(encoding="utf-8").rstrip("\r\n"))
+            with file.open("rb") as stream:
+                content = stream.read(MAX_KEY_FILE + 1)
         except OSError as exc:
             raise self.fail(key_path, f"cannot read {file}: {exc.strerror}") from None
+        if len(content) > MAX_KEY_FILE:
+            raise self.fail(key_path, f"{file} is larger than {MAX_KEY_FILE:,} bytes")
+        try:
+            return Secret(content.decode("utf-8").rstrip("\r\n"))
+        except UnicodeDecodeError:
+            raise self.fail(key_path, f"{file} is not UTF-8 text") from None
 
     def file(self, value: str, path: str) -> Path:
         """A path from the file, relative to the file's directory."""

@@ -50,7 +50,11 @@ async def run(
     hold = context.guard.admit(target, check)
     if hold is not None:
         return _held(target, check, hold)
-    result = await _run(target, check, context, time_limit, transcript)
+    try:
+        result = await _run(target, check, context, time_limit, transcript)
+    except BaseException:
+        context.guard.release(target, check)
+        raise
     context.guard.record(target, check, result)
     return result
 

@@ -96,6 +96,12 @@ class LoginGuard:
                 account.trying = True
         return None
 
+    def release(self, target: Target, check: Check) -> None:
+        """The probe ended without a result (cancelled): another may try instead."""
+        for key in self._keys(target, check):
+            if key in self._accounts:
+                self._accounts[key].trying = False
+
     def record(self, target: Target, check: Check, result: ProbeResult) -> None:
         """Count a refusal of the credentials the probe used, or clear them on success."""
         refused = result.found.login_refused

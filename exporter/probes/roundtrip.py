@@ -224,16 +224,22 @@ class _RoundTrip:
             self.found.cleanup_failed = True
 
     async def _bounces(self, refs: list[str]) -> None:
-        """Delete the bounces of this exporter's probes; fail if one is this probe's."""
+        """Delete the reports on this exporter's probes; fail if one says this probe's delivery
+        failed (a delay or relay notice does not)."""
         reports: dict[str, bounce.Bounce] = {}
         for ref in refs:
             found = bounce.read(await self.receiver.raw(ref, bounce.MAX_REPORT))
             if found is not None and self.ids.verify(found.probe_id, self.target.name):
                 reports[ref] = found
         mine = self._mine({ref: report.probe_id for ref, report in reports.items()})
+        deleted = self.found.cleanup_deleted
         await self._delete(mine)
-        self.found.bounces += len(mine)
-        report = next((reports[r] for r, i in mine.items() if i == self.probe_id), None)
+        if self.found.cleanup_deleted > deleted:
+            self.found.bounces += len(mine)
+        report = next(
+            (reports[r] for r, i in mine.items() if i == self.probe_id and reports[r].failed),
+            None,
+        )
         if report is not None:
             words = f"{report.status} {report.text}".strip()
             raise ProbeFailure(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json as jsonlib
+import math
 import re
 import ssl
 import time
@@ -50,6 +51,9 @@ _closing: set[asyncio.Future[None]] = set()
 """Connectors being closed by :meth:`ApiSession.abort`, kept until done."""
 _RETRY_AFTER_TEXT = re.compile(r"retry after (\d{4}-\d\d-\d\dT[\d:.]+(?:Z|[+-]\d\d:\d\d)?)", re.I)
 
+
+MAX_RETRY_AFTER: Final = 3600.0
+"""The longest a provider's Retry-After holds a target back."""
 
 Query = Mapping[str, str] | Sequence[tuple[str, str]]
 """Query parameters: a mapping, or pairs where a name repeats (Gmail's ``metadataHeaders``)."""
@@ -100,8 +104,15 @@ def api_error(body: Mapping[str, Any], headers: Mapping[str, str]) -> ApiError:
 
 def retry_after(headers: Mapping[str, str], message: str, now: float | None = None) -> float | None:
     """Seconds to wait from ``Retry-After`` (seconds or an HTTP date), or from Gmail's
-    "Retry after 2026-11-30T10:00:00Z" in the message."""
-    moment = time.time() if now is None else now
+    "Retry after 2026-11-30T10:00:00Z" in the message; at most :data:`MAX_RETRY_AFTER`, so
+    that no answer can stop a target for good."""
+    wait = _retry_after(headers, message, time.time() if now is None else now)
+    if wait is None or not math.isfinite(wait):
+        return None
+    return min(wait, MAX_RETRY_AFTER)
+
+
+def _retry_after(headers: Mapping[str, str], message: str, moment: float) -> float | None:
     value = headers.get("Retry-After", "").strip()
     if value:
         try:

@@ -617,12 +617,22 @@ class ImapReceiver:
             self._selected = self.server.mailbox
             self._inbox_from = selected.uidnext or 1
             self._folders = await self.session.special_folders()
-            if junk := self._folders.get("Junk"):
-                self._junk_from = await self.session.uidnext(junk)
+            await self._watch_junk()
             if self._watch_with_idle():
                 await self.session.idle_start()
                 self._idling = True
             self.session.forget_new_mail()
+
+    async def _watch_junk(self) -> None:
+        """Note where the junk folder stands; a folder that cannot be read is not watched."""
+        junk = self._folders.get("Junk")
+        if junk is None:
+            return
+        try:
+            self._junk_from = await self.session.uidnext(junk)
+        except ProbeFailure as failure:
+            self.trace.say(f"the junk folder {junk!r} is not watched: {failure.detail}")
+            self._folders.pop("Junk")
 
     async def _in(self, folder: str) -> None:
         """Have ``folder`` selected (the watched mailbox for ""): leave IDLE, SELECT if need be."""
@@ -633,14 +643,13 @@ class ImapReceiver:
         if self._selected != name:
             await self.session.select(name)
             self._selected = name
-            self.session.forget_new_mail()
 
     async def wait(self, deadline: float) -> float | None:
         if self._selected != self.server.mailbox:
             await self._in("")
         if self._watch_with_idle():
             if not self._idling:
-                self.session.forget_new_mail()
+                # New mail announced during the looks in between is kept: it wakes this wait.
                 await self.session.idle_start()
             remaining = deadline - time.monotonic()
             arrived = await self.session.wait_for_new_mail(max(0.0, min(remaining, IDLE_RENEWAL)))
@@ -678,12 +687,14 @@ class ImapReceiver:
 
     async def reports(self, prefix: str) -> list[str]:
         # TEXT, not BODY: servers (Dovecot) leave a report's quoted header out of BODY.
-        return await self._search(
+        found = await self._search(
             "",
             f"UID {self._inbox_from}:*",
             f"NOT HEADER {PROBE_HEADER} {quote('')}",
             f"TEXT {quote(prefix)}",
         )
+        # "N:*" also matches the last message when it is older than N.
+        return [ref for ref in found if int(ref) >= self._inbox_from]
 
     async def sent_copies(self, prefix: str) -> list[str]:
         if "Sent" not in self._folders:
@@ -725,6 +736,7 @@ class ImapReceiver:
                     moved = await self.session.move(uids, trash)
                     self._selected = ""
                     await self._in("Trash")
+                    removed &= len(moved) == len(uids)
                     uids = list(moved.values())
                 removed &= await self.session.delete(uids)
         return removed
