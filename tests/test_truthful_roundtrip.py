@@ -187,3 +187,21 @@ async def test_on_gmail_a_probe_is_moved_to_trash_and_expunged_there(
     after_move = gmail.commands[gmail.commands.index(moves[0]) :]
     assert any('SELECT "[Gmail]/Trash"' in c for c in after_move)
     assert any(" UID EXPUNGE " in c for c in after_move)
+
+
+async def test_a_probe_filed_as_junk_after_its_round_trip_is_cleaned_by_the_next(
+    folders_stack: MailStack, mailbox: MailUser, context: ProbeContext
+) -> None:
+    target = make_target(folders_stack, mailbox, timeout="10s")
+    earlier = fixed_ids(context).new(target.name)
+    folders_stack.put_message(
+        mailbox,
+        message.build(
+            target=target.name, mail_from=target.mail_from, mail_to=target.mail_to, probe_id=earlier
+        ),
+        "Junk",
+    )
+    result = await probes.run(target, Check.ROUNDTRIP, context)
+    assert result.success, result
+    assert result.found.late_arrivals == 1
+    assert _probes_in(_files(folders_stack, mailbox)) == []

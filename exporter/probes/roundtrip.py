@@ -198,8 +198,9 @@ class _RoundTrip:
                 "the server accepted it",
                 Phase.DELIVERY,
             )
+        await self._sweep(receiver.junk, prefix, arrivals=True)
         if self._same_account():
-            await self._sent_copies(prefix)
+            await self._sweep(receiver.sent_copies, prefix, arrivals=False)
         await receiver.close()
 
     def _verdicts(self, envelopes: Mapping[str, Envelope], verified: Mapping[str, str]) -> None:
@@ -254,11 +255,19 @@ class _RoundTrip:
         sending, receiving = target.section(target.sender), target.section(target.receiver)
         return sending.username.lower() == receiving.username.lower()
 
-    async def _sent_copies(self, prefix: str) -> None:
-        copies = await self.receiver.sent_copies(prefix)
-        if copies:
-            verified, _ = sort_out(await self.receiver.read(copies), self.ids, self.target.name)
-            await self._delete(self._mine(verified))
+    async def _sweep(self, look: Look, prefix: str, arrivals: bool) -> None:
+        """Delete this exporter's probes another folder holds: probes filed as junk after
+        their round trip gave up (``arrivals``: counted late), or copies in Sent."""
+        found = [ref for ref in await look(prefix) if ref not in self.examined]
+        if not found:
+            return
+        verified, _ = sort_out(await self.receiver.read(found), self.ids, self.target.name)
+        mine = self._mine(verified)
+        if arrivals:
+            self.found.late_arrivals += sum(
+                1 for i in set(mine.values()) if i != self.probe_id and self.sent.seen(i)
+            )
+        await self._delete(mine)
 
 
 async def probe(target: Target, trace: Trace, context: ProbeContext) -> None:

@@ -624,12 +624,15 @@ class ImapReceiver:
             self.session.forget_new_mail()
 
     async def _watch_junk(self) -> None:
-        """Note where the junk folder stands; a folder that cannot be read is not watched."""
+        """Watch the junk folder: its first look searches all of it (earlier probes filed
+        there late are cleaned too), later ones only what is new. A folder that cannot be
+        read is not watched."""
         junk = self._folders.get("Junk")
         if junk is None:
             return
         try:
-            self._junk_from = await self.session.uidnext(junk)
+            await self.session.uidnext(junk)
+            self._junk_from = 1
         except ProbeFailure as failure:
             self.trace.say(f"the junk folder {junk!r} is not watched: {failure.detail}")
             self._folders.pop("Junk")
