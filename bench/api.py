@@ -25,12 +25,8 @@ from typing import Any
 
 from exporter import probes
 from exporter.config import parse
-from exporter.config.model import LoginBackoff
-from exporter.message import ProbeIds
 from exporter.outcome import Check
-from exporter.probes.context import ProbeContext
-from exporter.probes.guard import LoginGuard
-from exporter.transports.oauth import TokenCache
+from testing.targets import probe_context
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,7 +68,7 @@ def serve(kind: str) -> None:
 
 async def measure(section: str, rounds: int) -> dict[str, float]:
     target = parse(f"targets:\n  - name: bench\n{section}").targets[0]
-    context = ProbeContext(ids=ProbeIds(), tokens=TokenCache(), guard=LoginGuard(LoginBackoff()))
+    context = probe_context()
     requests, cpu, wall, delivery = [], [], [], []
     try:
         for _ in range(rounds):
