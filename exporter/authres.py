@@ -6,8 +6,9 @@ authserv-id) with the verdict of each method it evaluated (``spf=pass``, ``dkim=
 authserv-id count, and of those the topmost verdict of each method: a server prepends its
 fields, so what it wrote sits above anything the message arrived with. A forged field with
 the trusted id below the real one therefore never changes a verdict the server reported.
-(RFC 8601 section 5 has the border remove or rename such fields; the rule above does not
-depend on it.)
+A forged field can still add a method the server did not evaluate: RFC 8601 section 5 has
+the border remove or rename fields with its own id, and only a server that does so makes
+those verdicts safe too.
 
 Methods and results are closed sets, because they become label values.
 """

@@ -52,6 +52,8 @@ _closing: set[asyncio.Future[None]] = set()
 _RETRY_AFTER_TEXT = re.compile(r"retry after (\d{4}-\d\d-\d\dT[\d:.]+(?:Z|[+-]\d\d:\d\d)?)", re.I)
 
 
+MAX_ANSWER: Final = 4 * 1024 * 1024
+"""Bytes of an API answer read: a page of message ids and headers is far smaller."""
 MAX_RETRY_AFTER: Final = 3600.0
 """The longest a provider's Retry-After holds a target back."""
 
@@ -228,7 +230,7 @@ class ApiSession:
             ) as response:
                 self._note_tls(response)
                 status = response.status
-                text = await response.text(errors="replace")
+                text = await _bounded_text(response)
                 headers = response.headers
         except aiohttp.ClientError as exc:
             raise _client_failure(exc) from None
@@ -367,6 +369,23 @@ def _shown(url: str, params: Query | None) -> str:
     pairs = params.items() if isinstance(params, Mapping) else params or ()
     query = "&".join(f"{key}={value}" for key, value in pairs)
     return f"{path}?{query}" if query else path
+
+
+async def _bounded_text(response: aiohttp.ClientResponse) -> str:
+    """The answer's text; :data:`MAX_ANSWER` bytes at most, else the API is broken."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await response.content.read(64 * 1024):
+        size += len(chunk)
+        if size > MAX_ANSWER:
+            raise ProbeFailure(
+                Reason.PROTOCOL_ERROR, f"the API answered more than {MAX_ANSWER:,} bytes"
+            )
+        chunks.append(chunk)
+    try:
+        return b"".join(chunks).decode(response.charset or "utf-8", errors="replace")
+    except LookupError:
+        return b"".join(chunks).decode("utf-8", errors="replace")
 
 
 def _json(text: str) -> dict[str, Any] | None:
