@@ -331,17 +331,22 @@ def _free_ports(count: int) -> list[int]:
     raise MailStackError("no free TCP ports on 127.0.0.1")
 
 
+def _first_line(sock: socket.socket) -> str:
+    """The first line a server sends on a connected socket."""
+    data = b""
+    while b"\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r")
+
+
 def _greeting(port: int, timeout: float = 1.0) -> str | None:
     """The first line the server sends, or None if nothing listens (yet)."""
     try:
         with socket.create_connection((HOST, port), timeout=timeout) as sock:
-            data = b""
-            while b"\n" not in data:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-            return data.split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r")
+            return _first_line(sock)
     except OSError:
         return None
 
@@ -356,13 +361,7 @@ def _tls_greeting(port: int, timeout: float = 1.0) -> str | None:
             socket.create_connection((HOST, port), timeout=timeout) as raw,
             context.wrap_socket(raw) as sock,
         ):
-            data = b""
-            while b"\n" not in data:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-            return data.split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r")
+            return _first_line(sock)
     except OSError:
         return None
 
