@@ -55,15 +55,16 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links /wheels mailbox-exporter
 
 # A fixed non-root uid, so that Kubernetes' runAsNonRoot can check it and files can be
-# granted to it. The root filesystem may be read-only: the only file the exporter may write is
-# the probe key (global.probe_key_file), for which /var/lib/mailbox-exporter is the user's, so
-# that a volume mounted there starts writable.
+# granted to it. The root filesystem may be read-only: the only file the exporter writes is
+# the probe key, in its state directory (--storage.path, default /var/lib/mailbox-exporter),
+# which is the user's, so that a volume mounted there starts writable.
 RUN groupadd --system --gid 10001 mailbox-exporter \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin mailbox-exporter \
  && mkdir -p /etc/mailbox-exporter \
  && install -d -o 10001 -g 10001 -m 0700 /var/lib/mailbox-exporter
 USER 10001:10001
+VOLUME ["/var/lib/mailbox-exporter"]
 
 EXPOSE 10025
 # /-/healthy answers without credentials even when --web.config.file asks for them. With TLS

@@ -281,6 +281,8 @@ async def logins(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                     str(ours_cfg),
                     "--web.listen-address",
                     f"127.0.0.1:{ours_port}",
+                    "--storage.path",
+                    str(tmp / "state"),
                     "--log.level",
                     "warn",
                 ],

@@ -157,6 +157,8 @@ async def run_process(args: argparse.Namespace, stack: MailStack, cfg: Path, tmp
             str(cfg),
             "--web.listen-address",
             f"127.0.0.1:{port}",
+            "--storage.path",
+            str(tmp / "state"),
             "--log.level",
             args.log_level,
         ],
@@ -260,6 +262,7 @@ async def run_inprocess(args: argparse.Namespace, stack: MailStack, cfg: Path) -
         ALL,
         probe_context(),
         Planned(),
+        key_persistent=False,
     )
     exporter.start(loaded)
     renders: list[float] = []

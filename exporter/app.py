@@ -26,7 +26,7 @@ from exporter.config import Config, ConfigError, Target
 from exporter.config.model import MAX_CONCURRENT_PROBES, OnDemand
 from exporter.incidents.collector import ProviderStatusCollector
 from exporter.logs import fields
-from exporter.message import ProbeKeys
+from exporter.message import ProbeIds
 from exporter.outcome import Check
 from exporter.probes.context import ProbeContext
 from exporter.probes.guard import LoginGuard
@@ -52,13 +52,19 @@ class Exporter:
     """Keeps one configuration running; a reload that fails leaves the running one alone."""
 
     def __init__(
-        self, config_path: str | Path, shard: Shard, context: ProbeContext, rng: random.Random
+        self,
+        config_path: str | Path,
+        shard: Shard,
+        context: ProbeContext,
+        rng: random.Random,
+        key_persistent: bool,
     ) -> None:
         self.config_path = Path(config_path)
         self.shard = shard
         self.context = context
         self.config: Config | None = None
         self.store = Store()
+        self.store.probe_key_persistent = key_persistent
         self.registry = CollectorRegistry(auto_describe=False)
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             self.registry.register(collector)
@@ -215,13 +221,13 @@ class Exporter:
         await self.context.close()
 
 
-def new_context(keys: ProbeKeys, config: Config) -> ProbeContext:
+def new_context(ids: ProbeIds, config: Config) -> ProbeContext:
     """The context every probe of this process shares."""
-    return ProbeContext(keys=keys, tokens=TokenCache(), guard=LoginGuard(config.login_backoff))
+    return ProbeContext(ids=ids, tokens=TokenCache(), guard=LoginGuard(config.login_backoff))
 
 
 async def probe_once(
-    config: Config, target_name: str, check_name: str | None, keys: ProbeKeys
+    config: Config, target_name: str, check_name: str | None, ids: ProbeIds
 ) -> int:
     """``mailbox-exporter probe``: run the checks of one target now and print what was said;
     0 if every probe succeeded, else 1."""
@@ -231,7 +237,7 @@ async def probe_once(
         print(f"mailbox-exporter: {exc}", file=sys.stderr)
         return 1
     checks = [Check(check_name)] if check_name else list(target.checks)
-    context = new_context(keys, config)
+    context = new_context(ids, config)
     failed = False
     try:
         for check in checks:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import random
 import re
 import sys
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from exporter import __version__, logs, message
+from exporter import __version__, logs, message, probekey
 from exporter import config as configuration
 from exporter import shard as shards
 from exporter.config import Config, ConfigError, ServerConfig, format_duration
@@ -52,6 +53,15 @@ GLOBAL_FLAGS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
             "dest": "web_config",
             "default": None,
             "help": "TLS and basic authentication for the endpoints, in exporter-toolkit format",
+        },
+    ),
+    (
+        ("--storage.path",),
+        {
+            "dest": "storage",
+            "default": probekey.DEFAULT_STORAGE,
+            "help": "directory the exporter keeps its state in: the probe-id key "
+            "(default: %(default)s)",
         },
     ),
     (
@@ -138,20 +148,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.config_file}: OK\n{summary(config)}")
         return 0
     try:
-        keys = message.ProbeKeys(
-            message.ProbeIds(message.load_key(Path(config.probe_key_file)))
-            if config.probe_key_file
-            else None
+        key = probekey.open_key(
+            Path(config.probe_key_file) if config.probe_key_file else None, Path(args.storage)
         )
-    except (OSError, ValueError) as exc:
-        print(f"mailbox-exporter: global.probe_key_file: {exc}", file=sys.stderr)
+    except probekey.KeyFileError as exc:
+        print(f"mailbox-exporter: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        print(
+            f"mailbox-exporter: global.probe_key_file: {exc.filename}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        return 1
+    ids = message.ProbeIds(key.key)
     # The probing and serving machinery is imported only when used, so that
     # --config.check answers at once.
     from exporter import app
 
     if args.command == "probe":
-        return asyncio.run(app.probe_once(config, args.target, args.check, keys))
+        return asyncio.run(app.probe_once(config, args.target, args.check, ids))
     try:
         host, port = parse_listen_address(args.listen)
         shard = shards.parse(args.shard)
@@ -168,7 +183,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"mailbox-exporter: {args.web_config}: {exc}", file=sys.stderr)
             return 1
     logs.setup(args.log_level, args.log_format)
-    exporter = app.Exporter(args.config_file, shard, app.new_context(keys, config), random.Random())
+    if key.path is None:
+        logging.getLogger("exporter").warning(
+            "the probe-id key is kept in memory only: probe messages that arrive after a "
+            "restart will not be recognised or deleted; make --storage.path writable or set "
+            "global.probe_key_file",
+            extra=logs.fields(problem=key.problem),
+        )
+    exporter = app.Exporter(
+        args.config_file,
+        shard,
+        app.new_context(ids, config),
+        random.Random(),
+        key_persistent=key.path is not None,
+    )
     try:
         asyncio.run(app.serve(exporter, config, host, port, web_config))
     except OSError as exc:

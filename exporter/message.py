@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
-import os
 import re
 import secrets
-from collections.abc import Iterable
+import time
+from collections.abc import Callable
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate
-from pathlib import Path
 from typing import Final
 
 PROBE_HEADER: Final = "X-Mailbox-Probe-Id"
@@ -21,108 +19,69 @@ PROBE_HEADER: Final = "X-Mailbox-Probe-Id"
 KEY_BYTES: Final = 32
 NONCE_LENGTH: Final = 16
 MAC_LENGTH: Final = 24
+LATE_ARRIVAL_WINDOW: Final = 7 * 24 * 3600.0
+"""How long after it was made a probe id still verifies (seconds): a message that arrives
+later, or an id replayed later, is a lookalike, left alone."""
+CLOCK_SKEW: Final = 300.0
+"""How far in the future an id's time may lie and still verify: replicas sharing a key may
+disagree on the time by this much."""
 _HEX = re.compile(r"[0-9a-f]+")
 """Ids are lower-case hex: anything else (a forged header) fails before the comparison."""
+_TIME_DIGITS: Final = 8
+MAX_LINE: Final = 998
+"""RFC 5322's limit: header fields carrying an id stay on one line, as the fast path writes
+them, so that every reader sees the id whole."""
+"""Seconds since the epoch in hex: eight digits last until 2106."""
 
 
 class ProbeIds:
-    """Makes and checks probe ids: ``PREFIX.NONCE.MAC``.
+    """Makes and checks probe ids: ``PREFIX.TIME.NONCE.MAC``.
 
-    PREFIX names the key (so a search finds this exporter's messages and no one else's), and
-    MAC is an HMAC over the target name and NONCE. Only an exporter holding the key can make
-    an id that verifies, so a message is deleted only if this exporter provably sent it to
-    this target. Ids are IMAP atoms: they never need quoting or encoding.
+    PREFIX names the key (so a search finds this exporter's messages and no one else's), TIME
+    is when the id was made (seconds since the epoch, hex) and MAC is an HMAC over the target
+    name, TIME and NONCE. Only an exporter holding the key can make an id that verifies, so a
+    message is deleted only if this exporter provably sent it to this target, within
+    :data:`LATE_ARRIVAL_WINDOW`. The key is random (:mod:`exporter.probekey`): nothing in an id
+    is a function of a mailbox's credentials. Ids are IMAP atoms: they never need quoting or
+    encoding.
     """
 
-    def __init__(self, key: bytes | None = None) -> None:
+    def __init__(self, key: bytes | None = None, clock: Callable[[], float] = time.time) -> None:
         self.key = key if key is not None else secrets.token_bytes(KEY_BYTES)
-        self.prefix = hashlib.sha256(b"mailbox-exporter probe key " + self.key).hexdigest()[:12]
+        self.prefix = hmac.new(self.key, b"mailbox-exporter prefix", hashlib.sha256).hexdigest()[
+            :12
+        ]
+        self._clock = clock
 
     def new(self, target: str) -> str:
+        made = f"{int(self._clock()):0{_TIME_DIGITS}x}"
         nonce = secrets.token_hex(NONCE_LENGTH // 2)
-        return f"{self.prefix}.{nonce}.{self._mac(target, nonce)}"
+        return f"{self.prefix}.{made}.{nonce}.{self._mac(target, made, nonce)}"
 
     def verify(self, probe_id: str, target: str) -> bool:
-        prefix, _, rest = probe_id.partition(".")
-        nonce, _, mac = rest.partition(".")
-        return (
+        """Whether this exporter made ``probe_id`` for ``target``, within the window."""
+        parts = probe_id.split(".")
+        if len(parts) != 4:
+            return False
+        prefix, made, nonce, mac = parts
+        if not (
             prefix == self.prefix
+            and len(made) == _TIME_DIGITS
             and len(nonce) == NONCE_LENGTH
             and len(mac) == MAC_LENGTH
-            and _HEX.fullmatch(nonce + mac) is not None
-            and hmac.compare_digest(mac, self._mac(target, nonce))
-        )
+            and _HEX.fullmatch(made + nonce + mac) is not None
+            and hmac.compare_digest(mac, self._mac(target, made, nonce))
+        ):
+            return False
+        age = self._clock() - int(made, 16)
+        return -CLOCK_SKEW <= age <= LATE_ARRIVAL_WINDOW
 
-    def _mac(self, target: str, nonce: str) -> str:
-        message = f"{target}\0{nonce}".encode()
+    def _mac(self, target: str, made: str, nonce: str) -> str:
+        message = f"{target}\0{made}\0{nonce}".encode()
         return hmac.new(self.key, message, hashlib.sha256).hexdigest()[:MAC_LENGTH]
 
 
-KDF_COST: Final = 2**14
-"""scrypt's cost (N) when a key is derived from a target's secrets: about 50 ms once per
-target, so that the probe ids a mailbox shows make guessing a weak password slow."""
-KDF_BLOCK_SIZE: Final = 8
-KDF_SALT: Final = b"mailbox-exporter probe key\0"
-
-
-def derived_key(target: str, secrets: Iterable[str]) -> bytes:
-    """The key of a target's probe ids, derived from its configured secrets: the same in every
-    process and replica that runs the same configuration, so that a probe sent before a
-    restart still verifies and is cleaned. Slow on purpose (scrypt)."""
-    material = "\0".join(sorted(secrets)).encode()
-    return hashlib.scrypt(
-        material,
-        salt=KDF_SALT + target.encode(),
-        n=KDF_COST,
-        r=KDF_BLOCK_SIZE,
-        p=1,
-        dklen=KEY_BYTES,
-        maxmem=256 * KDF_COST * KDF_BLOCK_SIZE,
-    )
-
-
-class ProbeKeys:
-    """Where each target's probe-id key comes from: ``global.probe_key_file`` if configured
-    (one key for every target), else derived from the target's secrets. A target without any
-    secret gets a key of this process only."""
-
-    def __init__(self, fixed: ProbeIds | None) -> None:
-        self.fixed = fixed
-        self._derived: dict[tuple[str, str], ProbeIds] = {}
-
-    async def ids(self, target: str, secrets: Iterable[str]) -> ProbeIds:
-        if self.fixed is not None:
-            return self.fixed
-        values = tuple(sorted(secrets))
-        digest = hashlib.sha256("\0".join(values).encode()).hexdigest()
-        found = self._derived.get((target, digest))
-        if found is None:
-            key = await asyncio.to_thread(derived_key, target, values) if values else None
-            found = self._derived.setdefault((target, digest), ProbeIds(key))
-        return found
-
-
-def load_key(path: Path) -> bytes:
-    """The key in ``path``, made (random, readable by the owner only) if the file is missing.
-
-    Raises OSError or ValueError with a message fit for the user.
-    """
-    try:
-        key = bytes.fromhex(path.read_text(encoding="ascii").strip())
-    except FileNotFoundError:
-        key = secrets.token_bytes(KEY_BYTES)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as file:
-            file.write(key.hex() + "\n")
-        os.replace(temporary, path)
-        return key
-    except (UnicodeDecodeError, ValueError):
-        raise ValueError(f"{path} does not hold a hex key") from None
-    if len(key) < 16:
-        raise ValueError(f"{path} holds a key shorter than 16 bytes")
-    return key
+_POLICY: Final = SMTP.clone(max_line_length=MAX_LINE)
 
 
 def build(*, target: str, mail_from: str, mail_to: str, probe_id: str) -> bytes:
@@ -130,7 +89,7 @@ def build(*, target: str, mail_from: str, mail_to: str, probe_id: str) -> bytes:
     fields = (target, mail_from, mail_to, probe_id)
     if all(value.isascii() and len(value) < 400 for value in fields):
         return _from_template(target, mail_from, mail_to, probe_id)
-    message = EmailMessage(policy=SMTP)
+    message = EmailMessage(policy=_POLICY)
     message["From"] = mail_from
     message["To"] = mail_to
     message["Subject"] = subject(probe_id)

@@ -51,6 +51,9 @@ class Findings:
     login_refused: str | None = None
     """The transport whose credentials the server refused (``auth_rejected``), if any: the
     lock-out guard counts these by credentials."""
+    logged_in: set[str] = field(default_factory=set)
+    """Transports whose login succeeded in this probe: the lock-out guard clears their
+    refusals."""
     backoff_since: float | None = None
     """While logins with the probe's credentials are held back after refusals: since when
     (wall clock). The probe did not log in."""

@@ -411,6 +411,8 @@ def _start_children(
                 str(config),
                 "--web.listen-address",
                 listen,
+                "--storage.path",
+                str(work / "exporter-data"),
             ],
         ),
         (

@@ -68,7 +68,11 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, frozenset(labels.items())))
 
 
-async def start(config: Path, tmp_path: Path, *args: str) -> AsyncIterator[Running]:
+async def start(
+    config: Path, tmp_path: Path, *args: str, storage: Path | None = None
+) -> AsyncIterator[Running]:
+    """Run the exporter on ``config`` until the caller is done; its log and (unless
+    ``storage`` names another) its state directory are kept in ``tmp_path``."""
     port = free_port()
     tmp_path.mkdir(parents=True, exist_ok=True)
     log = tmp_path / "exporter.log"
@@ -82,6 +86,8 @@ async def start(config: Path, tmp_path: Path, *args: str) -> AsyncIterator[Runni
                 str(config),
                 "--web.listen-address",
                 f"127.0.0.1:{port}",
+                "--storage.path",
+                str(storage if storage is not None else tmp_path / "state"),
                 *args,
             ],
             stdout=out,

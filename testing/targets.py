@@ -7,7 +7,7 @@ from pathlib import Path
 from exporter import config
 from exporter.config import Target
 from exporter.config.model import LoginBackoff
-from exporter.message import ProbeIds, ProbeKeys
+from exporter.message import ProbeIds
 from exporter.probes.context import ProbeContext
 from exporter.probes.guard import LoginGuard
 from exporter.transports.oauth import TokenCache
@@ -51,16 +51,15 @@ def probe_files(stack: MailStack, user: MailUser) -> list[Path]:
 
 
 def fixed_ids(context: ProbeContext) -> ProbeIds:
-    """The one probe-id key of a test's context (tests give every target the same key)."""
-    assert context.keys.fixed is not None, "the test context has a fixed key"
-    return context.keys.fixed
+    """The one probe-id key of a test's context."""
+    return context.ids
 
 
 def probe_context(ids: ProbeIds | None = None) -> ProbeContext:
     """A probe context as the exporter builds one, with one fixed key for every target (a new
     random one unless given) and the default lock-out policy."""
     return ProbeContext(
-        keys=ProbeKeys(ids or ProbeIds()),
+        ids=ids or ProbeIds(),
         tokens=TokenCache(),
         guard=LoginGuard(LoginBackoff()),
     )

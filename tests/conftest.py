@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from exporter.config.model import LoginBackoff
-from exporter.message import ProbeIds, ProbeKeys
+from exporter.message import ProbeIds
 from exporter.probes.context import ProbeContext
 from exporter.probes.guard import LoginGuard
 from exporter.transports.oauth import TokenCache
@@ -57,7 +57,7 @@ def user(mailstack: MailStack) -> MailUser:
 async def context() -> AsyncIterator[ProbeContext]:
     """What probes share, built once per test as the exporter builds it once per process."""
     shared = ProbeContext(
-        keys=ProbeKeys(ProbeIds()), tokens=TokenCache(), guard=LoginGuard(LoginBackoff())
+        ids=ProbeIds(), tokens=TokenCache(), guard=LoginGuard(LoginBackoff())
     )
     try:
         yield shared

@@ -11,10 +11,13 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from email import message_from_bytes
+from email.policy import default
 from pathlib import Path
 
 import pytest
 
+from exporter.message import PROBE_HEADER
 from exporter.outcome import Reason
 from testing.exporter_process import Running, Samples, start, value
 from testing.mailstack import MailStack, MailUser
@@ -273,32 +276,57 @@ async def test_an_alias_bomb_on_reload_holds_up_neither_scrapes_nor_probes(
     print(f"scrapes during the reload: {len(latencies)}, slowest {max(latencies) * 1000:.1f} ms")
 
 
-async def test_a_probe_deferred_across_a_restart_is_counted_late_and_deleted(
+async def test_the_key_survives_a_restart_and_no_probe_value_depends_on_a_secret(
     tmp_path: Path, mailstack: MailStack, user: MailUser
 ) -> None:
-    """With the default configuration (no probe_key_file) the key comes from the target's
-    secrets, so the new process recognises the message the old one sent."""
+    """With the default configuration (no probe_key_file) the key is made at first start in
+    the state directory and read by the next process, so that it recognises the messages the
+    old one sent. The probe messages sent with two passwords carry the same prefix: nothing a
+    reader of a probe sees is a function of the mailbox's credentials."""
     config = tmp_path / "c.yml"
-    config.write_text("targets:\n" + target_yaml(mailstack, user, interval="1h", timeout="3s"))
+    storage = tmp_path / "state"
     mailstack.defer_delivery()
     try:
-        async for first in start(config, tmp_path / "first"):
-            status, text = await first.get("/probe?target=local&check=roundtrip")
-            assert status == 200 and 'reason="not_delivered"' in text
+        for run, password in enumerate(("first-Pa55word", "second-S3cret")):
+            user = mailstack.add_user(user.name, password)
+            config.write_text(
+                "targets:\n" + target_yaml(mailstack, user, interval="1h", timeout="3s")
+            )
+            async for running in start(config, tmp_path / f"run{run}", storage=storage):
+                status, text = await running.get("/probe?target=local&check=roundtrip")
+                assert status == 200 and 'reason="not_delivered"' in text
+                samples = await running.samples()
+                assert value(samples, "mailbox_exporter_probe_key_persistent") == 1
     finally:
         mailstack.resume_delivery()
+    key_file = storage / "probe.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
     deadline = time.monotonic() + 10
-    while not probe_files(mailstack, user) and time.monotonic() < deadline:
+    while len(probe_files(mailstack, user)) < 2 and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
-    assert len(probe_files(mailstack, user)) == 1, "the deferred probe was delivered"
+    sent = [path.read_bytes() for path in probe_files(mailstack, user)]
+    assert len(sent) == 2, "both deferred probes were delivered"
+    first, second = (_what_a_reader_sees(raw) for raw in sent)
+    assert first == second, "a probe message shows nothing that depends on the password"
 
     config.write_text("targets:\n" + target_yaml(mailstack, user, interval="2s", timeout="2s"))
-    async for second in start(config, tmp_path / "second"):
-        await second.until(
-            lambda s: (value(s, "mailbox_roundtrip_late_arrivals_total", target="local") or 0) >= 1,
+    async for third in start(config, tmp_path / "run2", storage=storage):
+        await third.until(
+            lambda s: (value(s, "mailbox_roundtrip_late_arrivals_total", target="local") or 0) >= 2,
             seconds=15,
         )
-        assert (
-            value(await second.samples(), "mailbox_cleanup_deleted_total", target="local") or 0
-        ) >= 2
     assert probe_files(mailstack, user) == []
+
+
+def _what_a_reader_sees(raw: bytes) -> dict[str, str]:
+    """A delivered probe's own fields and body, with what differs between any two probes (when
+    and its nonce: the id less its prefix, and the Date) taken out."""
+    parsed = message_from_bytes(raw, policy=default)
+    probe_id = str(parsed[PROBE_HEADER])
+    _, made, nonce, mac = probe_id.split(".")
+    own = ("From", "To", "Subject", "Message-ID", PROBE_HEADER, "Auto-Submitted")
+    shown = {name: str(parsed[name]) for name in own}
+    shown["body"] = parsed.get_content()
+    return {
+        name: text.replace(f"{made}.{nonce}.{mac}", "<per probe>") for name, text in shown.items()
+    }

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from exporter.probekey import DEFAULT_STORAGE
 from testing.deploy import (
     COMPOSE,
     DEPLOY,
@@ -20,7 +21,6 @@ from testing.deploy import (
     dockerfile,
     ok,
     parse_faking_secrets,
-    probe_key_file,
     run,
     secret_files,
 )
@@ -90,7 +90,8 @@ def test_compose_exporter_config_is_valid_and_reads_its_secret(tmp_path: Path) -
     granted = {f"/run/secrets/{s}" for s in exporter_service["secrets"]}
     assert secret_files(text) and secret_files(text) <= granted
     volumes = dict(v.split(":")[1::-1] for v in exporter_service["volumes"])
-    state = volumes[str(Path(probe_key_file(text)).parent)]
+    assert not any(a.startswith("--storage.path") for a in exporter_service["command"])
+    state = volumes[DEFAULT_STORAGE]
     assert state in _compose()["volumes"], "the probe key survives restarts in a named volume"
     assert exporter_service["read_only"] is True
     (target,) = parse_faking_secrets(text, tmp_path).targets

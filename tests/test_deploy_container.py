@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 import exporter
+from exporter.probekey import DEFAULT_STORAGE
 from testing.deploy import (
     ISOLATION,
     ROOT,
@@ -191,16 +192,21 @@ class Running:
 
 
 @contextlib.contextmanager
-def entrypoint(image: Image, config_dir: Path, *args: str) -> Iterator[Running]:
+def entrypoint(
+    image: Image, config_dir: Path, *args: str, state: Path | None = None
+) -> Iterator[Running]:
     """The image's entrypoint and command with `args`, in a container of its own, with
     `config_dir`'s files mounted as the docs say: config.yml as the configuration and the
-    other files under /run/secrets/. Everything is killed and removed afterwards."""
+    other files under /run/secrets/, and `state` (if given) as the volume of the state
+    directory. Everything is killed and removed afterwards."""
     config = image.config()
     mounts = [f"--volume={config_dir / 'config.yml'}:/etc/mailbox-exporter/config.yml:ro"] + [
         f"--volume={path}:/run/secrets/{path.name}:ro"
         for path in sorted(config_dir.iterdir())
         if path.name != "config.yml"
     ]
+    if state is not None:
+        mounts.append(f"--volume={state}:{DEFAULT_STORAGE}")
     port, log = free_port(), config_dir.parent / "container.log"
     command = [*config["Entrypoint"], *config["Cmd"], f"--web.listen-address=127.0.0.1:{port}"]
     with working_container(image.name) as container, log.open("wb") as out:
@@ -222,8 +228,9 @@ def test_the_entrypoint_probes_the_real_mail_stack_inside_the_image(
     image: Image, tmp_path: Path, mailstack: MailStack, user: MailUser
 ) -> None:
     """The image as deployed: its user, its entrypoint and command, a mounted configuration
-    and secret; the probes succeed, the endpoints answer from outside, the probe key is made
-    in the user's state directory, the health check passes, and SIGTERM stops it cleanly."""
+    and secret, a volume for its state; the probes succeed, the endpoints answer from outside,
+    the probe key is made in the state directory with the default configuration and read
+    again by the next container, the health check passes, and SIGTERM stops it cleanly."""
     config_dir = tmp_path / "mounted"
     config_dir.mkdir()
     (config_dir / "monitor.password").write_text(user.password + "\n")
@@ -231,11 +238,13 @@ def test_the_entrypoint_probes_the_real_mail_stack_inside_the_image(
         f"password: '{user.password}'", "password_file: /run/secrets/monitor.password"
     )
     assert "password_file" in targets
-    (config_dir / "config.yml").write_text(
-        "global:\n  probe_key_file: /var/lib/mailbox-exporter/probe.key\ntargets:\n" + targets
-    )
+    (config_dir / "config.yml").write_text("targets:\n" + targets)
+    assert DEFAULT_STORAGE in image.config().get("Volumes", {}), "the image declares its volume"
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    os.chown(state, 10001, 10001)
     healthcheck = _healthcheck_argv(image.config())
-    with entrypoint(image, config_dir) as running:
+    with entrypoint(image, config_dir, state=state) as running:
         url = f"http://127.0.0.1:{running.port}"
 
         def healthy() -> bool:
@@ -255,7 +264,16 @@ def test_the_entrypoint_probes_the_real_mail_stack_inside_the_image(
         done = running.exec(healthcheck, checked)
         assert done.returncode == 0, done.stdout + done.stderr
         stat = "import os; s = os.stat(os.environ['KEY']); print(s.st_uid, oct(s.st_mode))"
-        key = running.exec(["python", "-c", stat], {"KEY": "/var/lib/mailbox-exporter/probe.key"})
+        key = running.exec(["python", "-c", stat], {"KEY": f"{DEFAULT_STORAGE}/probe.key"})
         assert key.stdout.split() == ["10001", "0o100600"], key.stdout + key.stderr
         assert running.terminate() == 0, running.log.read_text()[-3000:]
         assert running.exec(healthcheck, checked).returncode != 0, "stopped is unhealthy"
+    made = (state / "probe.key").read_bytes()
+    with entrypoint(image, config_dir, state=state) as again:
+        url = f"http://127.0.0.1:{again.port}"
+        wait_for(lambda: roundtrip_succeeded(f"{url}/metrics"), 60, "no round trip", again.log)
+        persistent = http_get(f"{url}/metrics")[1]
+        assert "\nmailbox_exporter_probe_key_persistent 1.0\n" in persistent
+        assert again.terminate() == 0, again.log.read_text()[-3000:]
+    assert (state / "probe.key").read_bytes() == made, "the next container read the same key"
+    assert "memory only" not in again.log.read_text()

@@ -13,7 +13,10 @@ from testing.targets import target_yaml
 
 AFTER, INITIAL, MAXIMUM = 3, 2.0, 8.0
 WINDOW = 40.0
-CHECKS = 3
+PROTOCOLS = 2
+"""SMTP and IMAP: each server's refusals are counted apart."""
+CHECKS_PER_PROTOCOL = 2
+"""Checks that log in to each: its login check and the round trip."""
 
 
 def _failed_logins(mailstack: MailStack, user: MailUser) -> int:
@@ -29,15 +32,16 @@ def _failed_logins(mailstack: MailStack, user: MailUser) -> int:
 
 
 def bound(window: float) -> int:
-    """Failed logins the guard allows in ``window`` seconds: ``after`` refusals (and one more
-    per other check already under way when the last of them came back), then one trial at the
-    end of each wait, the waits doubling from ``initial`` to ``maximum``."""
-    allowed, elapsed, wait = AFTER + (CHECKS - 1), 0.0, INITIAL
+    """Failed logins the guard allows in ``window`` seconds, for each protocol: ``after``
+    refusals (and one more per other check already under way when the last of them came back),
+    then one trial at the end of each wait, the waits doubling from ``initial`` to
+    ``maximum``."""
+    allowed, elapsed, wait = AFTER + (CHECKS_PER_PROTOCOL - 1), 0.0, INITIAL
     while elapsed + wait <= window:
         elapsed += wait
         allowed += 1
         wait = min(wait * 2, MAXIMUM)
-    return allowed
+    return PROTOCOLS * allowed
 
 
 def _config(mailstack: MailStack, user: MailUser, password: str) -> str:

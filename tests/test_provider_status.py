@@ -356,7 +356,7 @@ async def test_a_hanging_status_source_delays_no_scrape_and_no_probe(
     settings = _settings(health, feed)
     text = TARGETS.replace("PORT", str(_closed_port()))
     loaded = replace(configuration.parse(text), provider_status=settings)
-    exporter = Exporter("unused.yml", ALL, context, random.Random(0))
+    exporter = Exporter("unused.yml", ALL, context, random.Random(0), key_persistent=False)
     app = create_app(
         exporter.exposition,
         exporter.reload,
@@ -398,7 +398,7 @@ async def test_the_status_page_shows_open_incidents_beside_the_targets_of_their_
     health.add_issue("EX123456", status="serviceInterruption", title="Users can't send mail")
     text = TARGETS.replace("PORT", str(_closed_port()))
     loaded = replace(configuration.parse(text), provider_status=_settings(health, feed))
-    exporter = Exporter("unused.yml", ALL, context, random.Random(0))
+    exporter = Exporter("unused.yml", ALL, context, random.Random(0), key_persistent=False)
     exporter.start(loaded)
     try:
         store = exporter.store

@@ -4,6 +4,7 @@ same kinds of mail in a real Dovecot mailbox."""
 from __future__ import annotations
 
 import string
+import time
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -11,8 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter import message, probes
-from exporter.message import PROBE_HEADER, ProbeIds, load_key
+from exporter.message import LATE_ARRIVAL_WINDOW, PROBE_HEADER, ProbeIds
 from exporter.outcome import Check
+from exporter.probekey import read_or_create
 from exporter.probes.roundtrip import sort_out
 from exporter.transports import Envelope
 from testing.mailstack import MailStack, MailUser
@@ -20,6 +22,8 @@ from testing.targets import make_target, probe_context, probe_files
 
 OURS = ProbeIds(b"k" * 32)
 OTHER_EXPORTER = ProbeIds(b"o" * 32)
+OURS_LONG_AGO = ProbeIds(b"k" * 32, clock=lambda: time.time() - LATE_ARRIVAL_WINDOW - 60)
+"""The same key, making ids older than the late-arrival window: replayed, they are lookalikes."""
 TARGET = "corp"
 
 KINDS = (
@@ -27,6 +31,7 @@ KINDS = (
     "ours",
     "ours_duplicate",
     "forged",
+    "expired",
     "other_exporter",
     "other_target",
     "truncated",
@@ -42,7 +47,10 @@ def _header(kind: str, draw: st.DrawFn) -> str | None:
         return OURS.new(TARGET)
     if kind == "forged":
         mac = draw(st.text("0123456789abcdef", min_size=24, max_size=24))
-        return f"{OURS.prefix}.{nonce}.{mac}"
+        made = f"{int(time.time()):08x}"
+        return f"{OURS.prefix}.{made}.{nonce}.{mac}"
+    if kind == "expired":
+        return OURS_LONG_AGO.new(TARGET)
     if kind == "other_exporter":
         return OTHER_EXPORTER.new(TARGET)
     if kind == "other_target":
@@ -84,11 +92,11 @@ def test_exactly_our_probe_messages_are_selected(box: list[tuple[str, str | None
 
 
 def test_keys_survive_restarts(tmp_path: Path) -> None:
-    path = tmp_path / "state" / "probe-id.key"
-    first = ProbeIds(load_key(path))
+    path = tmp_path / "state" / "probe.key"
+    first = ProbeIds(read_or_create(path))
     assert path.stat().st_mode & 0o777 == 0o600
     probe_id = first.new(TARGET)
-    assert ProbeIds(load_key(path)).verify(probe_id, TARGET), "the same key after a restart"
+    assert ProbeIds(read_or_create(path)).verify(probe_id, TARGET), "the same key after a restart"
     assert not ProbeIds().verify(probe_id, TARGET)
 
 

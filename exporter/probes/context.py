@@ -1,7 +1,7 @@
 """What every probe shares, scheduled or on demand: built once by whoever runs probes.
 
 A probe that sent a message and gave up leaves it to a later probe of the same target, which
-can only recognise it with the same key and the same memory of what was sent: so the keys,
+can only recognise it with the same key and the same memory of what was sent: so the key,
 the sent ids and the token cache are one object, passed to every probe, never defaulted.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from exporter.message import ProbeKeys
+from exporter.message import ProbeIds
 from exporter.probes.guard import LoginGuard
 from exporter.transports.oauth import TokenCache
 
@@ -60,10 +60,10 @@ class SentProbes:
 
 @dataclass
 class ProbeContext:
-    """The probe-id keys, the access tokens, the lock-out guard and the sent probes of every
+    """The probe-id key, the access tokens, the lock-out guard and the sent probes of every
     target."""
 
-    keys: ProbeKeys
+    ids: ProbeIds
     tokens: TokenCache
     guard: LoginGuard
     _sent: dict[str, SentProbes] = field(default_factory=dict)
