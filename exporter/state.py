@@ -104,6 +104,8 @@ class Store:
         self.targets: dict[str, TargetState] = {}
         self.reload_successful = False
         self.reload_success_timestamp: float | None = None
+        self.probe_key_persistent = False
+        """Whether the probe-id key is kept in a file (:mod:`exporter.probekey`)."""
         self.providers: dict[Provider, ProviderState] = {}
         """What each watched provider's status page says (``provider_status``)."""
 
@@ -181,7 +183,11 @@ class Store:
         if found.lookalikes is not None:
             target.lookalikes = found.lookalikes
         target.tls.update(found.tls)
-        target.authentication.update(found.authentication)
+        if found.delivery_seconds is not None:
+            # The verdicts on the probe that arrived, all of them: a method the server no
+            # longer reports is gone, and none reported shows none. A probe that did not
+            # arrive leaves the last ones.
+            target.authentication = dict(found.authentication)
         target.token_expiry.update(found.token_expiry)
         for protocol in found.token_failed:
             target.token_failures[protocol] = target.token_failures.get(protocol, 0) + 1

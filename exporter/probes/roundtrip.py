@@ -12,13 +12,14 @@ bounces that quote the probe (it fails with the bounce's reason; a bounce is nev
 the arrival).
 
 Only messages whose id verifies under this exporter's key for this target are ever deleted
-(see :class:`exporter.message.ProbeIds`; the key is derived from the target's secrets, see
-:class:`exporter.message.ProbeKeys`). A message that arrives after its probe gave up is
+(see :class:`exporter.message.ProbeIds`; the key is random and kept across restarts, see
+:mod:`exporter.probekey`). A message that arrives after its probe gave up is
 counted late and deleted by the next probe that sees it, after a restart too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -229,7 +230,10 @@ class _RoundTrip:
         failed (a delay or relay notice does not)."""
         reports: dict[str, bounce.Bounce] = {}
         for ref in refs:
-            found = bounce.read(await self.receiver.raw(ref, bounce.MAX_REPORT))
+            raw = await self.receiver.raw(ref, bounce.MAX_REPORT)
+            # In a thread: a hostile message may take tenths of a second to read, which would
+            # hold up every other probe and scrape. bounce.read skips what it cannot read.
+            found = await asyncio.to_thread(bounce.read, raw)
             if found is not None and self.ids.verify(found.probe_id, self.target.name):
                 reports[ref] = found
         mine = self._mine({ref: report.probe_id for ref, report in reports.items()})
@@ -273,8 +277,7 @@ class _RoundTrip:
 async def probe(target: Target, trace: Trace, context: ProbeContext) -> None:
     """Run one round trip; see the module docstring."""
     deadline = trace.deadline - min(LOGOUT_TIME, trace.remaining() * LOGOUT_SHARE)
-    ids = await context.keys.ids(target.name, target.secrets())
-    trip = _RoundTrip(target, trace, context, ids)
+    trip = _RoundTrip(target, trace, context, context.ids)
     try:
         await trip.run(deadline)
     finally:

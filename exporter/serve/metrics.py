@@ -148,6 +148,11 @@ FAMILIES: Final[dict[str, Family]] = {
     "mailbox_exporter_config_last_reload_success_timestamp_seconds": Family(
         "gauge", "When the configuration was last loaded successfully."
     ),
+    "mailbox_exporter_probe_key_persistent": Family(
+        "gauge",
+        "1 if the probe-id key is kept in a file, so that probe messages arriving after a "
+        "restart are recognised and deleted; 0 if it lives in this process only.",
+    ),
 }
 
 
@@ -323,6 +328,7 @@ def render(store: Store) -> str:
             "",
             store.reload_success_timestamp,
         )
+    add("mailbox_exporter_probe_key_persistent", "", 1 if store.probe_key_persistent else 0)
     watched = bool(store.providers)
     return out.text(
         always=tuple(
