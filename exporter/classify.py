@@ -11,6 +11,14 @@ SMTP replies are read by their enhanced status code in full (``5.1.90`` is a sen
 550 can mean a full mailbox or basic auth switched off. A multi-line reply is one reply.
 IMAP answers are read by their response code (``[AUTHENTICATIONFAILED]``), then their text.
 HTTP answers (Microsoft Graph, Gmail API) are read by their error code, then their status.
+Token endpoint answers (RFC 6749 section 5.2) are read by their status, the identity provider's
+own code in the description (``AADSTS7000215``), then their ``error``.
+
+Limits are read by what the words mean, not by one provider's phrase: a count, a rate, a
+volume or a quota on what this client does ("too many", "per hour", "limit exceeded",
+"maximum ... reached"), a tarpit or greylisting, or a temporary policy refusal (4.7.x) that asks
+to come back later. A quota on the recipient's storage is the mailbox, a limit on one message's
+size is that message, and a service that says it is down is ``unavailable``.
 """
 
 from __future__ import annotations
@@ -29,16 +37,92 @@ ImapStage = Literal["greeting", "tls", "auth", "select", "mailbox"]
 HttpStage = Literal["auth", "send", "mailbox"]
 
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+_QMAIL_CODE = re.compile(r"\(#([245])\.(\d{1,3})\.(\d{1,3})\)\s*$")
 _IMAP_CODE = re.compile(r"^\s*\[([A-Z][A-Z0-9-]*)")
+_IMAP_CODE_TEXT = re.compile(r"^\s*\[[^\]]*\]")
 
-# The client is being limited: connections, rates, volumes, quotas on sending or commands.
+# The client is being limited: counts, rates, volumes, quotas on sending, connections, commands.
 _LIMITED = re.compile(
-    r"too many|too much|too quickly|\brate\b|\bbusy\b|throttl|unexpected volume"
-    r"|maximum number of connections"
-    r"|(?:sending|relay|connection|recipient|daily|concurren|bandwidth|command|submission)"
-    r"[\w ]{0,16}?(?:limit|quota)"
+    "|".join(
+        (
+            # "too many connections" (Postfix, Exim), "too much mail" (Postfix), "receiving mail
+            # too quickly" (Gmail 4.2.1), "too many recipients" (Exchange Online 4.5.3, qmail);
+            # not "too many hops", a mail loop.
+            r"too (?:many|much|quickly|fast)\b(?! hops)",
+            # "an unusual rate of mail" (Gmail 4.7.28), "rate limited due to IP reputation"
+            # (Exchange Online 4.7.650), "Rate limit hit" (Yahoo IMAP).
+            r"\brate\b",
+            # "Request is throttled" (Exchange Online IMAP), "Throttling failure" (Amazon SES).
+            r"throttl",
+            # "Server busy" (Gmail 4.4.5, Exchange Online 4.7.500), "All server ports are busy".
+            r"\bbusy\b",
+            # Tarpits and greylisting defer this client on purpose: "Greylisted for 5 minutes"
+            # (Barracuda 4.7.1), "greylisted for 60 seconds by ZEROSPAM".
+            r"tarpit|greylist",
+            # "unexpected volume or user complaints" (Yahoo TSS04), "deferred due to excessive
+            # volume" (iCloud 4.7.1).
+            r"(?:unexpected|excessive|unusual) volume",
+            # "Sender frequency limited" (QQ Mail).
+            r"frequency limit",
+            # Counts over time: "per hour message receive limit" (Exchange Online 5.2.121/122),
+            # "Daily user sending limit exceeded" (Gmail 5.4.5).
+            r"\bper[- ](?:second|minute|hour|day)\b|\bhourly\b|\bdaily\b",
+            # A limit or quota on what this client does: "Peak SMTP relay limit" (Gmail),
+            # "Submission quota exceeded" (Exchange Online), "SubmissionQuotaExceededException",
+            # "Organization queue quota exceeded" (Outlook.com 4.7.3).
+            r"(?:sending|send|relay|connection|recipient|concurren|bandwidth|command|submission"
+            r"|session|login|queue)[\w' ]{0,24}?(?:limit|quota)",
+            # A limit named as exceeded or reached: "has exceeded permitted limits within"
+            # (Exchange Online 5.7.508), "You've exceeded your messaging limits" (SendGrid),
+            # "concurrent connections per resource forest has exceeded a limit" (Exchange Online),
+            # "recipient thread limit exceeded" (Exchange Online 4.3.2).
+            r"\bexceed(?:s|ed)?\b[^.;]{0,40}?\blimits?\b",
+            r"\blimits?\b (?:\w+ ){0,2}?(?:exceeded|reached)",
+            # "Max message per connection reached" (Yahoo 421), "Maximum number of connections
+            # from user+IP exceeded" (Dovecot).
+            r"\bmax(?:imum)?\b[^.;]{0,48}?\b(?:reached|exceeded)",
+        )
+    )
 )
-# The service says it cannot serve now (Exchange's front end: "Server Unavailable. 15").
+# The recipient's storage is full: a quota on the mailbox, not on this client. "over quota"
+# (Gmail 4.2.2), "Quota exceeded (mailbox for user is full)" (Dovecot), "Mailbox size limit
+# exceeded" (Yandex 5.2.2), RFC 5321's 552 "exceeded storage allocation" (GMX, Web.de).
+_STORAGE = re.compile(
+    r"mailbox (?:is )?full|full mailbox|mailbox for user is full|mailbox size|over ?quota"
+    r"|user quota|exceeded storage allocation|out of storage space"
+)
+# One message is refused for what it is: its size (RFC 3463 X.3.4 "message too big for
+# system", X.2.3 "message length exceeds administrative limit"; Gmail 5.2.3 "exceeded Google's
+# message size limits", qmail "exceeds my databytes limit (#5.3.4)") or a mail loop (X.4.6;
+# Exchange Online 5.4.14 "Hop count exceeded", qmail "too many hops ... looping (#5.4.6)").
+_SMTP_MESSAGE_REFUSED = frozenset({"5.3.4", "5.2.3", "5.4.6", "5.4.14"})
+_MESSAGE_WORDS = re.compile(
+    r"message size|size limit|message too (?:large|big)|mail loop|looping|too many hops|hop count"
+)
+# The service says it is down: "Service not available" (RFC 5321, Yahoo, Exchange), "Service
+# unavailable - try again later" (iCloud 4.7.1), "the service is currently unavailable" (Yandex
+# 4.7.1), "Resources temporarily unavailable" (Yahoo), "Temporary server error" (Exchange
+# Online 4.7.0, Barracuda), "Temporary System Problem" (Gmail), "Temporary local problem"
+# (Exim), "Space shortage" (Exim), "Insufficient system resources" (Exchange 4.3.1).
+_DOWN = re.compile(
+    r"(?:service|server|system|resources?)\b[^.;]{0,30}?\b(?:unavailable|not available|not active)"
+    r"|system (?:problem|error)|server error|local problem|space shortage|insufficient system"
+    r"|configuration error|shutting down|maintenance"
+)
+# Come back later, said with a policy code (RFC 3463 X.7.X): "421 4.7.0 Try again later,
+# closing connection" (Gmail, a denial-of-service guard at HELO), "451 4.7.500-699 Access
+# denied, please try again later" (Exchange Online, IP throttling), "451 4.7.1 Try again later"
+# (Barracuda).
+_TRY_LATER = re.compile(r"\btry (?:again )?later\b|\btry again\b|\bcome back later\b")
+# The server demands TLS, or a newer TLS, of this client: "530 5.7.0 Must issue a STARTTLS
+# command first" (Gmail, Postfix), "451 5.7.3 STARTTLS is required to send mail" (Exchange
+# Online), "421 4.7.0 TLS required for RCPT domain" (Gmail), "421 4.7.66 TLS 1.0 and 1.1 are
+# not supported" (Exchange Online), "535 STARTTLS required (#5.7.1)" (qmail).
+_TLS_DEMANDED = re.compile(
+    r"must issue a starttls|starttls (?:command )?(?:is )?required|\btls required\b"
+    r"|\btls 1\.[01] (?:and 1\.[01] )?(?:is |are )?not supported"
+)
+# The service cannot serve now (Exchange's front end: "Server Unavailable. 15").
 _UNAVAILABLE_WORDS = re.compile(r"\bunavailable\b|temporar|try again")
 _AUTH_NOT_CONNECTED = "user is authenticated but not connected"
 
@@ -49,11 +133,14 @@ SMTP_NO_SERVICE_HERE: Final = 554
 SMTP_AUTH_TEMPORARY: Final = 454
 SMTP_AUTH_CODES: Final = frozenset({530, 534, 535})
 """Authentication required, mechanism too weak, credentials invalid (RFC 4954)."""
+SMTP_TEMPORARY: Final = range(400, 500)
+"""RFC 5321 4.2.1: a 4yz reply is a transient negative completion."""
 
 _SMTP_AUTH_REJECTED = frozenset({"5.7.3", "5.7.8", "5.7.9", "5.7.30", "5.7.57", "5.7.139"})
 # Sending limits with codes of their own: Gmail's daily quota, Exchange Online's daily
-# recipient limit and tenant external recipient rate limits.
-_SMTP_SENDING_LIMITS = frozenset({"5.4.5", "5.1.90", "5.7.232", "5.7.233"})
+# recipient limit, tenant external recipient rate limits, and per-hour limits between one sender
+# and one recipient (5.2.121) or on what one recipient receives (5.2.122).
+_SMTP_SENDING_LIMITS = frozenset({"5.4.5", "5.1.90", "5.7.232", "5.7.233", "5.2.121", "5.2.122"})
 # Sender-side codes inside 5.1.x (RFC 3463 "bad sender's mailbox address", "bad sender's
 # system address"; Exchange Online "Access denied, bad outbound sender").
 _SMTP_SENDER_REFUSED = frozenset({"5.1.7", "5.1.8"})
@@ -73,6 +160,17 @@ def enhanced_code(message: str) -> str | None:
     """The RFC 3463 code a reply text starts with, as ``x.y.z``, if any."""
     match = _ENHANCED.match(message)
     return ".".join(match.groups()) if match else None
+
+
+def _trailing_code(message: str) -> str | None:
+    """qmail's way: the enhanced code last, in brackets (``451 qqt failure (#4.3.0)``)."""
+    match = _QMAIL_CODE.search(message)
+    return ".".join(match.groups()) if match else None
+
+
+def _limited(words: str) -> bool:
+    """Whether lowercase reply words name a limit on this client (not on the mailbox)."""
+    return bool(_LIMITED.search(words)) and not _STORAGE.search(words)
 
 
 def _reply_text(message: str) -> str:
@@ -96,28 +194,64 @@ class _Smtp:
     stage: SmtpStage
 
 
+def _policy_deferral(r: _Smtp) -> bool:
+    """A temporary policy refusal (4.7.x) that asks to come back later, outside a login."""
+    return (
+        r.enhanced.startswith("4.7.")
+        and r.stage in ("greeting", "send")
+        and bool(_TRY_LATER.search(r.words))
+        and not _DOWN.search(r.words)
+    )
+
+
+def _service_down(r: _Smtp) -> bool:
+    """The service says it cannot serve now (RFC 5321 421, RFC 3463 4.3.x, its own words)."""
+    return (
+        r.code == SMTP_SERVICE_NOT_AVAILABLE
+        or r.enhanced.startswith("4.3.")
+        or (r.stage == "greeting" and r.code == SMTP_NO_SERVICE_HERE)
+        or (
+            r.stage in ("greeting", "send")
+            and r.code in SMTP_TEMPORARY
+            and bool(_DOWN.search(r.words))
+        )
+    )
+
+
 _SMTP_RULES: Final[tuple[tuple[Callable[[_Smtp], bool], Reason], ...]] = (
+    # TLS demanded of this client, before credentials: 530 5.7.0 "Must issue a STARTTLS command
+    # first" (Gmail), 451 5.7.3 "STARTTLS is required" (Exchange Online), 421 4.7.66 TLS 1.0/1.1.
+    (lambda r: bool(_TLS_DEMANDED.search(r.words)), Reason.TLS),
     # Credentials: 535 5.7.8 (Postfix, Gmail), 535 5.7.139 SMTP AUTH disabled (Exchange Online),
     # 550 5.7.30 basic auth off; also Yahoo's "535 5.7.0 Too many bad auth attempts".
     (
         lambda r: r.code in SMTP_AUTH_CODES or r.enhanced in _SMTP_AUTH_REJECTED,
         Reason.AUTH_REJECTED,
     ),
-    # Sending quotas with codes of their own: Gmail 550 5.4.5, Exchange Online 5.1.90/5.7.233.
+    # Sending quotas with codes of their own: Gmail 550 5.4.5, Exchange Online 5.1.90/5.7.233,
+    # 554 5.2.121/5.2.122 per-hour limits.
     (lambda r: r.enhanced in _SMTP_SENDING_LIMITS, Reason.THROTTLED),
-    # Limit wording: "too many connections" (Postfix, Exim), "recipient thread limit exceeded"
-    # and "Submission quota exceeded" (Exchange), "Server busy" (Gmail), TSS04 volume (Yahoo).
-    (lambda r: bool(_LIMITED.search(r.words)), Reason.THROTTLED),
-    # The service: 421 (RFC 5321), 4.3.x system status (RFC 3463: 4.3.2 "not accepting network
-    # messages"; Postfix 4.3.5 configuration error, Gmail 4.3.0), a 554 greeting.
+    # The recipient's storage, before limit words: "452 4.2.2 ... is over quota" (Gmail),
+    # "552 5.2.2 Mailbox size limit exceeded" (Yandex).
+    (lambda r: r.stage == "send" and bool(_STORAGE.search(r.words)), Reason.MAILBOX_UNAVAILABLE),
+    # One message's size or loop, before limit words: "552 5.2.3 Your message exceeded Google's
+    # message size limits" (Gmail), "554 too many hops, this message is looping (#5.4.6)".
     (
         lambda r: (
-            r.code == SMTP_SERVICE_NOT_AVAILABLE
-            or r.enhanced.startswith("4.3.")
-            or (r.stage == "greeting" and r.code == SMTP_NO_SERVICE_HERE)
+            r.stage == "send"
+            and (r.enhanced in _SMTP_MESSAGE_REFUSED or bool(_MESSAGE_WORDS.search(r.words)))
         ),
-        Reason.UNAVAILABLE,
+        Reason.SEND_REJECTED,
     ),
+    # Limits on this client by their words, whatever the code, 421 and 4.3.2 included
+    # ("421 Max message per connection reached" from Yahoo, "432 4.3.2 recipient thread limit
+    # exceeded" from Exchange Online), and 4.7.x deferrals that ask to come back later.
+    (lambda r: _limited(r.words) or _policy_deferral(r), Reason.THROTTLED),
+    # The service: 421 (RFC 5321), 4.3.x system status (RFC 3463: 4.3.2 "not accepting network
+    # messages"; Postfix 4.3.5 configuration error, Gmail 4.3.0, qmail "qqt failure (#4.3.0)"),
+    # a 554 greeting, and a 4yz saying the service is down ("451 Resources temporarily
+    # unavailable" from Yahoo, "451 4.7.0 Temporary server error" from Exchange Online).
+    (_service_down, Reason.UNAVAILABLE),
     # Refused for this sender only: 5.1.8 "bad outbound sender" (Exchange Online), 5.1.7.
     (lambda r: r.enhanced in _SMTP_SENDER_REFUSED, Reason.SEND_REJECTED),
     # The recipient mailbox: 5.1.1 unknown, 5.1.10 RecipientNotFound, 5.2.2 / 4.2.2 full.
@@ -146,7 +280,8 @@ _SMTP_RULES: Final[tuple[tuple[Callable[[_Smtp], bool], Reason], ...]] = (
 
 def smtp_reply(code: int, message: str, stage: SmtpStage) -> Reason:
     """Classify a negative SMTP reply received during ``stage``."""
-    reply = _Smtp(code, enhanced_code(message) or "", _reply_text(message).lower(), stage)
+    enhanced = enhanced_code(message) or _trailing_code(message) or ""
+    reply = _Smtp(code, enhanced, _reply_text(message).lower(), stage)
     return next((reason for rule, reason in _SMTP_RULES if rule(reply)), Reason.PROTOCOL_ERROR)
 
 
@@ -161,6 +296,8 @@ class _Imap:
     result: str
     code: str
     words: str
+    prose: str
+    """The words after the response code: ``[OVERQUOTA]`` alone says nothing of storage."""
     stage: ImapStage
 
 
@@ -168,7 +305,9 @@ _IMAP_RULES: Final[tuple[tuple[Callable[[_Imap], bool], Reason], ...]] = (
     # The client is limited: [LIMIT], Gmail's "BYE [ALERT] Too many simultaneous connections"
     # and "[OVERQUOTA] Account exceeded command or bandwidth limits", Dovecot's
     # "Maximum number of connections from user+IP exceeded", Cyrus "Too many open connections".
-    (lambda r: r.code == "LIMIT" or bool(_LIMITED.search(r.words)), Reason.THROTTLED),
+    # Exchange Online "NO Request is throttled. Suggested Backoff Time", Yahoo "NO [LIMIT]
+    # CAPABILITY Rate limit hit.", and Dovecot's limit said with [UNAVAILABLE].
+    (lambda r: r.code == "LIMIT" or _limited(r.prose), Reason.THROTTLED),
     # Exchange Online logged in but cannot open the mailbox (unlicensed, not provisioned).
     (lambda r: _AUTH_NOT_CONNECTED in r.words, Reason.MAILBOX_UNAVAILABLE),
     # The server turns the connection away at the greeting, or says it is unavailable.
@@ -213,7 +352,9 @@ _IMAP_RULES: Final[tuple[tuple[Callable[[_Imap], bool], Reason], ...]] = (
 
 def imap_reply(result: str, text: str, stage: ImapStage) -> Reason:
     """Classify a tagged ``NO``/``BAD`` (or a ``BYE``) received during ``stage``."""
-    reply = _Imap(result.upper(), imap_response_code(text) or "", text.lower(), stage)
+    words = text.lower()
+    prose = _IMAP_CODE_TEXT.sub("", words, count=1)
+    reply = _Imap(result.upper(), imap_response_code(text) or "", words, prose, stage)
     return next((reason for rule, reason in _IMAP_RULES if rule(reply)), Reason.PROTOCOL_ERROR)
 
 
@@ -226,6 +367,8 @@ HTTP_CLIENT_ERRORS: Final = range(400, 500)
 HTTP_SERVER_ERRORS: Final = frozenset({500, 502, 503, 504})
 """Gmail API: "An unexpected error occurred while processing the request", retry with backoff;
 Graph: internal error, service unavailable (maintenance or overload), gateway timeout."""
+TOKEN_SERVER_ERRORS: Final = range(500, 600)
+"""Any 5xx of a token endpoint (RFC 9110 15.6): the identity service is failing."""
 
 # Gmail API usage limits (403 and 429) and Graph's per-mailbox limits (429 ApplicationThrottled).
 _HTTP_LIMITS = frozenset(
@@ -297,6 +440,75 @@ def http_reply(status: int, error_code: str, message: str, stage: HttpStage) -> 
     """
     reply = _Http(status, error_code.lower(), message.lower(), stage)
     return next((reason for rule, reason in _HTTP_RULES if rule(reply)), Reason.PROTOCOL_ERROR)
+
+
+# Token endpoint answers (RFC 6749 section 5.2), read in this order: the status, the identity
+# provider's own code, the OAuth2 error. Sources: RFC 6749 section 5.2; Microsoft's "Microsoft
+# Entra authentication and authorization error codes"; published answers in
+# tests/classify_corpus.yaml.
+_AADSTS = re.compile(r"\bAADSTS(\d{5,7})\b")
+# Entra refuses this client for making too many requests: AADSTS90055 TenantThrottlingError
+# ("There are too many incoming requests"), AADSTS50196 LoopDetected ("too many of the same
+# request in too short a period").
+_TOKEN_THROTTLED_AADSTS = frozenset({90055, 50196})
+# Entra says the service is down for now: AADSTS50033 RetryableError ("a transient error"),
+# AADSTS90006 ExternalServerRetryableError and AADSTS90090 GraphRetryableError ("The service is
+# temporarily unavailable"), AADSTS90024 RequestBudgetExceededError ("A transient error has
+# occurred. Try again."), AADSTS90033 MsodsServiceUnavailable (the directory service). Not
+# AADSTS500011: the resource principal is missing from the tenant, a configuration error.
+_TOKEN_UNAVAILABLE_AADSTS = frozenset({50033, 90006, 90024, 90033, 90090})
+_TOKEN_UNAVAILABLE_ERRORS = frozenset({"temporarily_unavailable"})
+"""RFC 6749 4.1.2.1, and Entra's token endpoint: "The server is temporarily too busy"."""
+# The signed assertion's times are refused: this host's clock, not the credential.
+# AADSTS700024 "Client assertion is not within its valid time range"; Google "Invalid JWT: Token
+# must be a short-lived token (60 minutes) and in a reasonable timeframe".
+_TOKEN_CLOCK_AADSTS = frozenset({700024})
+_TOKEN_CLOCK_WORDS = re.compile(r"not within its valid time range|reasonable timeframe")
+# The credentials are refused: a wrong, expired or unregistered secret or certificate
+# (invalid_client: AADSTS7000215, 7000222, 700027), an application missing from the tenant or
+# without domain-wide delegation (unauthorized_client: AADSTS700016; Google 401), a revoked or
+# expired refresh token or a deleted key (invalid_grant: AADSTS70008, 700082; Google "Token has
+# been expired or revoked.", "Invalid JWT Signature."; refresh tokens of Google apps in
+# "Testing" last 7 days), a deleted Google client (deleted_client), and a refresh token that
+# needs a person to sign in again (interaction_required).
+_TOKEN_REFUSED_ERRORS = frozenset(
+    {
+        "invalid_client",
+        "unauthorized_client",
+        "invalid_grant",
+        "deleted_client",
+        "interaction_required",
+    }
+)
+
+
+def _aadsts(description: str) -> frozenset[int]:
+    """The Entra error numbers a description names (``AADSTS7000215: ...``); an old answer
+    names two (``AADSTS70002: Error validating credentials. AADSTS50012: ...``)."""
+    return frozenset(int(number) for number in _AADSTS.findall(description))
+
+
+def token_reply(status: int, error: str, description: str) -> Reason:
+    """Classify a token endpoint's refusal: its HTTP status, ``error`` and ``error_description``.
+
+    429 is ``throttled`` and 5xx ``unavailable`` whatever the body says; then the provider's own
+    code; then the RFC 6749 error. Refused credentials are ``auth_rejected``; what is left
+    (``invalid_request``, ``invalid_scope``, ``unsupported_grant_type``, ``invalid_resource``,
+    anything unknown) is a fault of the token request itself, ``oauth_token``.
+    """
+    codes = _aadsts(description)
+    error = error.strip().lower()
+    if status == HTTP_TOO_MANY_REQUESTS or codes & _TOKEN_THROTTLED_AADSTS:
+        return Reason.THROTTLED
+    if status in TOKEN_SERVER_ERRORS or error in _TOKEN_UNAVAILABLE_ERRORS:
+        return Reason.UNAVAILABLE
+    if codes & _TOKEN_UNAVAILABLE_AADSTS:
+        return Reason.UNAVAILABLE
+    if codes & _TOKEN_CLOCK_AADSTS or _TOKEN_CLOCK_WORDS.search(description.lower()):
+        return Reason.OAUTH_TOKEN
+    if error in _TOKEN_REFUSED_ERRORS:
+        return Reason.AUTH_REJECTED
+    return Reason.OAUTH_TOKEN
 
 
 def os_error(exc: BaseException) -> Reason:
