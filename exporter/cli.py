@@ -15,7 +15,7 @@ from typing import Any
 from exporter import __version__, logs, message, probekey
 from exporter import config as configuration
 from exporter import shard as shards
-from exporter.config import Config, ConfigError, ServerConfig, format_duration
+from exporter.config import Config, ConfigError, ServerConfig, budget, format_duration
 from exporter.outcome import Check
 
 DEFAULT_LISTEN = ":10025"
@@ -134,6 +134,10 @@ def summary(config: Config) -> str:
             for name, section in target.sections().items()
         )
         lines.append(f"  {target.name}: {checks}; {servers}")
+    sending = budget.summary(config)
+    if sending:
+        lines += ["probe mail by sending account (round trips, and on demand at their spacing):"]
+        lines += sending
     return "\n".join(lines)
 
 

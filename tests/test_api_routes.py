@@ -2,7 +2,8 @@
 Postfix, which relays to a simulated provider's inbound SMTP, watched over its API; and an
 API send whose mail the simulator relays into real Postfix, delivered by real Dovecot and
 watched over IMAP. When the real side holds the mail back, the round trip says
-``not_delivered``."""
+``not_delivered``. Mail the API account itself submits over SMTP leaves a copy in its Sent
+folder (as Exchange Online and Gmail keep one), which the round trip deletes too."""
 
 from __future__ import annotations
 
@@ -35,7 +36,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailStack]:
 @pytest.fixture(scope="module")
 def graph(stack: MailStack) -> Iterator[GraphSimulator]:
     assert stack.mx_port is not None
-    sim = GraphSimulator(tenant=TENANT, domains=(GRAPH_DOMAIN,), relay=(HOST, stack.mx_port))
+    sim = GraphSimulator(
+        tenant=TENANT,
+        domains=(GRAPH_DOMAIN,),
+        relay=(HOST, stack.mx_port),
+        smtp_sent_copies=True,
+    )
     sim.start_in_thread()
     stack.route(GRAPH_DOMAIN, sim.smtp_port)
     try:
@@ -47,7 +53,9 @@ def graph(stack: MailStack) -> Iterator[GraphSimulator]:
 @pytest.fixture(scope="module")
 def gmail(stack: MailStack) -> Iterator[GmailSimulator]:
     assert stack.mx_port is not None
-    sim = GmailSimulator(domains=(GMAIL_DOMAIN,), relay=(HOST, stack.mx_port))
+    sim = GmailSimulator(
+        domains=(GMAIL_DOMAIN,), relay=(HOST, stack.mx_port), smtp_sent_copies=True
+    )
     sim.start_in_thread()
     stack.route(GMAIL_DOMAIN, sim.smtp_port)
     try:
@@ -144,6 +152,41 @@ async def test_smtp_to_gmail_and_gmail_to_imap(
     )
     assert outbound.success, outbound
     assert gmail.messages(address) == []  # neither the received nor the sent copy is left
+
+
+def submitting_as(stack: MailStack, address: str) -> str:
+    """The API mailbox's own SMTP login at the submission server (Postfix standing in for the
+    provider's, relaying to the simulator): its ``smtp`` section."""
+    user = MailUser(address.split("@")[0], "pw-" + secrets.token_hex(8), address)
+    stack._write_passwd(user)  # a login of another domain: add_user makes the stack's own
+    return (
+        f"    smtp: {{port: {stack.smtp_port}, host: 127.0.0.1, tls: none, "
+        f"username: {address}, password: '{user.password}'}}\n"
+    )
+
+
+async def test_smtp_to_graph_on_the_same_account_leaves_no_sent_copy(
+    stack: MailStack, graph: GraphSimulator, context: ProbeContext
+) -> None:
+    """The mailbox submits over SMTP to itself: Exchange keeps a Sent Items copy (without
+    internet headers, named by its Message-ID); the round trip finds and deletes it."""
+    address, section = graph_section(graph)
+    target = routed(submitting_as(stack, address) + section, "smtp", "graph", address, address)
+    result = await probes.run(target, Check.ROUNDTRIP, context)
+    assert result.success, result
+    assert result.found.cleanup_deleted == 2 and not result.found.cleanup_failed
+    assert graph.messages(address) == []
+
+
+async def test_smtp_to_gmail_on_the_same_account_leaves_no_sent_copy(
+    stack: MailStack, gmail: GmailSimulator, context: ProbeContext, tmp_path: Path
+) -> None:
+    address, section = gmail_section(gmail, tmp_path)
+    target = routed(submitting_as(stack, address) + section, "smtp", "gmail", address, address)
+    result = await probes.run(target, Check.ROUNDTRIP, context)
+    assert result.success, result
+    assert result.found.cleanup_deleted == 2 and not result.found.cleanup_failed
+    assert gmail.messages(address) == []
 
 
 async def test_postfix_holding_mail_for_graph_is_not_delivered(

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import copy
+import importlib
 import json
+import re
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from exporter import config
 from exporter.config import ConfigError, Secret, parse_duration
@@ -364,3 +372,232 @@ def test_a_mistyped_secret_is_never_echoed() -> None:
         config.parse(text)
     assert "98765432101" not in str(caught.value)
     assert "targets[0].imap.password" in str(caught.value)
+
+
+# --- hostile documents --------------------------------------------------------------------------
+
+loader = importlib.import_module("exporter.config.load")
+"""The module (``exporter.config.load`` names its function)."""
+SECRET_KEYS = ("password", "client_secret", "refresh_token")
+SECTION_KEYS: dict[str, tuple[str, ...]] = {
+    "global": loader.GLOBAL_KEYS,
+    "defaults": loader.DEFAULT_KEYS,
+    "provider_status": loader.PROVIDER_STATUS_KEYS,
+    "on_demand": loader.ON_DEMAND_KEYS,
+    "login_backoff": loader.LOGIN_BACKOFF_KEYS,
+    "smtp": loader.SERVER_KEYS,
+    "imap": loader.IMAP_KEYS,
+    "graph": loader.GRAPH_KEYS,
+    "gmail": loader.GMAIL_KEYS,
+    "mx": loader.MX_KEYS,
+    "dkim": loader.DKIM_KEYS,
+    "oauth2": loader.OAUTH2_KEYS,
+    "tls_config": loader.TLS_CONFIG_KEYS,
+    "microsoft": loader.MICROSOFT_STATUS_KEYS,
+    "google": loader.GOOGLE_STATUS_KEYS,
+}
+WORDS = st.sampled_from(
+    [
+        *(c.value for c in Check),
+        *loader.SECTIONS,
+        *("30s", "1m", "10ms", "0s", "24h", "1h30m", "-5s", "30"),
+        *("starttls", "implicit", "none", "required", "opportunistic", "header", "subject"),
+        *("microsoft", "google", "client_credentials", "refresh_token", "jwt_bearer"),
+        *("TLS12", "TLS13", "h", "127.0.0.1", "u@example.org", "a@b\n", "INBOX", "{tenant}"),
+        *("https://example.org/x", "http://127.0.0.1:1/t", "ftp://x", "10.0.0.53:53", "[::1]:53"),
+        *("example.org", "sel", "Exchange Online", "missing.pem", ".", "", "a\n", "\ud800"),
+    ]
+)
+LEAVES = (
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 70_000)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | WORDS
+    | st.text(max_size=20)
+)
+
+
+@st.composite
+def documents(draw: st.DrawFn) -> tuple[Any, list[str]]:
+    """A configuration-shaped structure (known keys, wild values), and the secrets in it."""
+    secrets: list[str] = []
+
+    def secret() -> Any:
+        value = draw(
+            st.text("abcdefXYZ0123456789", min_size=6, max_size=12).map(lambda t: "S3cr3t-" + t)
+            | st.integers(10**15, 10**16 - 1)
+        )
+        secrets.append(str(value))
+        return value
+
+    def mapping(keys: tuple[str, ...], depth: int, *always: str) -> dict[str, Any]:
+        chosen = draw(st.lists(st.sampled_from(keys), max_size=len(keys), unique=True))
+        if draw(st.integers(0, 9)) == 0:
+            chosen.append(draw(st.text(max_size=8)))
+        return {key: value(key, depth + 1) for key in (*always, *chosen)}
+
+    def value(key: str, depth: int) -> Any:
+        if key in SECRET_KEYS and draw(st.booleans()):
+            return secret()
+        if depth > 5 or draw(st.integers(0, 9)) == 0:
+            return draw(LEAVES | st.lists(LEAVES, max_size=3))
+        if key in SECTION_KEYS:
+            return mapping(SECTION_KEYS[key], depth)
+        if key == "targets":
+            count = draw(st.integers(1, 2))
+            return [mapping(loader.TARGET_KEYS, depth, "name") for _ in range(count)]
+        if key == "checks":
+            return draw(st.lists(WORDS, max_size=4))
+        if key in ("interval", "timeout"):
+            return draw(WORDS | st.dictionaries(WORDS, WORDS, max_size=3))
+        if key == "labels":
+            names = st.sampled_from(["team", "provider", "target", "__x", "a\n", "1a", "é"])
+            return draw(st.dictionaries(names | st.text(max_size=8), LEAVES, max_size=4))
+        return draw(LEAVES)
+
+    return mapping(loader.TOP_KEYS, 0, "targets"), secrets
+
+
+VALID: dict[str, Any] = {
+    "global": {
+        "max_concurrent_probes": 4,
+        "on_demand": {"roundtrip_every": "1m", "login_every": "10s"},
+        "login_backoff": {"after": 3, "initial": "1m", "max": "1h"},
+    },
+    "defaults": {"interval": "2m", "labels": {"team": "mail"}},
+    "provider_status": {
+        "interval": "5m",
+        "microsoft": {"tenant": "t", "client_id": "c", "client_secret": "S3cr3t-ms"},
+        "google": {"services": ["Gmail"]},
+    },
+    "targets": [
+        {
+            "name": "a",
+            "interval": {"roundtrip": "1m", "smtp_login": "30s"},
+            "timeout": "20s",
+            "labels": {"provider": "microsoft", "region": "eu"},
+            "smtp": {"host": "h", "username": "u@example.org", "password": "S3cr3t-pw"},
+            "imap": {
+                "host": "h",
+                "username": "u@example.org",
+                "oauth2": {
+                    "provider": "microsoft",
+                    "tenant": "t",
+                    "client_id": "c",
+                    "client_secret": "S3cr3t-cs",
+                },
+                "tls_config": {"server_name": "h", "min_version": "TLS13"},
+                "idle": True,
+            },
+        },
+        {
+            "name": "b",
+            "checks": ["roundtrip", "graph_login"],
+            "sender": "graph",
+            "receiver": "gmail",
+            "graph": {
+                "mailbox": "g@example.org",
+                "tenant": "t",
+                "client_id": "c",
+                "client_secret": "S3cr3t-gs",
+            },
+            "gmail": {
+                "mailbox": "g@example.org",
+                "oauth2": {"client_id": "c", "refresh_token": "S3cr3t-rt"},
+            },
+        },
+        {
+            "name": "c",
+            "mx": {"mail_from": "m@example.org", "resolver": "[::1]:53", "tls": "opportunistic"},
+            "imap": {"host": "h", "username": "m@example.org", "password": "S3cr3t-mx"},
+            "to": "m@example.org",
+        },
+    ],
+}
+"""A document that loads, using every section: mutated, it reaches every reader."""
+
+
+def _paths(data: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix]
+    if isinstance(data, dict):
+        for key, item in data.items():
+            found += _paths(item, (*prefix, key))
+    elif isinstance(data, list):
+        for index, item in enumerate(data):
+            found += _paths(item, (*prefix, index))
+    return found
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> tuple[Any, list[str]]:
+    """:data:`VALID` with a few values replaced, removed or added; and the secrets in it."""
+    data = copy.deepcopy(VALID)
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(_paths(data)[1:]))
+        *parents, last = path
+        holder = data
+        for step in parents:
+            holder = holder[step]
+        action = draw(st.sampled_from(["replace", "replace", "remove", "add"]))
+        if action == "remove" and isinstance(holder, dict):
+            del holder[last]
+        elif action == "add" and isinstance(holder[last], dict):
+            holder[last][draw(WORDS | st.sampled_from(SECRET_KEYS))] = draw(LEAVES)
+        else:
+            holder[last] = draw(LEAVES | st.lists(LEAVES, max_size=2))
+    text = yaml.safe_dump(data)
+    return data, re.findall(r"S3cr3t-\w+", text)
+
+
+@settings(derandomize=True, max_examples=400, deadline=None)
+@given(documents() | mutated())
+def test_any_configuration_structure_loads_or_names_its_mistake(
+    document: tuple[Any, list[str]],
+) -> None:
+    data, secrets = document
+    text = yaml.safe_dump(data, allow_unicode=True)
+    with tempfile.TemporaryDirectory() as empty:
+        try:
+            loaded = config.parse(text, base_dir=Path(empty), environ={})
+        except ConfigError as exc:
+            message = str(exc)
+            for secret in secrets:
+                assert secret not in message, (secret, message)
+            return
+    assert loaded.targets
+
+
+YAMLISH = st.lists(
+    st.sampled_from(
+        [
+            *("targets:", "\n", "  - ", "    ", "name: ", "a", ": ", "{", "}", "[", "]", ", "),
+            *("&a ", "*a", "<<: ", "!!binary ", "!!python/object ", "? ", "|\n", ">\n", "'"),
+            *('"\\ud800"', '"\\x00"', "2001-13-01", "1" * 5000, "0x", "~", "-", "#", "\t"),
+            *("smtp: ", "imap: ", "host: h", "username: u", "password: ", "labels: ", "%YAML"),
+        ]
+    )
+    | st.text(max_size=5),
+    max_size=40,
+).map("".join)
+
+
+@settings(derandomize=True, max_examples=400, deadline=None)
+@given(YAMLISH | st.text(max_size=200))
+def test_any_text_loads_or_names_its_mistake(text: str) -> None:
+    try:
+        config.parse(text, environ={})
+    except ConfigError as exc:
+        assert str(exc)
+
+
+@settings(derandomize=True, max_examples=200, deadline=None)
+@given(YAMLISH.map(lambda t: t.encode("utf-8", "surrogatepass")) | st.binary(max_size=200))
+def test_any_file_loads_or_names_its_mistake(raw: bytes) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        file = Path(directory) / "c.yml"
+        file.write_bytes(raw)
+        try:
+            config.load(file, environ={})
+        except ConfigError as exc:
+            assert str(exc)

@@ -1,6 +1,7 @@
 """The Gmail API transport against the Gmail simulator: round trips with service-account and
-refresh-token credentials, gmail_login, classified answers, spam, paging, no secret shown;
-and the configuration of both API sections."""
+refresh-token credentials, whether or not Gmail splits words at dots, late arrivals after a
+restart, gmail_login, classified answers, spam (listed only with includeSpamTrash), paging,
+no secret shown; and the configuration of both API sections."""
 
 from __future__ import annotations
 
@@ -9,22 +10,29 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from exporter import probes
+from exporter import message, probes
 from exporter.config import ConfigError, Target, parse
+from exporter.message import PROBE_HEADER, ProbeIds
 from exporter.outcome import Check, Phase, Reason
 from exporter.probes.context import ProbeContext
 from exporter.probes.roundtrip import compose
 from exporter.serve import metrics, ondemand
 from exporter.trace import Trace
+from exporter.transports import gmail as transport
 from exporter.transports import registry
 from exporter.transports.oauth import request_form
 from testing.simulators.gmail import FULL_SCOPE, MODIFY_SCOPE, GmailSimulator, google_error
-from testing.targets import fixed_ids
+from testing.targets import fixed_ids, probe_context
 
 DOMAIN = "gmail.example"
 _numbers = itertools.count(1)
@@ -79,6 +87,84 @@ def gmail_target(sim: GmailSimulator, address: str, credentials: str, extra: str
 def sa_target(sim: GmailSimulator, directory: Path, address: str | None = None) -> Target:
     address = address or mailbox(sim)
     return gmail_target(sim, address, service_account(sim, address, directory))
+
+
+API = "/gmail/v1/*"
+BUDGET = 10
+"""Gmail API requests a round trip may make in the default configuration (empty mailbox)."""
+
+
+@contextmanager
+def reading(sim: GmailSimulator, **modes: Any) -> Iterator[None]:
+    """The simulator in other modes for a while."""
+    before = {name: getattr(sim, name) for name in modes}
+    for name, value in modes.items():
+        setattr(sim, name, value)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            setattr(sim, name, value)
+
+
+def lists(sim: GmailSimulator) -> list[dict[str, str]]:
+    """The query of every users.messages.list request so far."""
+    return [
+        dict(r.query) for r in sim.requests if r.method == "GET" and r.path.endswith("/messages")
+    ]
+
+
+@pytest.mark.parametrize("tokens", ["strict", "punctuation"])
+async def test_the_probe_is_found_whether_or_not_words_split_at_dots(
+    gmail: GmailSimulator, context: ProbeContext, tmp_path: Path, tokens: str
+) -> None:
+    """Gmail matches whole words and does not say whether the probe id splits at its dots:
+    the search holds only the subject's fixed words, so the probe is found either way, within
+    the request budget, and never by a piece of its id."""
+    address = mailbox(gmail)
+    probe_target = sa_target(gmail, tmp_path, address)
+    with reading(gmail, tokens=tokens):
+        for _ in range(2):
+            before = gmail.count_requests(pattern=API)
+            result = await probes.run(probe_target, Check.ROUNDTRIP, context, time_limit=5)
+            assert result.success, result
+            used = gmail.count_requests(pattern=API) - before
+            assert used == result.found.requests <= BUDGET, used
+    assert gmail.messages(address) == []
+    assert all(fixed_ids(context).prefix not in query.get("q", "") for query in lists(gmail))
+
+
+async def test_late_arrivals_after_a_restart(
+    gmail: GmailSimulator, context: ProbeContext, tmp_path: Path
+) -> None:
+    """Probes that arrived hours ago, after their round trip gave up and before a restart (one
+    in the Inbox, one in Spam), are found, counted late and deleted; a lookalike stays."""
+    address = mailbox(gmail)
+    probe_target = sa_target(gmail, tmp_path, address)
+    earlier = ProbeIds(context.ids.key)
+    hours_ago = datetime.now(UTC) - timedelta(hours=3)
+    for labels in (("INBOX", "UNREAD"), ("SPAM", "UNREAD")):
+        probe_id = earlier.new("t")
+        gmail.put_message(
+            address,
+            labels,
+            subject=message.subject(probe_id),
+            headers=[(PROBE_HEADER, probe_id)],
+            received=hours_ago,
+        )
+    forged = f"{earlier.prefix}.{'0' * 16}.{'1' * 24}"
+    lookalike = gmail.put_message(
+        address, subject=message.subject(forged), headers=[(PROBE_HEADER, forged)]
+    )
+    restarted = probe_context(ProbeIds(context.ids.key))
+    try:
+        result = await probes.run(probe_target, Check.ROUNDTRIP, restarted, time_limit=5)
+    finally:
+        await restarted.close()
+    assert result.success, result
+    assert (result.found.late_arrivals, result.found.cleanup_deleted) == (2, 3)
+    assert result.found.lookalikes == 1
+    assert [m.id for m in gmail.messages(address)] == [lookalike.id]
 
 
 async def test_roundtrip_with_a_service_account(
@@ -158,6 +244,9 @@ async def test_probe_in_spam_is_junk_at_once_and_cleaned(
     assert result.duration < 5, "found at the next look, not at the timeout"
     assert result.found.junk and result.found.delivery_seconds is not None
     assert gmail.messages(probe_target.mail_to) == []
+    spam = [query for query in lists(gmail) if query.get("labelIds") == "SPAM"]
+    assert spam and all(query.get("includeSpamTrash") == "true" for query in spam)
+    assert not [query for query in lists(gmail) if "in:spam" in query.get("q", "")]
 
 
 async def test_500_messages_within_the_request_budget(
@@ -358,8 +447,8 @@ async def test_no_secret_on_any_surface(
         ),
         (
             "    graph: {mailbox: a@b.example, tenant: t, client_id: c, client_secret: s,\n"
-            "            search: body}\n",
-            "targets[0].graph.search: expected header or subject, got 'body'",
+            "            search: subject}\n",
+            "line 4: targets[0].graph.search: is no longer used",
         ),
         (
             "    gmail: {mailbox: a@b.example}\n",
@@ -425,3 +514,35 @@ def test_api_sections_default_their_roles_and_checks(tmp_path: Path) -> None:
     assert national.oauth2 is not None
     assert national.oauth2.token_url == "https://login.microsoftonline.us/t/oauth2/v2.0/token"
     assert national.host == "graph.microsoft.us"
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=40),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=20), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["id", "payload"]),
+        _json
+        | st.fixed_dictionaries(
+            {"headers": _json | st.lists(st.fixed_dictionaries({"name": _json, "value": _json}))}
+        ),
+    )
+)
+@settings(max_examples=300, derandomize=True, deadline=None)
+def test_any_message_resource_reads_as_headers_or_none(item: dict[str, Any]) -> None:
+    """users.messages.get answers come from the API: whatever the JSON holds, a header reads
+    as a string, never an exception."""
+    for name in transport.METADATA:
+        assert isinstance(transport._header(item, name), str)
+
+
+def test_the_query_holds_only_the_subjects_fixed_words() -> None:
+    probe_id = ProbeIds().new("t")
+    assert message.subject(probe_id) == f"{transport.WORDS} {probe_id}"
+    assert transport.QUERY == 'subject:"mailbox-exporter probe" newer_than:1d'

@@ -1,25 +1,36 @@
-"""The Graph transport against the Graph simulator: round trips, login checks, every
-classified answer in its phase, paging within the request budget, and no secret shown."""
+"""The Graph transport against the Graph simulator: round trips in every reading of the
+references the simulator offers (x-headers never promoted, promoted from the second message,
+subjects tagged by a transport rule, national clouds without permanentDelete), late arrivals
+after a restart, login checks, every classified answer in its phase, paging within the
+request budget, and no secret shown."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from exporter import probes
-from exporter.config import Target, parse
+from exporter import message, probes
+from exporter.config import ConfigError, Target, parse
+from exporter.config.model import GRAPH_CLOUDS, GraphCloud, GraphConfig
+from exporter.message import PROBE_HEADER, ProbeIds
 from exporter.outcome import Check, Phase, Reason
 from exporter.probes.context import ProbeContext
 from exporter.result import ProbeResult
 from exporter.serve import metrics, ondemand
+from exporter.transports import graph as transport
 from exporter.transports.oauth import request_form
-from testing.simulators.graph import GraphSimulator, self_signed_certificate
-from testing.targets import fixed_ids
+from testing.simulators.graph import CLOUD_GRAPH, GraphSimulator, self_signed_certificate
+from testing.targets import fixed_ids, probe_context
 
 TENANT = "00000000-0000-0000-0000-0000000000aa"
 DOMAIN = "contoso.example"
@@ -88,11 +99,32 @@ def lookalike_headers(context: ProbeContext) -> list[tuple[str, str]]:
 
 
 def probe_copies(sim: GraphSimulator, address: str) -> list[tuple[str, str]]:
+    """Messages that carry a probe id, in any folder (Deleted Items too), by header or by
+    Message-ID."""
     return [
         (sim.folder_name(address, m), m.subject)
         for m in sim.messages(address)
-        if m.subject.startswith("mailbox-exporter probe")
+        if m.header(PROBE_HEADER) or transport.from_message_id(m.internet_message_id)
     ]
+
+
+API = "/v1.0/*"
+"""The Graph API's requests (not the token endpoint's), as the simulator records them."""
+BUDGET = 10
+"""Graph requests a round trip may make in the default configuration."""
+
+
+@contextmanager
+def reading(sim: GraphSimulator, **modes: Any) -> Iterator[None]:
+    """The simulator in other modes for a while."""
+    before = {name: getattr(sim, name) for name in modes}
+    for name, value in modes.items():
+        setattr(sim, name, value)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            setattr(sim, name, value)
 
 
 async def test_roundtrip_finds_its_probe_and_deletes_only_it(
@@ -330,13 +362,11 @@ async def test_classified_answers(
     assert other.success and other.found.retry_after is None
 
 
-async def test_500_messages_paged_by_ten_within_the_request_budget(
+async def test_500_messages_within_the_request_budget(
     graph: GraphSimulator, context: ProbeContext
 ) -> None:
-    """Ten per page is Graph's default. Forty lookalikes newer than the probe put it on the
-    fifth page of the search; it is still found, and a look costs at most MAX_PAGES pages."""
-    from datetime import UTC, datetime, timedelta
-
+    """Forty lookalikes newer than the probe put it on the second page of a look; it is still
+    found, and a look reads at most PAGES pages of PAGE_SIZE."""
     address = mailbox(graph)
     for n in range(460):
         graph.put_message(address, subject=f"ordinary mail {n}")
@@ -352,24 +382,187 @@ async def test_500_messages_paged_by_ten_within_the_request_budget(
     result = await probes.run(graph_target(graph, address), Check.ROUNDTRIP, context)
     assert result.success, result
     assert result.found.lookalikes == 40 and len(graph.messages(address)) == 500
-    assert result.found.requests <= 40, result.found.requests
+    assert result.found.requests <= 20, result.found.requests
+    assert transport.PAGE_SIZE * (transport.PAGES - 1) < 41 <= transport.PAGE_SIZE * transport.PAGES
 
 
-async def test_subject_search(graph: GraphSimulator, context: ProbeContext) -> None:
-    """Where Exchange does not keep the header as a property, the subject finds the probe."""
-    probe_target = graph_target(graph, extra="")
-    section = probe_target.section("graph")
-    text = graph_section(graph, probe_target.mail_to, "").replace(
-        "      poll_interval", "      search: subject\n      poll_interval"
-    )
-    assert section is not None
-    graph.promote_x_headers = False
+READINGS = [
+    pytest.param({"x_header_promotion": "never"}, id="x-headers never promoted"),
+    pytest.param({"x_header_promotion": "after-first"}, id="promoted from the second message"),
+    pytest.param({"subject_tag": "[EXTERNAL] "}, id="subjects tagged by a transport rule"),
+]
+
+
+@pytest.mark.parametrize("modes", READINGS)
+async def test_the_default_configuration_in_every_reading(
+    graph: GraphSimulator, context: ProbeContext, modes: dict[str, Any]
+) -> None:
+    """Whether Exchange keeps X- headers as extended properties, and what a transport rule
+    does to subjects, do not matter: the mailbox's first probe and a later one are found,
+    verified and deleted within the request budget."""
+    address = mailbox(graph)
+    probe_target = graph_target(graph, address)
+    with reading(graph, **modes):
+        for _ in range(2):
+            before = graph.count_requests(pattern=API)
+            result = await probes.run(probe_target, Check.ROUNDTRIP, context, time_limit=5)
+            assert result.success, result
+            assert result.found.cleanup_deleted == 1 and result.found.lookalikes == 0
+            used = graph.count_requests(pattern=API) - before
+            assert used == result.found.requests <= BUDGET, used
+    assert probe_copies(graph, address) == []
+
+
+async def test_late_arrivals_after_a_restart_in_the_strictest_reading(
+    graph: GraphSimulator, context: ProbeContext
+) -> None:
+    """Probes that arrived after their round trip gave up, hours ago and before a restart
+    (one in the Inbox, one in Junk Email), are found without x-header promotion, counted late
+    and deleted; a lookalike stays."""
+    address = mailbox(graph)
+    probe_target = graph_target(graph, address)
+    earlier = ProbeIds(context.ids.key)
+    hours_ago = datetime.now(UTC) - timedelta(hours=3)
+    for folder in ("inbox", "junkemail"):
+        probe_id = earlier.new("t")
+        graph.put_message(
+            address,
+            folder,
+            subject=message.subject(probe_id),
+            headers=[(PROBE_HEADER, probe_id)],
+            received=hours_ago,
+        )
+    forged = f"{earlier.prefix}.{'0' * 16}.{'1' * 24}"
+    graph.put_message(address, subject="hello", headers=[(PROBE_HEADER, forged)])
+    restarted = probe_context(ProbeIds(context.ids.key))
     try:
-        credentials = secret_app(graph, probe_target.mail_to)
-        subject_target = target(text.replace("      graph_url", credentials + "      graph_url"))
-        assert (await probes.run(subject_target, Check.ROUNDTRIP, context)).success
+        with reading(graph, x_header_promotion="never", subject_tag="[EXTERNAL] "):
+            result = await probes.run(probe_target, Check.ROUNDTRIP, restarted, time_limit=5)
     finally:
-        graph.promote_x_headers = True
+        await restarted.close()
+    assert result.success, result
+    assert (result.found.late_arrivals, result.found.cleanup_deleted) == (2, 3)
+    assert result.found.requests <= BUDGET
+    assert probe_copies(graph, address) == [("inbox", "hello")]
+
+
+@pytest.mark.parametrize("cloud", ["usgov", "usgov-dod", "china"])
+async def test_national_clouds_delete_without_permanent_delete(
+    graph: GraphSimulator, context: ProbeContext, cloud: GraphCloud
+) -> None:
+    """Where permanentDelete does not exist, a probe is moved to Deleted Items and deleted
+    there: nothing is left in any folder. The token is asked for the cloud's Graph."""
+    address = mailbox(graph)
+    credentials = secret_app(graph, address) + f"      cloud: {cloud}\n"
+    probe_target = target(graph_section(graph, address, credentials))
+    oauth2 = probe_target.section("graph").oauth2
+    assert oauth2 is not None and oauth2.scope == CLOUD_GRAPH[cloud] + "/.default"
+    with reading(graph, cloud=cloud):
+        before = graph.count_requests(pattern=API)
+        refused = graph.count_requests(pattern="*/permanentDelete")
+        result = await probes.run(probe_target, Check.ROUNDTRIP, context, time_limit=5)
+        assert result.success, result
+        assert graph.count_requests(pattern="*/permanentDelete") == refused
+        assert graph.count_requests(pattern=API) - before <= BUDGET
+    assert result.found.cleanup_deleted == 1 and not result.found.cleanup_failed
+    assert graph.messages(address) == []
+
+
+@pytest.mark.parametrize("cloud", get_args(GraphCloud))
+def test_a_cloud_sets_the_endpoints_and_the_scope(cloud: GraphCloud) -> None:
+    section = (
+        parse(
+            "targets:\n  - name: a\n    graph: {mailbox: a@b.example, tenant: t, client_id: c, "
+            f"client_secret: s, cloud: {cloud}}}\n"
+        )
+        .targets[0]
+        .section("graph")
+    )
+    assert isinstance(section, GraphConfig)
+    settings = GRAPH_CLOUDS[cloud]
+    assert section.graph_url == settings.graph + "/v1.0" and section.cloud == cloud
+    assert section.oauth2 is not None
+    assert section.oauth2.token_url == settings.login + "/t/oauth2/v2.0/token"
+    assert section.oauth2.scope == settings.graph + "/.default" == CLOUD_GRAPH[cloud] + "/.default"
+    assert settings.permanent_delete is (cloud == "global")
+
+
+def test_the_clouds_hosts_and_explicit_endpoints_win() -> None:
+    hosts = {
+        cloud: (GRAPH_CLOUDS[cloud].graph, GRAPH_CLOUDS[cloud].login) for cloud in GRAPH_CLOUDS
+    }
+    assert hosts == {
+        "global": ("https://graph.microsoft.com", "https://login.microsoftonline.com"),
+        "usgov": ("https://graph.microsoft.us", "https://login.microsoftonline.us"),
+        "usgov-dod": ("https://dod-graph.microsoft.us", "https://login.microsoftonline.us"),
+        "china": ("https://microsoftgraph.chinacloudapi.cn", "https://login.chinacloudapi.cn"),
+    }
+    section = (
+        parse(
+            "targets:\n  - name: a\n    graph: {mailbox: a@b.example, tenant: t, client_id: c, "
+            "client_secret: s, cloud: china, graph_url: 'http://127.0.0.1:1/v1.0', "
+            "login_url: 'http://127.0.0.1:2', scope: 'https://example.test/.default'}\n"
+        )
+        .targets[0]
+        .section("graph")
+    )
+    assert isinstance(section, GraphConfig)
+    assert (section.graph_url, section.cloud) == ("http://127.0.0.1:1/v1.0", "china")
+    assert section.oauth2 is not None
+    assert section.oauth2.token_url == "http://127.0.0.1:2/t/oauth2/v2.0/token"
+    assert section.oauth2.scope == "https://example.test/.default"
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("cloud: germany", "graph.cloud: expected one of global, usgov, usgov-dod, china"),
+        ("search: header", "graph.search: is no longer used"),
+    ],
+)
+def test_graph_settings_refused(setting: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse(
+            "targets:\n  - name: a\n    graph: {mailbox: a@b.example, tenant: t, client_id: c, "
+            f"client_secret: s, {setting}}}\n"
+        )
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=40),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=20), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["id", "subject", "internetMessageId", "internetMessageHeaders"]),
+        _json | st.lists(st.fixed_dictionaries({"name": _json, "value": _json}), max_size=3),
+    )
+)
+@settings(max_examples=300, derandomize=True, deadline=None)
+def test_any_listed_item_is_read_without_error(item: dict[str, Any]) -> None:
+    """A listed message comes from the API: whatever its JSON holds, it reads as an envelope
+    whose probe id is a string (verified later), never an exception."""
+    probe_id = transport.probe_id(item)
+    assert isinstance(probe_id, str)
+    json.dumps(transport._envelope(item).__dict__)
+
+
+@given(st.text(max_size=80))
+@settings(max_examples=300, derandomize=True, deadline=None)
+def test_a_message_id_names_a_probe_only_in_the_probes_form(value: str) -> None:
+    found = transport.from_message_id(value)
+    assert found == "" or dict(message.headers(found))["Message-ID"] == value.strip()
+
+
+def test_a_probes_message_id_names_it() -> None:
+    probe_id = ProbeIds().new("t")
+    assert transport.from_message_id(dict(message.headers(probe_id))["Message-ID"]) == probe_id
+    assert transport.probe_id({"internetMessageId": f"<{probe_id}@example.com>"}) == ""
 
 
 async def test_probe_in_junk_is_junk_at_once_and_cleaned(

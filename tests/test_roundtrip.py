@@ -158,3 +158,16 @@ async def test_a_real_mailbox_keeps_everything_but_our_probes(
         if any(h and h.encode() in p.read_bytes() for h in ours_before)
     ]
     assert message.PROBE_HEADER == "X-Mailbox-Probe-Id"
+
+
+def test_a_report_is_no_arrival_even_behind_a_transport_rules_tag() -> None:
+    probe_id = OURS.new(TARGET)
+    subjects = {
+        "1": message.subject(probe_id),
+        "2": f"Undeliverable: {message.subject(probe_id)}",
+        "3": f"[EXTERNAL] [SPAM?] Undeliverable: {message.subject(probe_id)}",
+        "4": f"[EXTERNAL] {message.subject(probe_id)}",
+    }
+    envelopes = {ref: Envelope(probe_id, subject=subject) for ref, subject in subjects.items()}
+    ours, lookalikes = sort_out(envelopes, OURS, TARGET)
+    assert set(ours) == {"1", "4"} and lookalikes == {"2", "3"}

@@ -20,8 +20,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from testing.simulators.gmail import FULL_SCOPE, MODIFY_SCOPE, GmailSimulator, google_error
+from testing.simulators.gmail import (
+    FULL_SCOPE,
+    MODIFY_SCOPE,
+    GmailMessage,
+    GmailSimulator,
+    google_error,
+)
 from testing.simulators.graph import (
     GRAPH_SCOPE,
     GraphSimulator,
@@ -273,7 +281,7 @@ async def test_graph_send_delivers_after_the_delay_and_keeps_a_sent_copy(
     assert arrived.subject == "probe p-1"
     assert arrived.header("X-Probe-Id") == "p-1"
     assert arrived.internet_message_id == sent.internet_message_id
-    assert arrived.extended[extended_header_id("X-Probe-Id")] == "p-1"
+    assert arrived.extended == {}  # x-headers are never promoted unless asked for
 
     async with http.post(
         f"{graph.graph_url}/users/{MAILBOX}/sendMail",
@@ -317,6 +325,7 @@ async def _list(
 async def test_graph_filters_find_the_probe_without_scanning(
     http: aiohttp.ClientSession, graph: GraphSimulator
 ) -> None:
+    graph.x_header_promotion = "always"
     probe = graph.put_message(
         MAILBOX, subject="[probe] token-42", headers={"X-Probe-Id": "token-42"}
     )
@@ -661,6 +670,128 @@ def test_graph_serves_from_a_thread_for_sync_fixtures() -> None:
         graph.stop()
 
 
+async def _header_filter(
+    http: aiohttp.ClientSession, graph: GraphSimulator, value: str
+) -> list[str]:
+    prop = extended_header_id("X-Probe-Id")
+    status, body = await _list(
+        http,
+        graph,
+        "/mailFolders/inbox/messages",
+        **{
+            "$filter": f"singleValueExtendedProperties/any(ep: ep/id eq '{prop}' and "
+            f"ep/value eq '{value}')"
+        },
+    )
+    assert status == 200
+    return [m["id"] for m in body["value"]]
+
+
+@pytest.mark.parametrize(
+    ("mode", "found"),
+    [("never", [False, False]), ("after-first", [False, True]), ("always", [True, True])],
+)
+async def test_graph_x_header_promotion_modes(
+    http: aiohttp.ClientSession, graph: GraphSimulator, mode: Any, found: list[bool]
+) -> None:
+    """The extended-property filter finds an x-header never, from the second message of the
+    mailbox that carries it, or always; ``internetMessageHeaders`` has it every time."""
+    graph.x_header_promotion = mode
+    messages = [
+        graph.put_message(MAILBOX, subject=f"m{n}", headers={"X-Probe-Id": f"v{n}"})
+        for n in range(2)
+    ]
+    for n, message in enumerate(messages):
+        assert (await _header_filter(http, graph, f"v{n}") == [message.id]) is found[n]
+        assert message.header("X-Probe-Id") == f"v{n}"
+
+
+async def _smtp_to(port: int, sender: str, to: str, subject: str, **headers: str) -> None:
+    mail = EmailMessage()
+    mail["From"] = sender
+    mail["To"] = to
+    mail["Subject"] = subject
+    mail["Message-ID"] = f"<{uuid.uuid4().hex}@elsewhere.example>"
+    for name, value in headers.items():
+        mail[name.replace("_", "-")] = value
+    mail.set_content("hi")
+    await aiosmtplib.send(mail, hostname="127.0.0.1", port=port)
+
+
+async def test_graph_transport_rule_tags_delivered_subjects(
+    http: aiohttp.ClientSession, graph: GraphSimulator
+) -> None:
+    graph.subject_tag = "[EXTERNAL] "
+    await _smtp_to(graph.smtp_port, "a@elsewhere.example", MAILBOX, "probe 42")
+    async with http.post(
+        f"{graph.graph_url}/users/{MAILBOX}/sendMail", headers=_auth(graph), json=_mail(MAILBOX)
+    ) as response:
+        assert response.status == 202
+    await _until(lambda: len(graph.messages(MAILBOX, "inbox")) == 2)
+    assert sorted(m.subject for m in graph.messages(MAILBOX, "inbox")) == [
+        "[EXTERNAL] probe",
+        "[EXTERNAL] probe 42",
+    ]
+    assert all(
+        (m.header("Subject") or "").startswith("[EXTERNAL] ")
+        for m in graph.messages(MAILBOX, "inbox")
+    )
+    status, body = await _list(
+        http, graph, "/mailFolders/inbox/messages", **{"$filter": "startswith(subject,'probe')"}
+    )
+    assert (status, body["value"]) == (200, [])
+    graph.put_message(MAILBOX, subject="probe placed")  # not delivered: not tagged
+    assert "probe placed" in [m.subject for m in graph.messages(MAILBOX)]
+
+
+async def test_graph_national_cloud_has_no_permanent_delete(
+    http: aiohttp.ClientSession, graph: GraphSimulator
+) -> None:
+    """US Government L5: the token is for dod-graph.microsoft.us; permanentDelete is refused;
+    move to Deleted Items then DELETE ends the message there."""
+    graph.cloud = "usgov-dod"
+    status, body = await _token(http, graph, client_secret="s3cret")
+    assert (status, body["error"]) == (400, "invalid_scope")
+    status, body = await _token(
+        http, graph, client_secret="s3cret", scope="https://dod-graph.microsoft.us/.default"
+    )
+    assert status == 200
+    auth = {"Authorization": "Bearer " + body["access_token"]}
+    base = f"{graph.graph_url}/users/{MAILBOX}/messages"
+    message = graph.put_message(MAILBOX, subject="one")
+    async with http.post(f"{base}/{message.id}/permanentDelete", headers=auth) as response:
+        assert response.status == 400
+        error = (await response.json())["error"]
+    assert (error["code"], error["message"]) == (
+        "BadRequest",
+        "Resource not found for the segment 'permanentDelete'.",
+    )
+    async with http.post(
+        f"{base}/{message.id}/move", headers=auth, json={"destinationId": "deleteditems"}
+    ) as response:
+        moved = await response.json()
+    async with http.delete(f"{base}/{moved['id']}", headers=auth) as response:
+        assert response.status == 204
+    assert graph.messages(MAILBOX) == []
+
+
+async def test_graph_smtp_submission_leaves_a_sent_copy_without_headers(
+    http: aiohttp.ClientSession, graph: GraphSimulator
+) -> None:
+    graph.smtp_sent_copies = True
+    await _smtp_to(graph.smtp_port, MAILBOX, OTHER, "from the device", X_Probe_Id="d-1")
+    await _smtp_to(graph.smtp_port, "a@elsewhere.example", OTHER, "from outside")
+    await _until(lambda: len(graph.messages(OTHER, "inbox")) == 2)
+    [copy] = graph.messages(MAILBOX, "sentitems")
+    [delivered] = [m for m in graph.messages(OTHER) if m.subject == "from the device"]
+    assert copy.subject == "from the device" and copy.headers == []
+    assert copy.internet_message_id == delivered.internet_message_id
+    status, body = await _list(
+        http, graph, f"/messages/{copy.id}", **{"$select": "internetMessageHeaders"}
+    )
+    assert (status, body["internetMessageHeaders"]) == (200, [])
+
+
 # ================================================================ Gmail
 
 
@@ -829,9 +960,62 @@ async def test_gmail_mail_to_self_is_one_message_and_spam_is_hidden(
         spam = gmail.put_message(GMAILBOX, ["SPAM"], subject="junk")
         _status, body = await _glist(http, gmail)
         assert spam.id not in [m["id"] for m in body["messages"]]
-        for params in ({"q": "in:spam"}, {"labelIds": "SPAM"}, {"includeSpamTrash": "true"}):
-            _status, body = await _glist(http, gmail, **params)
-            assert spam.id in [m["id"] for m in body["messages"]], params
+        asked = ({"q": "in:spam"}, {"labelIds": "SPAM"}, {"includeSpamTrash": "true"})
+        for mode, seen in (("include-only", [False, False, True]), ("query-or-label", [True] * 3)):
+            gmail.spam_trash = mode  # type: ignore[assignment]
+            for params, expected in zip(asked, seen, strict=True):
+                _status, body = await _glist(http, gmail, **params)
+                ids = [m["id"] for m in body.get("messages", [])]
+                assert (spam.id in ids) is expected, (mode, params)
+
+
+@pytest.mark.parametrize(
+    ("query", "strict", "split"),
+    [
+        ('subject:"mailbox-exporter probe"', True, True),
+        ('subject:"mailbox-exporter probe abc123"', False, True),
+        ("subject:abc123", False, True),
+        ("subject:abc123.t0.n1.m2", True, True),
+        ("subject:(probe mailbox-exporter)", True, True),
+        ('subject:"probe mailbox-exporter"', False, False),
+        ("subject:export", False, False),
+        ("subject:EXTERNAL", True, True),
+        ('"mailbox-exporter probe"', True, True),
+        ("abc123", False, True),
+        ("-subject:abc123", True, False),
+    ],
+)
+async def test_gmail_matches_whole_words(
+    http: aiohttp.ClientSession, gmail: GmailSimulator, query: str, strict: bool, split: bool
+) -> None:
+    """Words, never parts of one; ``strict`` never splits at dots, ``punctuation`` does."""
+    message = gmail.put_message(
+        GMAILBOX, subject="[EXTERNAL] mailbox-exporter probe abc123.t0.n1.m2"
+    )
+    for mode, expected in (("strict", strict), ("punctuation", split)):
+        gmail.tokens = mode  # type: ignore[assignment]
+        _status, body = await _glist(http, gmail, q=query)
+        assert ([m["id"] for m in body.get("messages", [])] == [message.id]) is expected, mode
+
+
+@given(st.text(alphabet=st.sampled_from(list(' -:"()abz.09OR{}<>@')), max_size=40))
+@settings(max_examples=300, derandomize=True, deadline=None)
+def test_any_gmail_query_parses_into_terms(query: str) -> None:
+    """Whatever ``q`` holds, the search answers: terms, never an exception."""
+    raw = b"Subject: [EXTERNAL] mailbox-exporter probe a.b.0\r\nMessage-ID: <a@b>\r\n\r\nz 9\r\n"
+    message = GmailMessage("1", "1", {"INBOX"}, raw, int(time.time() * 1000), 1)
+    for tokens in ("strict", "punctuation"):
+        for term in GmailSimulator()._parse_query(query):
+            assert isinstance(term.matches(message, tokens), bool)
+
+
+async def test_gmail_smtp_submission_leaves_a_sent_copy(gmail: GmailSimulator) -> None:
+    gmail.smtp_sent_copies = True
+    await _smtp_to(gmail.smtp_port, GMAILBOX, GOTHER, "from the device")
+    await _smtp_to(gmail.smtp_port, "a@elsewhere.example", GOTHER, "from outside")
+    await _until(lambda: len(gmail.messages(GOTHER)) == 2)
+    [copy] = gmail.messages(GMAILBOX)
+    assert (copy.labels, copy.subject) == ({"SENT"}, "from the device")
 
 
 async def test_gmail_pages_and_counts(http: aiohttp.ClientSession, gmail: GmailSimulator) -> None:

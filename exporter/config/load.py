@@ -25,9 +25,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from exporter.config import budget
 from exporter.config.checks import CHECKS
 from exporter.config.document import MAX_BYTES, Lines, parse_document
 from exporter.config.model import (
+    GRAPH_CLOUDS,
     MAX_CONCURRENT_PROBES,
     TLS_MODES,
     Config,
@@ -40,6 +42,7 @@ from exporter.config.model import (
     LoginBackoff,
     MicrosoftStatus,
     MxConfig,
+    NationalCloud,
     OAuth2Config,
     OnDemand,
     ProviderStatus,
@@ -54,9 +57,10 @@ from exporter.config.model import (
 )
 from exporter.outcome import Check
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
-_ADDRESS = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+$")
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
+# Every pattern is matched with fullmatch: "$" would also match before a final line break.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}")
+_ADDRESS = re.compile(r"[^@\s<>\"]+@[^@\s<>\"]+")
+_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?")
 _DEFAULT_PORTS = {
     ("smtp", "starttls"): 587,
     ("smtp", "implicit"): 465,
@@ -69,7 +73,7 @@ _DEFAULT_PORTS = {
 
 def parse_duration(text: str) -> float:
     """Seconds in a Prometheus-style duration such as ``30s``, ``2m``, ``1m30s`` or ``500ms``."""
-    match = _DURATION.match(text.strip())
+    match = _DURATION.fullmatch(text.strip())
     if not text.strip() or not match or not any(match.groups()):
         raise ValueError(f"expected a duration such as 30s, 2m or 1h30m, got {text!r}")
     hours, minutes, seconds, millis = (int(g) if g else 0 for g in match.groups())
@@ -96,7 +100,7 @@ class _Reader:
         self.environ = environ
 
     def fail(self, path: str, message: str) -> ConfigError:
-        return ConfigError(path, message, self.lines.of(path))
+        return ConfigError(_printable(path), message, self.lines.of(path))
 
     def mapping(self, value: Any, path: str, allowed: Iterable[str]) -> dict[str, Any]:
         if value is None:
@@ -169,7 +173,7 @@ class _Reader:
 
     def address(self, value: Any, path: str) -> str:
         text = self.string(value, path)
-        if not _ADDRESS.match(text):
+        if not _ADDRESS.fullmatch(text):
             raise self.fail(
                 path, f"expected a mail address such as probe@example.com, got {text!r}"
             )
@@ -177,7 +181,7 @@ class _Reader:
 
     def name(self, value: Any, path: str) -> str:
         text = self.string(value, path) if not isinstance(value, int | float) else str(value)
-        if not _NAME.match(text):
+        if not _NAME.fullmatch(text):
             raise self.fail(
                 path,
                 "expected 1 to 63 letters, digits or '_.:-', starting with a letter or digit, "
@@ -273,7 +277,9 @@ class _Reader:
     def oauth2(self, value: Any, path: str, protocol: str) -> OAuth2Config:
         data = self.mapping(value, path, OAUTH2_KEYS)
         provider = data.get("provider")
-        if provider is not None and provider not in OAUTH2_PRESETS:
+        if provider is not None and (
+            not isinstance(provider, str) or provider not in OAUTH2_PRESETS
+        ):
             raise self.fail(
                 _join(path, "provider"),
                 f"expected one of {', '.join(OAUTH2_PRESETS)}, got {provider!r}",
@@ -360,11 +366,17 @@ RESERVED_LABELS = frozenset(
         "protocol",
         "version",
         "le",
+        "method",
+        "result",
         "job",
         "instance",
     }
 )
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,62}$")
+"""Label names of the exporter's per-target series, and those Prometheus adds when it
+scrapes: a static label of the same name would clash in joins with ``mailbox_target_info``."""
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]{0,62}")
+MAX_LABEL_VALUE = 128
+"""Characters of a label value: a static label names a provider, region or team."""
 TOP_KEYS = ("global", "defaults", "targets", "provider_status")
 GLOBAL_KEYS = ("max_concurrent_probes", "probe_key_file", "on_demand", "login_backoff")
 ON_DEMAND_KEYS = ("roundtrip_every", "login_every")
@@ -427,9 +439,7 @@ def _imap(r: _Reader, data: dict[str, Any], path: str) -> ImapConfig:
     )
 
 
-GRAPH_URL = "https://graph.microsoft.com/v1.0"
-GRAPH_LOGIN_URL = "https://login.microsoftonline.com"
-GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+GRAPH_URL = GRAPH_CLOUDS["global"].graph + "/v1.0"
 MICROSOFT_APP_KEYS = (
     "tenant",
     "client_id",
@@ -444,7 +454,7 @@ MICROSOFT_APP_KEYS = (
     "tls_config",
 )
 """An Entra app's settings, for the graph section and for Service Health."""
-GRAPH_KEYS = ("mailbox", *MICROSOFT_APP_KEYS, "search", "poll_interval")
+GRAPH_KEYS = ("mailbox", *MICROSOFT_APP_KEYS, "cloud", "search", "poll_interval")
 GMAIL_URL = "https://gmail.googleapis.com"
 GMAIL_SCOPE = "https://mail.google.com/"
 GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
@@ -526,19 +536,24 @@ def _certificate_key(r: _Reader, data: dict[str, Any], path: str) -> SigningKey:
 
 
 def _microsoft_app(
-    r: _Reader, data: dict[str, Any], path: str, tls_config: TlsConfig
+    r: _Reader,
+    data: dict[str, Any],
+    path: str,
+    tls_config: TlsConfig,
+    cloud: NationalCloud = GRAPH_CLOUDS["global"],
 ) -> OAuth2Config:
     """An Entra app's app-only credentials: a client secret or a certificate (client
-    assertion), for Graph (mail, or Service Health)."""
+    assertion), for Graph (mail, or Service Health); the login host and the scope default to
+    ``cloud``'s."""
     tenant = r.get(data, "tenant", path, r.string)
-    login_url = _url(r, data, "login_url", path, GRAPH_LOGIN_URL)
+    login_url = _url(r, data, "login_url", path, cloud.login)
     secret_keys = ("client_secret", "client_secret_file", "client_secret_env")
     certificate = any(key in data for key in ("certificate_file", "private_key_file"))
     if certificate and any(key in data for key in secret_keys):
         raise r.fail(path, "set either a client secret or certificate_file, not both")
     return OAuth2Config(
         token_url=f"{login_url}/{tenant}/oauth2/v2.0/token",
-        scope=r.get(data, "scope", path, r.string, GRAPH_SCOPE),
+        scope=r.get(data, "scope", path, r.string, cloud.graph + "/.default"),
         grant="client_credentials",
         client_id=r.get(data, "client_id", path, r.string),
         client_secret=None if certificate else r.secret(data, path, "client_secret"),
@@ -550,16 +565,24 @@ def _microsoft_app(
 
 def _graph(r: _Reader, data: dict[str, Any], path: str) -> GraphConfig:
     tls_config = r.tls_config(data.get("tls_config"), _join(path, "tls_config"))
-    search = data.get("search", "header")
-    if search not in ("header", "subject"):
-        raise r.fail(_join(path, "search"), f"expected header or subject, got {search!r}")
+    if "search" in data:
+        raise r.fail(
+            _join(path, "search"),
+            "is no longer used: probes are found by reading the newest messages and their "
+            "headers; remove it",
+        )
+    cloud = data.get("cloud", "global")
+    if cloud not in GRAPH_CLOUDS:
+        known = ", ".join(GRAPH_CLOUDS)
+        raise r.fail(_join(path, "cloud"), f"expected one of {known}, got {cloud!r}")
+    settings = GRAPH_CLOUDS[cloud]
     return GraphConfig(
         username=r.get(data, "mailbox", path, r.address),
-        graph_url=_url(r, data, "graph_url", path, GRAPH_URL),
-        oauth2=_microsoft_app(r, data, path, tls_config),
+        graph_url=_url(r, data, "graph_url", path, settings.graph + "/v1.0"),
+        oauth2=_microsoft_app(r, data, path, tls_config, settings),
         tls_config=tls_config,
         poll_interval=r.get(data, "poll_interval", path, r.duration, 2.0),
-        search=search,
+        cloud=cloud,
     )
 
 
@@ -626,7 +649,10 @@ def _gmail(r: _Reader, data: dict[str, Any], path: str) -> GmailConfig:
 
 MX_KEYS = ("mail_from", "resolver", "port", "tls", "tls_config", "dkim")
 DKIM_KEYS = ("domain", "selector", "private_key_file")
-_DNS_NAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?)+$")
+_DNS_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
+_DNS_NAME = re.compile(rf"(?=.{{1,253}}\Z){_DNS_LABEL}(?:\.{_DNS_LABEL})*\.?")
+"""Labels joined by dots, so that a name splits into labels one way only: an optional dot
+after each label let a long invalid name be tried in exponentially many splits."""
 
 
 def _resolver(r: _Reader, value: Any, path: str) -> tuple[str, int]:
@@ -654,7 +680,7 @@ def _dkim(r: _Reader, value: Any, path: str) -> DkimKey:
     names: dict[str, str] = {}
     for key in ("domain", "selector"):
         names[key] = r.get(data, key, path, r.string)
-        if not _DNS_NAME.match(names[key]):
+        if not _DNS_NAME.fullmatch(names[key]):
             raise r.fail(_join(path, key), f"expected a DNS name, got {names[key]!r}")
     r.get(data, "private_key_file", path, r.string)
     pem = _read_small(r, data, "private_key_file", path)
@@ -861,10 +887,11 @@ def _target(r: _Reader, raw: Any, defaults: dict[str, Any], path: str) -> Target
     mail_to = _mail_address(
         r, merged, path, "to", receiver.username if receiver else "", needs_mail
     )
+    hosted = sender is not None and budget.cap_of(sender) is not None
     return replace(
         probe,
         checks=checks,
-        schedules=_schedules(r, merged, path, checks),
+        schedules=_schedules(r, merged, path, checks, hosted),
         mail_from=mail_from,
         mail_to=mail_to,
     )
@@ -880,7 +907,12 @@ def _default_checks(target: Target, sections: Mapping[str, TransportConfig]) -> 
 
 
 def _labels(r: _Reader, defaults: Any, own: Any, path: str) -> dict[str, str]:
-    """``labels``: static label names and values, the defaults' merged with the target's."""
+    """``labels``: static label names and values, the defaults' merged with the target's.
+
+    Names as Prometheus takes them (not ``__``-prefixed, none of the exporter's own); values
+    any text that UTF-8 can carry (the exposition escapes backslashes, quotes and line
+    breaks), so that no configuration can break ``/metrics``.
+    """
     labels: dict[str, str] = {}
     for where, value in (("defaults.labels", defaults), (_join(path, "labels"), own)):
         if value is None:
@@ -888,23 +920,36 @@ def _labels(r: _Reader, defaults: Any, own: Any, path: str) -> dict[str, str]:
         if not isinstance(value, dict):
             raise r.fail(where, f"expected a mapping of label names to values, got {_kind(value)}")
         for key, item in value.items():
-            key_path = _join(where, str(key))
-            if not _LABEL_NAME.match(str(key)) or str(key).startswith("__"):
-                raise r.fail(key_path, "expected a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)")
-            if key in RESERVED_LABELS:
-                raise r.fail(key_path, f"{key} is a label of the exporter's own metrics")
+            name = str(key)
+            key_path = _join(where, name)
+            if not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
+                raise r.fail(
+                    key_path,
+                    "expected a Prometheus label name: up to 63 of [a-zA-Z0-9_], not starting "
+                    "with a digit or __",
+                )
+            if name in RESERVED_LABELS:
+                raise r.fail(key_path, f"{name} is a label of the exporter's own metrics")
             if not isinstance(item, str | int | float) or isinstance(item, bool) or not str(item):
                 raise r.fail(key_path, "expected a non-empty string")
-            if len(str(item)) > 128:
-                raise r.fail(key_path, "longer than 128 characters")
-            labels[str(key)] = str(item)
+            text = str(item)
+            if len(text) > MAX_LABEL_VALUE:
+                raise r.fail(key_path, f"longer than {MAX_LABEL_VALUE} characters")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise r.fail(key_path, "not valid Unicode text (a lone surrogate escape)") from None
+            labels[name] = text
     return labels
 
 
 def _schedules(
-    r: _Reader, data: dict[str, Any], path: str, checks: tuple[Check, ...]
+    r: _Reader, data: dict[str, Any], path: str, checks: tuple[Check, ...], hosted: bool
 ) -> dict[Check, Schedule]:
-    """``interval`` and ``timeout`` are a duration for every check, or a mapping by check."""
+    """``interval`` and ``timeout`` are a duration for every check, or a mapping by check.
+
+    A round trip sending as an account with a published cap (``hosted``) runs less often by
+    default: see :mod:`.budget`."""
     per_check: dict[str, dict[Check, float]] = {}
     for key in ("interval", "timeout"):
         value, key_path = data.get(key), _join(path, key)
@@ -921,6 +966,8 @@ def _schedules(
     schedules: dict[Check, Schedule] = {}
     for check in checks:
         default = CHECKS[check].schedule
+        if hosted and check is Check.ROUNDTRIP:
+            default = replace(default, interval=budget.HOSTED_ROUNDTRIP_INTERVAL)
         interval = per_check["interval"].get(check, default.interval)
         timeout = per_check["timeout"].get(check, min(default.timeout, interval))
         if timeout > interval:
@@ -939,7 +986,7 @@ def _mail_address(
 ) -> str:
     if data.get(key) is not None:
         return r.address(data[key], _join(path, key))
-    if _ADDRESS.match(username) or not needed:
+    if _ADDRESS.fullmatch(username) or not needed:
         return username
     raise r.fail(
         _join(path, key), "required for the roundtrip check (the username is not an address)"
@@ -973,7 +1020,7 @@ def parse(
             )
         seen[target.name] = index
         targets.append(target)
-    return Config(
+    config = Config(
         targets=tuple(targets),
         max_concurrent_probes=r.get(
             glob, "max_concurrent_probes", "global", r.positive_int, MAX_CONCURRENT_PROBES
@@ -993,6 +1040,10 @@ def parse(
         ),
         source=source,
     )
+    over = budget.problem(config)
+    if over is not None:
+        raise r.fail(*over)
+    return config
 
 
 def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
@@ -1014,6 +1065,11 @@ def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
+
+
+def _printable(path: str) -> str:
+    """A key path as it can be shown: a line break or control character in a key, escaped."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in path)
 
 
 def _kind(value: Any) -> str:

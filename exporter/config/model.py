@@ -175,7 +175,37 @@ class ImapConfig(ServerConfig):
     poll_interval: float = 1.0
 
 
-GraphSearch = Literal["header", "subject"]
+GraphCloud = Literal["global", "usgov", "usgov-dod", "china"]
+
+
+@dataclass(frozen=True)
+class NationalCloud:
+    """Where a Microsoft cloud's Graph and identity platform are, and what its Graph offers
+    (Microsoft Learn: "Microsoft Graph national cloud deployments"; each API page's table of
+    national cloud deployments)."""
+
+    graph: str
+    """Graph's root: the API is ``{graph}/v1.0``, the app-only scope ``{graph}/.default``."""
+    login: str
+    """The identity platform's root (the token endpoint's host)."""
+    permanent_delete: bool
+    """Whether ``message: permanentDelete`` exists there (the global service only)."""
+
+
+GRAPH_CLOUDS: Mapping[GraphCloud, NationalCloud] = {
+    "global": NationalCloud(
+        "https://graph.microsoft.com", "https://login.microsoftonline.com", True
+    ),
+    "usgov": NationalCloud("https://graph.microsoft.us", "https://login.microsoftonline.us", False),
+    "usgov-dod": NationalCloud(
+        "https://dod-graph.microsoft.us", "https://login.microsoftonline.us", False
+    ),
+    "china": NationalCloud(
+        "https://microsoftgraph.chinacloudapi.cn", "https://login.chinacloudapi.cn", False
+    ),
+}
+"""The Microsoft clouds a ``graph`` section can name: the global service, US Government L4
+(GCC High), US Government L5 (DoD) and China operated by 21Vianet."""
 
 
 @dataclass(frozen=True)
@@ -189,8 +219,9 @@ class GraphConfig(_ApiEndpoint, TransportConfig):
     oauth2: OAuth2Config
     tls_config: TlsConfig
     poll_interval: float = 2.0
-    search: GraphSearch = "header"
-    """Find probes by their probe id header (an extended property) or by their subject."""
+    cloud: GraphCloud = "global"
+    """The Microsoft cloud the tenant lives in: the default endpoints and scope, and how probes
+    are deleted (``permanentDelete`` where it exists)."""
 
     def _base(self) -> str:
         return self.graph_url
@@ -332,7 +363,8 @@ class OnDemand:
     """How often ``GET /probe`` may really probe one target: each on-demand round trip sends
     mail through the monitored account, each login check is a login."""
 
-    roundtrip_every: float = 60.0
+    roundtrip_every: float = 300.0
+    """Counted in every account's sending budget (:mod:`exporter.config.budget`)."""
     login_every: float = 10.0
 
 

@@ -20,6 +20,7 @@ counted late and deleted by the next probe that sees it, after a restart too.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -52,6 +53,8 @@ NOT_AN_ARRIVAL: Final = (
     "delivery failure",
 )
 """Subjects of non-delivery reports: one that carries a probe's header is still no arrival."""
+_TAGS: Final = re.compile(r"^(?:\s*\[[^\]]*\])*\s*")
+"""Tags a transport rule puts before a subject (``[EXTERNAL] ``)."""
 
 
 def sort_out(
@@ -68,7 +71,7 @@ def sort_out(
         ref: envelope.probe_id
         for ref, envelope in envelopes.items()
         if ids.verify(envelope.probe_id, target)
-        and not envelope.subject.lower().startswith(NOT_AN_ARRIVAL)
+        and not _TAGS.sub("", envelope.subject).lower().startswith(NOT_AN_ARRIVAL)
     }
     return ours, set(envelopes) - set(ours)
 

@@ -1,15 +1,23 @@
 """The Gmail API: send raw RFC 822, search the Inbox, delete probes permanently.
 
 Tokens come from a service account with domain-wide delegation (a JWT bearer grant acting
-for the mailbox) or from a refresh token. Written from the Gmail API reference:
-``users.messages.send`` takes the message base64url-encoded and replaces its Message-ID, so
-the probe is found again by its subject with ``q=`` (Gmail has no search operator for
-``X-`` headers) and verified by reading its ``X-Mailbox-Probe-Id`` with
-``format=metadata``. ``users.messages.delete`` removes a message for good (it needs the
-``https://mail.google.com/`` scope); ``trash`` would keep it for 30 days. A message the
-mailbox sends to itself is one message labelled SENT and INBOX; sent to another mailbox, the
-sender's copy is deleted right after sending. The quota is 15,000 units a minute per user:
-the Inbox is polled with a back-off.
+for the mailbox) or from a refresh token. Written from the Gmail API reference, read strictly
+where it is silent:
+
+- Gmail has no search operator for ``X-`` headers, and ``users.messages.send`` may replace
+  the Message-ID, so probes are found by the words of their subject (:data:`QUERY`) within a
+  time bound and recognised by reading their ``X-Mailbox-Probe-Id`` (``format=metadata``).
+  Gmail matches whole words; whether it splits the probe id (atoms joined by dots) at its
+  dots is not documented, so the query holds only the subject's fixed words, never the id.
+- ``users.messages.list`` leaves Spam and Trash out unless ``includeSpamTrash`` is true,
+  its only documented way in; ``in:spam`` overriding it is not documented.
+- ``users.messages.delete`` removes a message for good (it needs the
+  ``https://mail.google.com/`` scope); ``trash`` would keep it for 30 days.
+- A message the mailbox sends itself over the API is one message labelled SENT and INBOX;
+  sent to another mailbox, the sender's copy is deleted right after sending. Mail the account
+  submits over SMTP leaves a copy labelled SENT, which the Sent look finds.
+
+The quota is 15,000 units a minute per user: the Inbox is polled with a back-off.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from exporter.message import PROBE_HEADER, subject
 from exporter.outcome import Phase, ProbeFailure
 from exporter.trace import Trace
 from exporter.transports import READ_FIELDS, Envelope, ProbeMessage
-from exporter.transports.http import MAX_PAGES, ApiPhases, ApiReceiver, ApiSession, signed_in
+from exporter.transports.http import ApiPhases, ApiReceiver, ApiSession, signed_in
 from exporter.transports.oauth import TokenCache
 
 PHASES: Final = ApiPhases(
@@ -39,6 +47,18 @@ PHASES: Final = ApiPhases(
 )
 LOOKBACK: Final = "newer_than:1d"
 """Probes received this long before the round trip are still found (late arrivals)."""
+WORDS: Final = subject("").strip()
+"""The words every probe's subject begins with (``mailbox-exporter probe``)."""
+QUERY: Final = f'subject:"{WORDS}" {LOOKBACK}'
+"""What every look asks for: the subject's fixed words as a phrase, and the time bound."""
+INBOX: Final = (("labelIds", "INBOX"),)
+SPAM: Final = (("labelIds", "SPAM"), ("includeSpamTrash", "true"))
+"""Spam is listed only with ``includeSpamTrash`` (users.messages.list)."""
+SENT: Final = (("labelIds", "SENT"),)
+PAGE_SIZE: Final = 50
+PAGES: Final = 2
+"""Pages of a look read at most (``PAGE_SIZE`` ids each), to keep a look's requests bounded."""
+METADATA: Final = (PROBE_HEADER, *READ_FIELDS)
 
 
 def _session(section: GmailConfig, trace: Trace, tokens: TokenCache) -> ApiSession:
@@ -49,17 +69,12 @@ def _user(section: GmailConfig) -> str:
     return "/users/" + quote(section.username, safe="@")
 
 
-def query(prefix: str, where: str = "inbox") -> str:
-    """The ``q=`` that finds probes whose id starts with ``prefix`` in ``where``: by the
-    subject's words, the id prefix without its final dot (Gmail searches words)."""
-    return f'in:{where} subject:"{subject(prefix.rstrip("."))}" {LOOKBACK}'
-
-
 def _headers(item: dict[str, Any], name: str) -> list[str]:
     payload = item.get("payload")
+    fields = payload.get("headers") if isinstance(payload, dict) else None
     return [
         str(field.get("value", ""))
-        for field in ((payload.get("headers") or ()) if isinstance(payload, dict) else ())
+        for field in (fields if isinstance(fields, list) else ())
         if isinstance(field, dict) and str(field.get("name", "")).lower() == name.lower()
     ]
 
@@ -104,14 +119,16 @@ class GmailSender:
 
 
 class GmailReceiver(ApiReceiver):
-    """The Inbox, searched with one query per look; probes verified by their header, deleted
-    permanently."""
+    """The Inbox, Spam and Sent, each searched by the probe subject's words; probes
+    recognised by their header, deleted permanently."""
 
     cleanup = Phase.GMAIL_CLEANUP
 
     def __init__(self, section: GmailConfig, trace: Trace, tokens: TokenCache) -> None:
         super().__init__(_session(section, trace, tokens), trace, section.poll_interval)
         self.section = section
+        self._items: dict[str, dict[str, Any]] = {}
+        """Headers read in this round trip, by message id: each message is read once."""
 
     async def open(self) -> None:
         await self.api.authenticate()
@@ -120,10 +137,10 @@ class GmailReceiver(ApiReceiver):
         self.trace.say(f"the mailbox holds {profile.get('messagesTotal', '?')} messages")
 
     async def find(self, prefix: str) -> list[str]:
-        return await self._search(query(prefix))
+        return await self._look(INBOX, prefix)
 
     async def junk(self, prefix: str) -> list[str]:
-        return await self._search(query(prefix, "spam"))
+        return await self._look(SPAM, prefix)
 
     async def reports(self, prefix: str) -> list[str]:
         """None: a report quotes the probe's header in its body, which the search reaches only
@@ -131,51 +148,64 @@ class GmailReceiver(ApiReceiver):
         return []
 
     async def sent_copies(self, prefix: str) -> list[str]:
-        """None: Gmail keeps one message, labelled SENT, which the sender deletes itself."""
-        return []
+        """Probes labelled SENT only: Gmail's SMTP keeps a copy of what the account submits
+        (the API's own copy is deleted when it is sent, or is the received message)."""
+        return await self._look(SENT, prefix)
 
     async def raw(self, ref: str, limit: int) -> bytes:
         """Never needed: :meth:`reports` finds none."""
         return b""
 
-    async def _search(self, q: str) -> list[str]:
-        params = {"q": q}
+    async def _look(self, labels: Sequence[tuple[str, str]], prefix: str) -> list[str]:
+        """Messages with ``labels`` matching :data:`QUERY` whose probe id starts with
+        ``prefix`` (each read once)."""
         found: list[str] = []
-        for _ in range(MAX_PAGES):
+        token: str | None = None
+        for _ in range(PAGES):
+            params = [*labels, ("q", QUERY), ("maxResults", str(PAGE_SIZE))]
+            if token is not None:
+                params.append(("pageToken", token))
             page = await self.api.call(
                 "GET", _user(self.section) + "/messages", "mailbox", params=params
             )
+            items = page.get("messages")
             found += [
                 str(item["id"])
-                for item in page.get("messages") or ()
+                for item in (items if isinstance(items, list) else ())
                 if isinstance(item, dict) and isinstance(item.get("id"), str)
             ]
-            token = page.get("nextPageToken")
-            if not isinstance(token, str):
+            next_token = page.get("nextPageToken")
+            if not isinstance(next_token, str):
                 break
-            params = {"q": q, "pageToken": token}
-        return found
+            token = next_token
+        await self._read_new(found)
+        return [ref for ref in found if _header(self._items[ref], PROBE_HEADER).startswith(prefix)]
 
-    async def read(self, refs: Sequence[str]) -> dict[str, Envelope]:
-        envelopes: dict[str, Envelope] = {}
+    async def _read_new(self, refs: Sequence[str]) -> None:
+        unread = [ref for ref in dict.fromkeys(refs) if ref not in self._items]
+        if not unread:
+            return
         with self.trace.phase(Phase.GMAIL_FETCH):
-            for ref in refs:
-                item = await self.api.call(
+            for ref in unread:
+                self._items[ref] = await self.api.call(
                     "GET",
                     f"{_user(self.section)}/messages/{quote(ref, safe='')}",
                     "mailbox",
-                    params=[
-                        ("format", "metadata"),
-                        *(("metadataHeaders", name) for name in (PROBE_HEADER, *READ_FIELDS)),
-                    ],
+                    params=[("format", "metadata"), *(("metadataHeaders", n) for n in METADATA)],
                     missing_ok=True,
                 )
-                envelopes[ref] = Envelope(
-                    probe_id=_header(item, PROBE_HEADER),
-                    subject=_header(item, "Subject"),
-                    authentication_results=tuple(_headers(item, "Authentication-Results")),
-                )
-        return envelopes
+
+    async def read(self, refs: Sequence[str]) -> dict[str, Envelope]:
+        """Each message's header: read with the look, else now."""
+        await self._read_new(refs)
+        return {
+            ref: Envelope(
+                probe_id=_header(self._items[ref], PROBE_HEADER),
+                subject=_header(self._items[ref], "Subject"),
+                authentication_results=tuple(_headers(self._items[ref], "Authentication-Results")),
+            )
+            for ref in refs
+        }
 
     def deletion(self, ref: str) -> tuple[str, str]:
         """For good (not to Trash)."""

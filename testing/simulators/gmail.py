@@ -47,8 +47,7 @@ Gmail API under ``/gmail/v1/users/{userId}`` (``me`` or the token's own address)
     must carry all), ``maxResults`` (default 100, at most 500), ``pageToken`` ->
     ``messages`` [{id, threadId}] (absent when empty), ``nextPageToken``,
     ``resultSizeEstimate``; newest first.  SPAM and TRASH are left out unless
-    ``includeSpamTrash=true`` or they are asked for by ``labelIds`` or by ``in:``/``label:``
-    in ``q``.
+    ``includeSpamTrash=true`` (see the ``spam_trash`` mode).
   - ``q``: the subset of Gmail search operators
     (https://support.google.com/mail/answer/7190, and "Search for messages",
     https://developers.google.com/gmail/api/guides/filtering) implemented here:
@@ -56,8 +55,9 @@ Gmail API under ``/gmail/v1/users/{userId}`` (``me`` or the token's own address)
     phrase"`` / ``subject:(words)``, ``from:``, ``to:``, ``in:inbox|sent|spam|trash|anywhere``,
     ``label:NAME`` (system labels), ``is:unread|read``, ``newer_than:``/``older_than:``
     ``Nd|Nm|Ny``, ``after:``/``before:`` ``YYYY/MM/DD`` or epoch seconds, a bare
-    ``"quoted phrase"`` or word (matched in subject, body, From and To), and ``-``
-    negation.  Terms are ANDed; ``OR``, braces and other operators are NOT implemented:
+    ``"quoted phrase"``, ``(words)`` or word (matched in subject, body, From and To), and
+    ``-`` negation.  Words and phrases match whole words (see the ``tokens`` mode), never
+    parts of one.  Terms are ANDed; ``OR``, braces and other operators are NOT implemented:
     such a term is taken as plain text (as Gmail does with unknown operators) and noted
     in `GmailSimulator.query_warnings`.  Gmail has no operator for arbitrary (``X-``)
     headers.
@@ -87,8 +87,26 @@ Inbound SMTP (``smtp_port``): mail for hosted addresses gets INBOX and UNREAD (o
 NOT simulated: threads (each message is its own thread), user labels and
 labels.*, history.*, drafts.*, messages.modify/import/insert/attachments, multipart
 uploads, batch HTTP requests, push notifications, send-as aliases, the per-project
-quota, daily sending limits, the ``metadata`` scope's restrictions, full-text
-tokenisation (matching is by substring), ``OR``/``{}``/``AROUND`` and most operators.
+quota, daily sending limits, the ``metadata`` scope's restrictions, stemming and
+synonyms, ``OR``/``{}``/``AROUND`` and most operators.
+
+Modes, for what the references leave open (each named, with its source, where it acts):
+
+- ``tokens``: how text is split into the words a search matches.  Gmail matches whole
+  words ("Search operators you can use with Gmail" gives no rule for splitting); whether
+  ``a.b.c`` is one word or three is not documented.  ``"strict"`` (default): words are split
+  at white space only (brackets, quotes and commas around a word are dropped), never at
+  dots or hyphens.  ``"punctuation"``: split at every character that is not a letter or a
+  digit.
+- ``spam_trash``: ``"include-only"`` (default): SPAM and TRASH are listed only with
+  ``includeSpamTrash=true``, the only way users.messages.list documents
+  ("includeSpamTrash: Include messages from SPAM and TRASH in the results").
+  ``"query-or-label"``: ``in:spam``, ``label:spam`` and ``labelIds=SPAM`` also reveal them,
+  as the Gmail UI does (not documented for the API).
+- ``smtp_sent_copies``: mail arriving over SMTP from a hosted mailbox's own address also
+  leaves a copy labelled SENT in that mailbox, a message of its own: Gmail's SMTP
+  submission server copies what an account submits to Sent Mail (WildDuck wiki, "Gmail
+  sending"; Google documents no such rule).
 """
 
 from __future__ import annotations
@@ -101,14 +119,13 @@ import functools
 import json
 import re
 import secrets
-import shlex
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
-from typing import Any
+from typing import Any, Literal
 
 import jwt
 from aiohttp import web
@@ -173,6 +190,9 @@ _SCOPES: dict[str, set[str]] = {
     "messages.delete": {FULL_SCOPE},
     "messages.batchDelete": {FULL_SCOPE},
 }
+
+Tokens = Literal["strict", "punctuation"]
+SpamTrash = Literal["include-only", "query-or-label"]
 
 _STATUS = {
     400: "INVALID_ARGUMENT",
@@ -308,6 +328,9 @@ class GmailSimulator(SimulatorBase):
         quota_window: float = 60.0,
         unit_costs: Mapping[str, int] | None = None,
         keep_client_message_id: bool = False,
+        tokens: Tokens = "strict",
+        spam_trash: SpamTrash = "include-only",
+        smtp_sent_copies: bool = False,
     ) -> None:
         super().__init__(
             domains=tuple(domains),
@@ -320,6 +343,9 @@ class GmailSimulator(SimulatorBase):
         self.quota_window = quota_window
         self.unit_costs = {**UNIT_COSTS, **(unit_costs or {})}
         self.keep_client_message_id = keep_client_message_id
+        self.tokens = tokens
+        self.spam_trash = spam_trash
+        self.smtp_sent_copies = smtp_sent_copies
         self.query_warnings: list[str] = []
         self._mailboxes: dict[str, GmailMailbox] = {}
         self._service_accounts: dict[str, ServiceAccount] = {}
@@ -526,6 +552,10 @@ class GmailSimulator(SimulatorBase):
             return address.lower() in self._mailboxes
 
     def _smtp_received(self, sender: str, recipients: list[str], raw: bytes) -> None:
+        if self.smtp_sent_copies and sender.lower() in self._mailboxes:
+            # Gmail's SMTP submission copies what the account submits to Sent Mail (WildDuck
+            # wiki, "Gmail sending"): a message of its own, labelled SENT.
+            self._store(sender, raw, {"SENT"})
         stamped = self._received_line("inbound") + raw
         for rcpt in (r.lower() for r in recipients):
             self._enqueue(
@@ -818,6 +848,9 @@ class GmailSimulator(SimulatorBase):
         terms = self._parse_query(query.get("q", ""))
         include = query.get("includeSpamTrash", "false").lower() == "true"
         asked = {t.label for t in terms if t.label and not t.negate} | wanted_labels
+        if self.spam_trash == "include-only":
+            # users.messages.list: includeSpamTrash is the documented way to SPAM and TRASH.
+            asked = set()
         found = []
         for message in mailbox.messages.values():
             if not wanted_labels <= message.labels:
@@ -825,7 +858,7 @@ class GmailSimulator(SimulatorBase):
             hidden = message.labels & {"SPAM", "TRASH"}
             if hidden and not include and not hidden & asked and "ANYWHERE" not in asked:
                 continue
-            if all(term.matches(message) != term.negate for term in terms):
+            if all(term.matches(message, self.tokens) != term.negate for term in terms):
                 found.append(message)
         found.sort(key=lambda m: m.internal_date, reverse=True)
         page = found[offset : offset + limit]
@@ -912,20 +945,19 @@ class GmailSimulator(SimulatorBase):
     # ------------------------------------------------------------ search
 
     def _parse_query(self, text: str) -> list[_Term]:
-        try:
-            lexer = shlex.shlex(text, posix=True)
-            lexer.whitespace_split = True
-            lexer.commenters = ""
-            words = list(lexer)
-        except ValueError:
-            words = text.split()
         terms = []
-        for word in words:
-            term = _Term.parse(word)
+        pos = 0
+        while pos < len(text):
+            found = None if text[pos].isspace() else _TERM.match(text, pos)
+            if found is None or found.end() == pos:
+                pos += 1  # white space, or a stray quote or bracket
+                continue
+            term = _Term.parse(found)
             if term.warning:
                 with self._lock:
                     self.query_warnings.append(term.warning)
             terms.append(term)
+            pos = found.end()
         return terms
 
 
@@ -934,12 +966,36 @@ _KNOWN_OPS = {
     "newer_than", "older_than", "after", "before",
 }  # fmt: skip
 _AGE = {"d": 86400, "m": 30 * 86400, "y": 365 * 86400}
+_TERM = re.compile(
+    r"""(?P<negate>-)?(?:(?P<op>[A-Za-z_][A-Za-z0-9_]*):)?"""
+    r"""(?:"(?P<phrase>[^"]*)"?|\((?P<group>[^)]*)\)?|(?P<word>[^\s"()]+))"""
+)
+"""One search term: ``[-][op:]`` and a word, a ``"phrase"`` or a ``(group of words)``."""
+_EDGES = "\"'()[]{}<>,;:!?"
+"""Dropped around a word in the ``strict`` mode."""
+
+
+def _words(text: str, tokens: Tokens) -> list[str]:
+    """The words of a text, as a search matches them (the ``tokens`` mode)."""
+    text = text.lower()
+    if tokens == "punctuation":
+        return re.findall(r"[^\W_]+", text)
+    # "strict": whole words are matched ("Search operators you can use with Gmail"); nothing
+    # documents a split at dots or hyphens, so none is made.
+    return [word for word in (part.strip(_EDGES) for part in text.split()) if word]
+
+
+def _contains(words: list[str], wanted: list[str]) -> bool:
+    """Whether ``wanted`` occurs in ``words`` as consecutive whole words."""
+    size = len(wanted)
+    return size > 0 and any(words[i : i + size] == wanted for i in range(len(words) - size + 1))
 
 
 @dataclass
 class _Term:
     op: str | None
     value: str
+    kind: Literal["word", "phrase", "group"] = "word"
     negate: bool = False
     warning: str | None = None
 
@@ -950,39 +1006,51 @@ class _Term:
         return None
 
     @classmethod
-    def parse(cls, word: str) -> _Term:
-        negate = word.startswith("-") and len(word) > 1
-        if negate:
-            word = word[1:]
-        op, sep, value = word.partition(":")
-        if sep and op.lower() in _KNOWN_OPS and value:
-            value = value.strip("()") if op.lower() == "subject" else value
-            return cls(op.lower(), value, negate)
+    def parse(cls, found: re.Match[str]) -> _Term:
+        negate = found["negate"] is not None
+        op = found["op"]
+        kind: Literal["word", "phrase", "group"] = "word"
+        value = found["word"] or ""
+        if found["phrase"] is not None:
+            kind, value = "phrase", found["phrase"]
+        elif found["group"] is not None:
+            kind, value = "group", found["group"]
+        if op is not None and op.lower() in _KNOWN_OPS and value:
+            return cls(op.lower(), value, kind, negate)
         warning = None
-        if sep and re.fullmatch(r"[A-Za-z_]+", op):
+        if op is not None:
             warning = f"operator {op}: is not simulated; searched as text"
-        elif word in {"OR", "AND", "AROUND"} or "{" in word:
-            warning = f"{word} is not simulated; searched as text"
-        return cls(None, word, negate, warning)
+            value = f"{op}:{value}"
+        elif value in {"OR", "AND", "AROUND"} or "{" in value:
+            warning = f"{value} is not simulated; searched as text"
+        return cls(None, value, kind, negate, warning)
 
-    def matches(self, message: GmailMessage) -> bool:
+    def _in(self, texts: list[str], tokens: Tokens) -> bool:
+        """Whether the words (all of a group, a phrase in order) occur in one of ``texts``."""
+        fields = [_words(text, tokens) for text in texts]
+        wanted = (
+            [_words(word, tokens) for word in self.value.split()]
+            if self.kind == "group"
+            else [_words(self.value, tokens)]
+        )
+        return all(any(_contains(words, part) for words in fields) for part in wanted)
+
+    def matches(self, message: GmailMessage, tokens: Tokens) -> bool:
         value = self.value.lower()
         match self.op:
             case None:
-                haystack = " ".join(
-                    [
-                        message.subject,
-                        message.text(),
-                        message.header("From") or "",
-                        message.header("To") or "",
-                    ]
-                ).lower()
-                return value in haystack
+                texts = [
+                    message.subject,
+                    message.text(),
+                    message.header("From") or "",
+                    message.header("To") or "",
+                ]
+                return self._in(texts, tokens)
             case "rfc822msgid":
                 own = (message.header("Message-ID") or "").strip().strip("<>").lower()
                 return own == value.strip("<>")
             case "subject":
-                return value in message.subject.lower()
+                return self._in([message.subject], tokens)
             case "from":
                 return value in (message.header("From") or "").lower()
             case "to":

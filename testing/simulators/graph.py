@@ -8,6 +8,7 @@ Token endpoint, ``POST /{tenant}/oauth2/v2.0/token``
   certificate credentials, https://learn.microsoft.com/entra/identity-platform/certificate-credentials;
   RFC 7523)
   - ``grant_type=client_credentials``; ``scope`` must be ``https://graph.microsoft.com/.default``
+    (the ``cloud``'s Graph in a national cloud, see Modes)
     (else 400 ``invalid_scope`` AADSTS70011).
   - client secret (wrong: 401 ``invalid_client`` AADSTS7000215) or a client assertion
     (``client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer``):
@@ -76,15 +77,38 @@ Inbound SMTP (``smtp_port``): mail for hosted addresses is parsed (subject, from
 headers, Message-ID, received time) into the Inbox, or Junk Email by ``junk_rule``;
 unknown hosted recipients get ``550 5.1.1``.
 
-Custom ``x-`` headers of delivered mail are also exposed as String extended properties
-in the PS_INTERNET_HEADERS namespace ``{00020386-0000-0000-C000-000000000046}`` so that
-``singleValueExtendedProperties/any(...)`` filters find them (Exchange promotes
-internet headers to named properties; see the extended properties overview,
-https://learn.microsoft.com/graph/api/resources/extended-properties-overview).  Set
-``promote_x_headers=False`` to model a mailbox where that does not happen.
+Modes, for what the references leave open (each named, with its source, where it acts):
+
+- ``x_header_promotion``: whether custom ``x-`` headers of delivered mail become String
+  extended properties in PS_INTERNET_HEADERS ``{00020386-0000-0000-C000-000000000046}``,
+  which ``singleValueExtendedProperties/any(...)`` filters find.  ``"never"`` (default, the
+  strictest reading): Exchange team blog, "Named Properties, Round 2" -- no x-header is
+  promoted unless a client mapped it.  ``"after-first"``: "Provision x-headers by using EWS
+  in Exchange" -- the first message carrying a header creates the named property, its value
+  is not saved on that message; later ones have it (per mailbox here).  ``"always"``: the
+  extended properties overview read loosely
+  (https://learn.microsoft.com/graph/api/resources/extended-properties-overview).
+- ``subject_tag``: a transport rule that prepends text (e.g. ``"[EXTERNAL] "``) to the
+  subject of every delivered message ("Mail flow rule actions in Exchange Online": "Prepend
+  the subject of the message with").
+- ``cloud``: the national cloud served (``global``, ``usgov``, ``usgov-dod``, ``china``;
+  "Microsoft Graph national cloud deployments"): the token scope must be that cloud's Graph
+  (``https://graph.microsoft.us/.default``, ...; "Access national cloud deployments with the
+  Microsoft Graph SDKs"), and outside ``global`` ``permanentDelete`` is refused, as its
+  reference page's national-cloud table lists it for the global service only.  No refusal
+  is documented; the answer is Graph's for a path segment a deployment lacks, 400
+  ``BadRequest`` "Resource not found for the segment 'permanentDelete'." (as reported for
+  other segments in microsoftgraph/microsoft-graph-docs#21648 and
+  microsoftgraph/msgraph-beta-sdk-python#764).
+- ``smtp_sent_copies``: mail arriving over SMTP from a hosted mailbox's own address also
+  leaves a copy in that mailbox's Sent Items, as Exchange Online keeps one of mail submitted
+  over SMTP AUTH ("How to set up a multifunction device or application to send email using
+  Microsoft 365": the authenticating mailbox is the sender).  The copy has no internet
+  headers: the message resource describes ``internetMessageHeaders`` as the headers of the
+  network path a message took, which a copy that was never received need not have.
 
 NOT simulated: delegated (user) tokens and token validation of real JWTs, ``/me``,
-national clouds, ``$search``, ``$expand``, ``$skiptoken``/delta (these query options are
+``$search``, ``$expand``, ``$skiptoken``/delta (these query options are
 answered 501 NotImplemented, so a transport relying on them fails loudly), attachments, drafts
 (create/send/reply), change notifications, JSON batching, ``Prefer`` headers, mail
 folder hierarchy beyond the well-known folders, message size limits, Exchange sending
@@ -100,6 +124,7 @@ import binascii
 import contextlib
 import functools
 import json
+import re
 import secrets
 import time
 import uuid
@@ -108,7 +133,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parsedate_to_datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
 import jwt
@@ -132,6 +157,7 @@ from ._base import (
 from ._odata import FILTERABLE, ODataError, check_orderby, parse_filter, parse_orderby
 
 __all__ = [
+    "CLOUD_GRAPH",
     "GRAPH_SCOPE",
     "PS_INTERNET_HEADERS",
     "GraphApp",
@@ -145,6 +171,15 @@ __all__ = [
 ]
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+XHeaderPromotion = Literal["never", "after-first", "always"]
+NationalCloud = Literal["global", "usgov", "usgov-dod", "china"]
+#: each cloud's Graph root ("Microsoft Graph national cloud deployments"); its .default scope
+CLOUD_GRAPH: dict[NationalCloud, str] = {
+    "global": "https://graph.microsoft.com",
+    "usgov": "https://graph.microsoft.us",
+    "usgov-dod": "https://dod-graph.microsoft.us",
+    "china": "https://microsoftgraph.chinacloudapi.cn",
+}
 PS_INTERNET_HEADERS = "{00020386-0000-0000-C000-000000000046}"
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 WELL_KNOWN = {
@@ -305,6 +340,8 @@ class GraphMailbox:
     quota_exceeded: bool = False
     deferred: bool = False
     send_as: set[str] = field(default_factory=set)
+    named_headers: set[str] = field(default_factory=set)
+    """x-header names (lower case) the mailbox has a named property for (``after-first``)."""
 
     def folder(self, key: str) -> GraphFolder | None:
         """A folder by well-known name (case-insensitive) or id."""
@@ -372,7 +409,10 @@ class GraphSimulator(SimulatorBase):
         request_limit: int = 10_000,
         request_window: float = 600.0,
         concurrency_limit: int = 4,
-        promote_x_headers: bool = True,
+        x_header_promotion: XHeaderPromotion = "never",
+        subject_tag: str | None = None,
+        cloud: NationalCloud = "global",
+        smtp_sent_copies: bool = False,
     ) -> None:
         super().__init__(
             domains=tuple(domains),
@@ -385,7 +425,10 @@ class GraphSimulator(SimulatorBase):
         self.request_limit = request_limit
         self.request_window = request_window
         self.concurrency_limit = concurrency_limit
-        self.promote_x_headers = promote_x_headers
+        self.x_header_promotion = x_header_promotion
+        self.subject_tag = subject_tag
+        self.cloud = cloud
+        self.smtp_sent_copies = smtp_sent_copies
         self._mailboxes: dict[str, GraphMailbox] = {}
         self._apps: dict[str, GraphApp] = {}
         self._tokens: dict[str, _Token] = {}
@@ -562,9 +605,10 @@ class GraphSimulator(SimulatorBase):
         *,
         received: datetime | None = None,
         is_read: bool = False,
+        internet_headers: bool = True,
     ) -> GraphMessage:
         parsed = quick_parse(raw)
-        headers = parsed.headers
+        headers = parsed.headers if internet_headers else []
         body_type = "html" if parsed.html is not None else "text"
         body = parsed.html if parsed.html is not None else parsed.text
         sent = received or datetime.now(UTC)
@@ -572,16 +616,12 @@ class GraphSimulator(SimulatorBase):
             with contextlib.suppress(TypeError, ValueError):
                 sent = parsedate_to_datetime(parsed.get("Date") or "")
         from_list = addresses([parsed.get("From") or ""])
-        extended: dict[str, str] = {}
-        if self.promote_x_headers:
-            for key, value in headers:
-                if key.lower().startswith("x-"):
-                    extended.setdefault(extended_header_id(key), value)
         with self._lock:
             mailbox = self._mailboxes[address.lower()]
             target = mailbox.folder(folder)
             if target is None:
                 raise KeyError(folder)
+            extended = self._promoted(mailbox, headers)
             message = GraphMessage(
                 id=_graph_id(),
                 parent_folder_id=target.id,
@@ -601,7 +641,39 @@ class GraphSimulator(SimulatorBase):
             mailbox.messages[message.id] = message
         return message
 
+    def _promoted(self, mailbox: GraphMailbox, headers: list[tuple[str, str]]) -> dict[str, str]:
+        """The x-headers Exchange keeps as extended properties, by `x_header_promotion`."""
+        extended: dict[str, str] = {}
+        for key, value in headers:
+            name = key.lower()
+            if not name.startswith("x-") or self.x_header_promotion == "never":
+                # "Named Properties, Round 2" (Exchange team blog): none promoted unless a
+                # client mapped the name first.
+                continue
+            if self.x_header_promotion == "after-first" and name not in mailbox.named_headers:
+                # "Provision x-headers by using EWS in Exchange": the first message carrying
+                # an x-header creates its named property; "the x-header value is not saved
+                # on that first email".
+                mailbox.named_headers.add(name)
+                continue
+            extended.setdefault(extended_header_id(key), value)
+        return extended
+
+    def _tag_subject(self, raw: bytes) -> bytes:
+        """`subject_tag` prepended to the Subject, as a transport rule's "Prepend the subject
+        of the message with" action does ("Mail flow rule actions in Exchange Online")."""
+        if not self.subject_tag:
+            return raw
+        tag = self.subject_tag.encode()
+        end = re.search(rb"\r?\n\r?\n", raw)
+        split = end.start() if end else len(raw)
+        head = re.sub(
+            rb"(?im)^(subject:[ \t]*)", lambda found: found.group(1) + tag, raw[:split], count=1
+        )
+        return head + raw[split:]
+
     def _deliver_local(self, address: str, raw: bytes) -> None:
+        raw = self._tag_subject(raw)
         junk = self.junk_rule is not None and self.junk_rule(parse_rfc822(raw))
         folder = "junkemail" if junk else "inbox"
         self._store(address, folder, raw)
@@ -615,6 +687,11 @@ class GraphSimulator(SimulatorBase):
             return address.lower() in self._mailboxes
 
     def _smtp_received(self, sender: str, recipients: list[str], raw: bytes) -> None:
+        if self.smtp_sent_copies and sender.lower() in self._mailboxes:
+            # Exchange Online keeps a Sent Items copy of mail a mailbox submits over SMTP AUTH
+            # ("How to set up a multifunction device or application to send email using
+            # Microsoft 365"); a copy never received carries no internet headers.
+            self._store(sender, "sentitems", raw, is_read=True, internet_headers=False)
         stamped = self._received_line("inbound") + raw
         for rcpt in (r.lower() for r in recipients):
             self._enqueue(
@@ -899,7 +976,9 @@ class GraphSimulator(SimulatorBase):
                 900144,
                 "The request body must contain the following parameter: 'scope'.",
             )
-        if scope != GRAPH_SCOPE:
+        # "Access national cloud deployments with the Microsoft Graph SDKs": a scope naming
+        # Graph uses the national cloud's Graph domain.
+        if scope != CLOUD_GRAPH[self.cloud] + "/.default":
             raise _TokenError(
                 400,
                 "invalid_scope",
@@ -1307,6 +1386,13 @@ class GraphSimulator(SimulatorBase):
     def _permanent_delete(
         self, request: web.Request, mailbox: GraphMailbox, app: GraphApp
     ) -> web.Response:
+        if self.cloud != "global":
+            # "message: permanentDelete": available in the global service only (its table of
+            # national cloud deployments). The refusal is not documented: this is Graph's
+            # answer for a segment a deployment lacks (see the module docstring).
+            raise _GraphError(
+                400, "BadRequest", "Resource not found for the segment 'permanentDelete'."
+            )
         with self._lock:
             message = self._message_or_404(mailbox, request.match_info["mid"])
             del mailbox.messages[message.id]
