@@ -1,17 +1,24 @@
-"""The Kubernetes manifests: no cluster runs here, so each object is checked against the fields
-its kind requires, against the other objects and the image, and through the exporter's own
-configuration parser and sharding."""
+"""The Kubernetes manifests: no cluster runs here, so each object is checked against the
+published schemas of Kubernetes and of the Prometheus Operator (testing/kubernetes.py), against
+the other objects and the image, and through the exporter's own configuration parser and
+sharding."""
 
 from __future__ import annotations
 
+import copy
+import functools
+import json
 import shutil
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
+import pytest
 import yaml
 
 from exporter import shard
 from testing.deploy import (
+    DOCS,
     K8S,
     ROOT,
     RULE_JOB,
@@ -25,10 +32,20 @@ from testing.deploy import (
     secret_files,
     stage_args,
 )
+from testing.kubernetes import (
+    CRD_VALIDATE,
+    KUBERNETES_VERSIONS,
+    OPERATOR_MODELS,
+    PROMETHEUS_OPERATOR,
+    is_operators,
+    kubernetes_errors,
+    operator_errors,
+)
 
 
+@functools.cache
 def manifests() -> dict[str, list[Yaml]]:
-    """Every YAML document of deploy/kubernetes/, by file name."""
+    """Every YAML document of deploy/kubernetes/, by file name (parsed once: copy to change)."""
     return {
         path.name: [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
         for path in sorted(K8S.glob("*.yaml"))
@@ -49,32 +66,21 @@ def _only(kind: str) -> Yaml:
     return found
 
 
-REQUIRED: dict[str, list[str]] = {
-    "Namespace": [],
-    "Secret": [],
-    "ConfigMap": ["data"],
-    "StatefulSet": [
-        "spec.selector.matchLabels",
-        "spec.serviceName",
-        "spec.template.metadata.labels",
-        "spec.template.spec.containers",
-    ],
-    "Service": ["spec.ports", "spec.selector"],
-    "ServiceMonitor": ["spec.selector", "spec.endpoints"],
-    "PrometheusRule": ["spec.groups"],
-}
+# What kubectl is told to apply: the kustomization's resources, and the Secret, made by hand.
+BUILT_IN_KINDS = {"Namespace", "Secret", "ConfigMap", "StatefulSet", "Service"}
+OPERATOR_KINDS = {"ServiceMonitor", "PrometheusRule"}
 
 
-def _field(doc: Yaml, dotted: str) -> Any:
-    value: Any = doc
-    for key in dotted.split("."):
-        assert isinstance(value, dict) and key in value, f"missing {dotted}"
-        value = value[key]
-    return value
+def _to_apply() -> list[tuple[str, Yaml]]:
+    """Every object of the kustomization's resources and of the example Secret, by file."""
+    (kustomization,) = manifests()["kustomization.yaml"]
+    files = [*kustomization["resources"], "secret.example.yaml"]
+    return [(name, doc) for name in files for doc in manifests()[name]]
 
 
-def test_kubernetes_manifests_carry_what_their_kinds_require() -> None:
-    """No cluster here: each object has what the API server would insist on."""
+def test_kubernetes_objects_are_named_and_in_the_kustomization_namespace() -> None:
+    """What the schemas leave out: every object named, in the namespace the kustomization
+    sets, and an image for the container (optional in the API, needed to start a pod)."""
     docs = manifests()
     assert set(docs) >= {
         f"{name}.yaml"
@@ -89,27 +95,93 @@ def test_kubernetes_manifests_carry_what_their_kinds_require() -> None:
         )
     }
     namespace = docs["kustomization.yaml"][0]["namespace"]
-    for name, objects in docs.items():
-        if name == "kustomization.yaml":
-            continue
-        for doc in objects:
-            assert doc.get("apiVersion") and doc.get("kind") in REQUIRED, (name, doc.get("kind"))
-            assert doc["metadata"]["name"], name
-            for dotted in REQUIRED[doc["kind"]]:
-                assert _field(doc, dotted), (name, dotted)
-            if doc["kind"] != "Namespace":
-                assert doc["metadata"]["namespace"] == namespace, name
-    for kind in ("Secret", "ConfigMap"):
-        data = _only(kind).get("stringData") or _only(kind)["data"]
-        assert all(isinstance(v, str) for v in data.values()), f"{kind}: quote every value"
-    for container in _field(_only("StatefulSet"), "spec.template.spec.containers"):
+    for name, doc in _to_apply():
+        assert doc["kind"] in BUILT_IN_KINDS | OPERATOR_KINDS, (name, doc["kind"])
+        assert doc["metadata"]["name"], name
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"]["namespace"] == namespace, name
+    for container in _only("StatefulSet")["spec"]["template"]["spec"]["containers"]:
         assert container["name"] and container["image"]
-    for port in _only("Service")["spec"]["ports"]:
-        assert port["port"] and port["name"]
-    for endpoint in _only("ServiceMonitor")["spec"]["endpoints"]:
-        assert endpoint["port"]
-    assert _only("PrometheusRule")["apiVersion"] == "monitoring.coreos.com/v1"
-    assert _only("ServiceMonitor")["apiVersion"] == "monitoring.coreos.com/v1"
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_every_manifest_is_valid_for_the_oldest_and_newest_supported_kubernetes(
+    version: str,
+) -> None:
+    """Each object as that Kubernetes' API schemas define it: required fields, types, and no
+    field the API server does not know (strict)."""
+    built_in = [(name, doc) for name, doc in _to_apply() if not is_operators(doc)]
+    assert {doc["kind"] for _, doc in built_in} == BUILT_IN_KINDS
+    errors = {f"{name}: {doc['kind']}": kubernetes_errors(doc, version) for name, doc in built_in}
+    assert not any(errors.values()), errors
+
+
+def test_servicemonitor_and_prometheusrule_are_valid_for_the_prometheus_operator() -> None:
+    """Both as the operator's CRDs define them (generated deploy/kubernetes/prometheusrule.yaml
+    included): types, required fields, enums, patterns, and no unknown field."""
+    operators = [(name, doc) for name, doc in _to_apply() if is_operators(doc)]
+    assert {doc["kind"] for _, doc in operators} == OPERATOR_KINDS
+    results = operator_errors([doc for _, doc in operators])
+    errors = {name: found for (name, _), found in zip(operators, results, strict=True)}
+    assert not any(errors.values()), errors
+
+
+def _broken(doc: Yaml, dotted: str, value: Any) -> Yaml:
+    """A copy of the object with the field at that path (a.b.0.c) set to value."""
+    broken = copy.deepcopy(doc)
+    *parents, last = [int(k) if k.isdigit() else k for k in dotted.split(".")]
+    node: Any = broken
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return broken
+
+
+def test_validation_refuses_a_misspelt_field_a_wrong_type_and_an_unknown_kind() -> None:
+    """The validators are not a no-op: each breakage is refused with an error that names it,
+    while the object it was made from passes."""
+    statefulset, service = _only("StatefulSet"), _only("Service")
+    monitor, rule = _only("ServiceMonitor"), _only("PrometheusRule")
+    container = "spec.template.spec.containers.0"
+    # (object, field to set, value, what every error must name)
+    built_in = [
+        (statefulset, f"{container}.securityContext.readOnlyRootFileSystem", True, "FileSystem"),
+        (statefulset, "spec.replicas", "2", "spec.replicas"),
+        (statefulset, f"{container}.ports.0.containerPort", "metrics", "containerPort"),
+        (service, "spec.clusterIp", "None", "clusterIp"),
+        (service, "apiVersion", "v2", "api version v2"),
+    ]
+    for version in KUBERNETES_VERSIONS:
+        assert kubernetes_errors(statefulset, version) == kubernetes_errors(service, version) == []
+        for doc, dotted, value, named in built_in:
+            (error,) = kubernetes_errors(_broken(doc, dotted, value), version)
+            assert named in error, (version, dotted, error)
+    operators = [
+        (monitor, "spec.endpoints.0.relabellings", [], "endpoints[0].relabellings: "),
+        (monitor, "spec.endpoints.0.interval", 15, "endpoints[0].interval: "),
+        (monitor, "spec.endpoints.0.scheme", "ftp", "endpoints[0].scheme: "),
+        (rule, "spec.groups.0.rules.0.for", "ten minutes", "rules[0].for: "),
+        (rule, "spec.groups.0.rules.0.labels", {"severity": 2}, "labels.severity: "),
+        (rule, "metadata.label", {}, "metadata.label: "),
+        (monitor, "kind", "ServiceMonitors", "ServiceMonitors"),
+    ]
+    broken = [_broken(doc, dotted, value) for doc, dotted, value, _ in operators]
+    *refused, monitor_errors, rule_errors = operator_errors([*broken, monitor, rule])
+    assert (monitor_errors, rule_errors) == ([], [])
+    for (_, dotted, _, named), errors in zip(operators, refused, strict=True):
+        assert errors and all(named in e for e in errors), (dotted, errors)
+
+
+def test_docs_name_the_kubernetes_and_operator_versions_validated() -> None:
+    """docs/deployment.md tells which versions the manifests are checked against, and those
+    are the versions the validators have."""
+    (kubernetes,) = [s for s in DOCS.read_text().split("\n## ") if s.startswith("Kubernetes\n")]
+    for version in (*KUBERNETES_VERSIONS, PROMETHEUS_OPERATOR):
+        assert version in kubernetes, version
+    assert kubernetes_validate.latest_version().startswith(f"{KUBERNETES_VERSIONS[-1]}.")
+    package = json.loads((CRD_VALIDATE / "package.json").read_text())
+    name, version = OPERATOR_MODELS
+    assert package["dependencies"][name] == version
 
 
 def test_kustomization_lists_every_manifest_but_the_example_secret(tmp_path: Path) -> None:
