@@ -83,6 +83,10 @@ DETAIL_LIMIT: Final = 300
 and the provider's words, short enough for a page and a label-free log line."""
 
 
+SAID_LIMIT: Final = 16_384
+"""Characters of a failure's words kept for redaction: more than any credential."""
+
+
 def shorten(text: str) -> str:
     """Cut a detail to :data:`DETAIL_LIMIT` characters, marking the cut."""
     return text if len(text) <= DETAIL_LIMIT else text[: DETAIL_LIMIT - 1] + "…"
@@ -92,11 +96,14 @@ class ProbeFailure(Exception):
     """A probe step failed for a known reason.
 
     ``detail`` is what the server said or what went wrong, free of credentials, shortened here;
-    the phase is filled in by the probe's trace when the failure leaves a phase.
+    the phase is filled in by the probe's trace when the failure leaves a phase. ``said`` keeps
+    the words whole (within :data:`SAID_LIMIT`), so that redaction sees a credential whole
+    before the detail is shortened.
     """
 
     def __init__(self, reason: Reason, detail: str, phase: Phase | None = None) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = shorten(detail)
+        self.said = detail[:SAID_LIMIT]
         self.phase = phase

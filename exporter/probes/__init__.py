@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 
 from exporter.config import Target
-from exporter.outcome import Check, ProbeFailure, Reason
+from exporter.outcome import Check, ProbeFailure, Reason, shorten
 from exporter.probes.context import ProbeContext
 from exporter.probes.guard import Hold
 from exporter.probes.registry import PROBERS
@@ -61,17 +62,19 @@ async def run(
 
 def _held(target: Target, check: Check, hold: Hold) -> ProbeResult:
     """The result of a probe that did not log in, because its credentials were refused too
-    often: still a failure, so that alerts keep firing."""
+    often: still a failure, so that alerts keep firing, with the check's own last reason and
+    phase where it failed since its last success (else the refusal)."""
+    last = hold.last
+    said = f"not tried after {hold.refusals} refusals in a row (lock-out guard); "
     return ProbeResult(
         target=target.name,
         check=check,
         success=False,
         started=time.time(),
         duration=0.0,
-        reason=Reason.AUTH_REJECTED,
-        phase=hold.phase,
-        detail=f"not tried after {hold.refusals} refusals in a row (lock-out guard); "
-        f"last: {hold.detail}",
+        reason=last.reason if last is not None else Reason.AUTH_REJECTED,
+        phase=last.phase if last is not None else hold.phase,
+        detail=said + (f"last: {last.detail}" if last is not None else f"last: {hold.detail}"),
         found=Findings(backoff_since=hold.since, backoff_until=hold.until),
     )
 
@@ -79,7 +82,11 @@ def _held(target: Target, check: Check, hold: Hold) -> ProbeResult:
 async def _run(
     target: Target, check: Check, context: ProbeContext, time_limit: float | None, transcript: bool
 ) -> ProbeResult:
-    timeout = target.timeout(check) if time_limit is None else time_limit
+    # A NaN or infinite limit would never fire: such a probe, and whatever waits on it, would
+    # run for ever. Callers check what they are given; this holds whatever they pass.
+    timeout = target.timeout(check)
+    if time_limit is not None and math.isfinite(time_limit):
+        timeout = time_limit
     started, clock = time.time(), time.monotonic()
     trace = Trace(deadline=clock + timeout, record_transcript=transcript, started=clock)
     failure: ProbeFailure | None = None
@@ -101,7 +108,7 @@ async def _run(
     secrets = (*target.secrets(), *trace.tokens)
     if failure is not None:
         trace.say(
-            f"FAILED in {failure.phase or trace.failed_in}: {failure.reason} ({failure.detail})"
+            f"FAILED in {failure.phase or trace.failed_in}: {failure.reason} ({failure.said})"
         )
         trace.found.lookalikes = None
     else:
@@ -115,7 +122,7 @@ async def _run(
         phases=dict(trace.phases),
         reason=failure.reason if failure else None,
         phase=(failure.phase or trace.failed_in) if failure else None,
-        detail=redact(failure.detail, secrets) if failure else "",
+        detail=shorten(redact(failure.said, secrets)) if failure else "",
         found=trace.found,
         transcript=tuple(redact(line, secrets) for line in trace.transcript),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -16,6 +17,20 @@ TOKEN_SHARE = 0.5
 TOKEN_LIMIT = 10.0
 """...and at most this many seconds, so that a token endpoint that hangs is reported as
 ``oauth_token`` rather than as a probe timeout."""
+MIN_SCRUBBED = 3
+"""Credentials shorter than this are not scrubbed: replacing every "a" would garble the text."""
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with each of ``secrets`` replaced by ``<redacted>``, longest first.
+
+    For what a server says after a login, before it is shortened for a detail: a server that
+    echoes a command shows the credential, and a secret cut in two is no longer found whole.
+    """
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= MIN_SCRUBBED:
+            text = text.replace(secret, "<redacted>")
+    return text
 
 
 class Session(Protocol):
@@ -25,6 +40,10 @@ class Session(Protocol):
     async def greet(self) -> None: ...
     async def starttls(self) -> None: ...
     async def login(self, token: str | None = None) -> None: ...
+    def secret_forms(self, token: str | None) -> tuple[str, ...]:
+        """The credential as ``login`` puts it on the wire (quoted, base64), where that is not
+        the credential itself: redacted like it from anything the probe reports."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -65,7 +84,9 @@ async def log_in(
 ) -> None:
     """Connect, greet, secure and authenticate, each step in its phase.
 
-    A token the server refuses is dropped, so that the next probe asks for a new one.
+    A token the server refuses is dropped, so that the next probe asks for a new one. The
+    forms the credential takes on the wire are redacted along with it: a server may echo a
+    command, and no library text reaches a detail, but the credential must not show even so.
     """
     with trace.phase(phases.connect):
         await session.open()
@@ -78,6 +99,7 @@ async def log_in(
         trace.found.tls[phases.transport] = session.tls
     with trace.phase(phases.auth):
         token = await access_token(server, phases.transport, trace, tokens)
+        trace.tokens.extend(session.secret_forms(token))
         try:
             await session.login(token)
         except ProbeFailure as failure:
@@ -86,3 +108,4 @@ async def log_in(
                 if server.oauth2 is not None:
                     tokens.forget(server.oauth2)
             raise
+        trace.found.logged_in.add(phases.transport)

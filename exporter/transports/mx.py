@@ -76,7 +76,7 @@ def _dns_failure(exc: BaseException, what: str) -> ProbeFailure:
         return ProbeFailure(Reason.DNS, f"{what}: no name server answered (SERVFAIL or REFUSED)")
     if isinstance(exc, dns.exception.Timeout):
         return ProbeFailure(Reason.DNS, f"{what}: no answer from the resolver in time")
-    return ProbeFailure(Reason.DNS, f"{what}: {exc}")
+    return ProbeFailure(Reason.DNS, f"{what}: {type(exc).__name__}")
 
 
 @contextmanager

@@ -22,6 +22,7 @@ from aiosmtplib import (
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
+from aiosmtplib.auth import auth_login_encode, auth_plain_encode, auth_xoauth2_encode
 
 from exporter import classify
 from exporter.classify import SmtpStage
@@ -30,7 +31,7 @@ from exporter.outcome import Phase, ProbeFailure, Reason
 from exporter.result import TlsSession
 from exporter.trace import Trace
 from exporter.transports import ProbeMessage, net
-from exporter.transports.credentials import LoginPhases, log_in
+from exporter.transports.credentials import LoginPhases, log_in, scrub
 from exporter.transports.oauth import TokenCache
 
 LOCAL_HOSTNAME: Final = "mailbox-exporter.invalid"
@@ -41,31 +42,49 @@ PHASES: Final = LoginPhases("smtp", Phase.SMTP_CONNECT, Phase.SMTP_TLS, Phase.SM
 Say = Callable[[str], None]
 
 
+MALFORMED_PREFIX: Final = "Malformed SMTP response line: "
+"""How aiosmtplib introduces a reply line it cannot read; the server's line follows."""
+
+
 def failure(exc: BaseException, stage: SmtpStage) -> ProbeFailure:
-    """Translate an aiosmtplib or socket error raised during ``stage``."""
+    """Translate an aiosmtplib or socket error raised during ``stage``.
+
+    The detail is built from what the server said and what is known (the stage, the kind of
+    error), never from a library's own text, which may quote a command with its arguments.
+    """
     if isinstance(exc, ProbeFailure):
         return exc
     cause = exc.__cause__
     if isinstance(exc, SMTPResponseException) and exc.code >= 200:
         reason = classify.smtp_reply(exc.code, exc.message, stage)
         return ProbeFailure(reason, classify.smtp_detail(exc.code, exc.message))
+    if isinstance(exc, SMTPResponseException) and exc.code >= 0:
+        return ProbeFailure(Reason.PROTOCOL_ERROR, classify.smtp_detail(exc.code, exc.message))
     if isinstance(exc, SMTPResponseException):
-        return ProbeFailure(Reason.PROTOCOL_ERROR, exc.message)
+        return ProbeFailure(Reason.PROTOCOL_ERROR, _unreadable(exc.message))
     if isinstance(exc, SMTPTimeoutError | TimeoutError):
         return ProbeFailure(Reason.TIMEOUT, "no answer from the server in time")
     if isinstance(exc, ssl.SSLError | ssl.CertificateError):
         return net.tls_failure(exc)
     if isinstance(cause, ssl.SSLError | ssl.CertificateError):
         return net.tls_failure(cause)
-    if isinstance(exc, SMTPServerDisconnected):
+    if isinstance(exc, SMTPServerDisconnected) or isinstance(cause, SMTPServerDisconnected):
         return ProbeFailure(Reason.NETWORK, "the server closed the connection")
     if isinstance(cause, OSError):
-        return ProbeFailure(classify.os_error(cause), f"{cause.strerror or cause}")
+        return ProbeFailure(classify.os_error(cause), cause.strerror or type(cause).__name__)
     if isinstance(exc, OSError):
-        return ProbeFailure(classify.os_error(exc), f"{exc.strerror or exc}")
-    if isinstance(exc, SMTPException):
-        return ProbeFailure(Reason.PROTOCOL_ERROR, exc.message)
-    return ProbeFailure(Reason.PROTOCOL_ERROR, f"{type(exc).__name__}: {exc}")
+        return ProbeFailure(classify.os_error(exc), exc.strerror or type(exc).__name__)
+    return ProbeFailure(
+        Reason.PROTOCOL_ERROR, f"the SMTP client failed at {stage} ({type(exc).__name__})"
+    )
+
+
+def _unreadable(message: str) -> str:
+    """The detail of a reply aiosmtplib could not read: the server's line where the library
+    quotes one, else what kind of trouble it was."""
+    if message.startswith(MALFORMED_PREFIX):
+        return "malformed reply: " + message[len(MALFORMED_PREFIX) :].strip()
+    return "malformed or overlong reply"
 
 
 def _quiet(_: str) -> None:
@@ -87,6 +106,16 @@ class SmtpSession:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.abort()
+
+    def secret_forms(self, token: str | None) -> tuple[str, ...]:
+        """The credential as :meth:`login` puts it on the wire, base64-encoded: the XOAUTH2
+        response with the token, or the PLAIN response and the LOGIN password."""
+        username = self.server.username
+        if token is not None:
+            return (auth_xoauth2_encode(username, token).decode(),)
+        password = self.server.password.reveal() if self.server.password else ""
+        _, login_password = auth_login_encode(username, password)
+        return (auth_plain_encode(username, password).decode(), login_password.decode())
 
     def abort(self) -> None:
         """Drop the connection at once, without a QUIT."""
@@ -116,8 +145,9 @@ class SmtpSession:
             if sock is not None:
                 sock.close()
             if isinstance(exc, Exception):
-                self._said_failure(exc)
-                raise failure(exc, "tls" if implicit else "greeting") from None
+                stage: SmtpStage = "tls" if implicit else "greeting"
+                self._said_failure(exc, stage)
+                raise failure(exc, stage) from None
             raise
         if implicit:
             self._note_tls()
@@ -129,7 +159,7 @@ class SmtpSession:
         try:
             self._said(await self.client.ehlo())
         except Exception as exc:
-            self._said_failure(exc)
+            self._said_failure(exc, "greeting")
             raise failure(exc, "greeting") from None
 
     async def starttls(self) -> None:
@@ -145,7 +175,7 @@ class SmtpSession:
                 )
             )
         except Exception as exc:
-            self._said_failure(exc)
+            self._said_failure(exc, "tls")
             raise failure(exc, "tls") from None
         self._note_tls()
         await self.ehlo()
@@ -160,6 +190,8 @@ class SmtpSession:
             raise ProbeFailure(Reason.AUTH_REJECTED, "the server offers no AUTH on this connection")
         methods = self.client.server_auth_methods
         username = self.server.username
+        password = self.server.password.reveal() if self.server.password else ""
+        secrets = (token or password, *self.secret_forms(token))
         try:
             if token is not None:
                 if "xoauth2" not in methods:
@@ -170,7 +202,6 @@ class SmtpSession:
                 self.say(f"C: AUTH XOAUTH2 <redacted: {username} and token>")
                 self._said(await self.client.auth_xoauth2(username, token))
                 return
-            password = self.server.password.reveal() if self.server.password else ""
             if "plain" in methods:
                 self.say("C: AUTH PLAIN <redacted>")
                 self._said(await self.client.auth_plain(username, password))
@@ -184,8 +215,9 @@ class SmtpSession:
         except ProbeFailure:
             raise
         except Exception as exc:
-            self._said_failure(exc)
-            raise failure(exc, "auth") from None
+            said = _scrubbed(exc, secrets)
+            self._said_failure(said, "auth")
+            raise failure(said, "auth") from None
 
     async def send(self, mail_from: str, mail_to: str, message: bytes) -> None:
         """Submit one message; returns when the server has accepted it (its reply to DATA)."""
@@ -197,7 +229,7 @@ class SmtpSession:
             self.say(f"C: DATA ({len(message)} bytes)")
             self._said(await self.client.data(message))
         except Exception as exc:
-            self._said_failure(exc)
+            self._said_failure(exc, "send")
             raise failure(exc, "send") from None
 
     async def quit(self) -> None:
@@ -220,11 +252,19 @@ class SmtpSession:
         for index, line in enumerate(lines):
             self.say(f"S: {response.code}{' ' if index == len(lines) - 1 else '-'}{line}")
 
-    def _said_failure(self, exc: BaseException) -> None:
-        if isinstance(exc, SMTPResponseException):
+    def _said_failure(self, exc: BaseException, stage: SmtpStage) -> None:
+        if isinstance(exc, SMTPResponseException) and exc.code >= 0:
             self.say(f"S: {exc.code} {exc.message}")
         else:
-            self.say(f"failed: {failure(exc, 'greeting').detail}")
+            self.say(f"failed: {failure(exc, stage).detail}")
+
+
+def _scrubbed(exc: Exception, secrets: tuple[str, ...]) -> Exception:
+    """A reply to AUTH without the credential, before its text is shortened for a detail: a
+    server may echo the command with its argument."""
+    if isinstance(exc, SMTPResponseException):
+        return SMTPResponseException(exc.code, scrub(exc.message, secrets))
+    return exc
 
 
 def _offered(methods: list[str]) -> str:
