@@ -223,13 +223,13 @@ async def test_access_denied_is_auth_rejected(graph: GraphSimulator, context: Pr
     assert result.detail.startswith("403 ErrorAccessDenied: Access is denied")
 
 
-async def test_wrong_secret_is_oauth_token(graph: GraphSimulator, context: ProbeContext) -> None:
+async def test_wrong_secret_is_auth_rejected(graph: GraphSimulator, context: ProbeContext) -> None:
     address = mailbox(graph)
     graph.add_app("wrong-secret-app", secret="the-right-one", mailboxes=[address])
     credentials = "      client_id: wrong-secret-app\n      client_secret: not-the-right-one\n"
     probe_target = target(graph_section(graph, address, credentials))
     result = await probes.run(probe_target, Check.GRAPH_LOGIN, context)
-    assert (result.reason, result.phase) == (Reason.OAUTH_TOKEN, Phase.GRAPH_AUTH)
+    assert (result.reason, result.phase) == (Reason.AUTH_REJECTED, Phase.GRAPH_AUTH)
     assert "AADSTS7000215" in result.detail and result.found.token_failed == {"graph"}
     assert "not-the-right-one" not in result.detail
 
@@ -639,3 +639,20 @@ async def test_no_secret_on_any_surface(
     assert len(tokens) > 5 and any("PRIVATE KEY" in s for s in secrets)
     for secret in secrets:
         assert secret not in shown, f"a secret leaked: {secret[:8]}..."
+
+
+async def test_a_restored_permission_takes_effect_at_the_next_probe(
+    graph: GraphSimulator, context: ProbeContext
+) -> None:
+    """A token carries the app's roles as they were when it was issued: after a 403 the
+    cached token is dropped, so the probe after an administrator restores the permission
+    succeeds (and nothing holds it back: an app's credentials are never locked out)."""
+    address = mailbox(graph)
+    credentials = secret_app(graph, address, permissions=("Mail.Send",))
+    probe_target = target(graph_section(graph, address, credentials))
+    for _ in range(4):
+        refused = await probes.run(probe_target, Check.GRAPH_LOGIN, context)
+        assert (refused.reason, refused.phase) == (Reason.AUTH_REJECTED, Phase.GRAPH_SELECT)
+    client_id = probe_target.section("graph").oauth2.client_id  # type: ignore[attr-defined]
+    graph.app(client_id).permissions.add("Mail.ReadWrite")
+    assert (await probes.run(probe_target, Check.GRAPH_LOGIN, context)).success

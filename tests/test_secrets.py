@@ -110,7 +110,16 @@ async def test_no_secret_on_any_surface(
     )
     for argv in (["--config.check"], ["probe", "wrong"], ["probe", "oauth"]):
         run = subprocess.run(
-            [sys.executable, "-m", "exporter", "--config.file", str(good), *argv],
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                "--config.file",
+                str(good),
+                "--storage.path",
+                str(tmp_path / "state"),
+                *argv,
+            ],
             capture_output=True,
             text=True,
             check=False,
@@ -120,7 +129,7 @@ async def test_no_secret_on_any_surface(
         )
         seen.append(run.stdout + run.stderr)
     idp.fail_with(None)
-    assert "oauth_token" in seen[-1] and "<redacted>" in seen[-1], seen[-1]
+    assert "auth_rejected" in seen[-1] and "<redacted>" in seen[-1], seen[-1]
 
     everything = "\n".join(seen)
     assert "result: FAILED" in everything and "result: success" in everything

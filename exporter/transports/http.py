@@ -32,7 +32,7 @@ from exporter.config.model import OAuth2Config, TlsConfig
 from exporter.outcome import Phase, ProbeFailure, Reason
 from exporter.trace import Trace
 from exporter.transports import net
-from exporter.transports.oauth import TokenCache
+from exporter.transports.oauth import TokenCache, read_bounded
 
 TOKEN_SHARE = 0.5
 """A token request may take this share of the time the probe has left..."""
@@ -94,7 +94,9 @@ def api_error(body: Mapping[str, Any], headers: Mapping[str, str]) -> ApiError:
         return ApiError("", "", request_id)
     code = error.get("code")
     if not isinstance(code, str):
-        reasons = [e.get("reason") for e in error.get("errors") or () if isinstance(e, dict)]
+        errors = error.get("errors")
+        listed = errors if isinstance(errors, list) else []
+        reasons = [e.get("reason") for e in listed if isinstance(e, dict)]
         code = next((r for r in reasons if isinstance(r, str)), None) or str(
             error.get("status") or ""
         )
@@ -255,9 +257,10 @@ class ApiSession:
         if wait is not None and (status in RETRY_STATUSES or reason is Reason.THROTTLED):
             self.trace.found.retry_after = wait
         if reason is Reason.AUTH_REJECTED:
+            # A token refused (401) or lacking a permission (403) is dropped either way: once
+            # an administrator restores the app's role, only a new token carries it.
             self.trace.found.login_refused = self.phases.transport
-            if status == classify.HTTP_UNAUTHORIZED:
-                self.tokens.forget(self.oauth2)
+            self.tokens.forget(self.oauth2)
         words = " ".join(f"{status} {error.code}: {error.message}".split()).replace(" :", ":")
         if error.request_id:
             words += f" (request-id {error.request_id})"
@@ -373,25 +376,23 @@ def _shown(url: str, params: Query | None) -> str:
 
 async def _bounded_text(response: aiohttp.ClientResponse) -> str:
     """The answer's text; :data:`MAX_ANSWER` bytes at most, else the API is broken."""
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await response.content.read(64 * 1024):
-        size += len(chunk)
-        if size > MAX_ANSWER:
-            raise ProbeFailure(
-                Reason.PROTOCOL_ERROR, f"the API answered more than {MAX_ANSWER:,} bytes"
-            )
-        chunks.append(chunk)
+    raw = await read_bounded(response, MAX_ANSWER)
+    if raw is None:
+        raise ProbeFailure(
+            Reason.PROTOCOL_ERROR, f"the API answered more than {MAX_ANSWER:,} bytes"
+        )
     try:
-        return b"".join(chunks).decode(response.charset or "utf-8", errors="replace")
+        return raw.decode(response.charset or "utf-8", errors="replace")
     except LookupError:
-        return b"".join(chunks).decode("utf-8", errors="replace")
+        return raw.decode("utf-8", errors="replace")
 
 
 def _json(text: str) -> dict[str, Any] | None:
+    """The JSON object of an answer; None for anything else, nesting beyond the parser's
+    depth included."""
     try:
         value = jsonlib.loads(text) if text.strip() else None
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
 

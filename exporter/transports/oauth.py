@@ -15,6 +15,9 @@ with the ``cryptography`` backend.
 from __future__ import annotations
 
 import asyncio
+import json
+import math
+import re
 import ssl
 import time
 import uuid
@@ -24,16 +27,26 @@ from typing import Any, Final
 import aiohttp
 import jwt
 
+from exporter import classify
 from exporter.config import OAuth2Config
 from exporter.outcome import ProbeFailure, Reason
 from exporter.transports import net
 
-UNAUTHORIZED_CLIENT: Final = "unauthorized_client"
 """The identity provider's refusal of a valid client for this mailbox or scope (RFC 6749
 5.2; Google answers it when domain-wide delegation is not granted): the credentials are
 refused, not the token service broken."""
 REFRESH_BEFORE: Final = 300.0
 """Refresh a token this long before it expires (or at 90% of a shorter lifetime)."""
+MAX_LIFETIME: Final = 24 * 3600.0
+"""The longest a token is kept, whatever the endpoint says: providers issue tokens for an hour
+or so, and a token that is revoked is dropped when a server refuses it."""
+UNSTATED_LIFETIME: Final = 300.0
+"""The lifetime of a token whose ``expires_in`` is missing or not a number: short, so that a
+token that in fact expires sooner is soon replaced, and the endpoint is still asked rarely."""
+MAX_TOKEN_ANSWER: Final = 1024 * 1024
+"""Bytes of a token endpoint's answer read: a token is a few kilobytes, a proxy's error page
+tens; more is a broken or hostile endpoint, and is not read to the end."""
+READ_CHUNK: Final = 64 * 1024
 ASSERTION_LIFETIME: Final = 600
 """Seconds a signed assertion is valid: one token request, with room for clock skew."""
 CLIENT_ASSERTION_TYPE: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -106,25 +119,76 @@ class TokenCache:
             tls = net.tls_context(config.tls_config)
         try:
             async with self._session.post(config.token_url, data=form, ssl=tls) as response:
-                body = await _json(response)
                 status = response.status
+                raw = await read_bounded(response, MAX_TOKEN_ANSWER)
         except aiohttp.ClientError as exc:
             raise ProbeFailure(
                 Reason.OAUTH_TOKEN, f"cannot reach the token endpoint: {type(exc).__name__}"
             ) from None
-        if status != 200 or not isinstance(body.get("access_token"), str):
-            error = body.get("error") or "no access_token in the answer"
-            description = body.get("error_description") or ""
-            detail = " ".join(f"token endpoint answered {status}: {error} {description}".split())
-            reason = Reason.AUTH_REJECTED if error == UNAUTHORIZED_CLIENT else Reason.OAUTH_TOKEN
-            raise ProbeFailure(reason, _secretless(detail, config))
-        lifetime = _lifetime(body.get("expires_in"))
-        margin = min(REFRESH_BEFORE, lifetime * 0.1)
-        return Token(
-            value=body["access_token"],
-            expires_at=time.time() + lifetime,
-            refresh_at=started + lifetime - margin,
-        )
+        if raw is None:
+            raise ProbeFailure(
+                Reason.OAUTH_TOKEN,
+                f"token endpoint answered {status} with more than {MAX_TOKEN_ANSWER:,} bytes",
+            )
+        return token_answer(status, raw, config, started)
+
+
+def token_answer(status: int, raw: bytes, config: OAuth2Config, started: float) -> Token:
+    """The token in a token endpoint's answer (RFC 6749 5.1), fetched at monotonic time
+    ``started``; :class:`ProbeFailure` for an error answer (5.2) or one without a usable token.
+
+    The lifetime is ``expires_in`` clamped to [0, :data:`MAX_LIFETIME`] (a number, or a string
+    of one, as Azure AD's v1 endpoint sends); when it is missing or not a number (NaN, text,
+    a boolean) it is :data:`UNSTATED_LIFETIME`. No answer can keep a token for good.
+    """
+    body = _json(raw)
+    token = body.get("access_token")
+    if status != 200 or not isinstance(token, str) or not _TOKEN.fullmatch(token):
+        error = body.get("error") or "no access_token in the answer"
+        description = body.get("error_description") or ""
+        detail = " ".join(f"token endpoint answered {status}: {error} {description}".split())
+        reason = classify.token_reply(status, str(error), str(description))
+        raise ProbeFailure(reason, _secretless(detail, config))
+    lifetime = lifetime_of(body.get("expires_in"))
+    margin = min(REFRESH_BEFORE, lifetime * 0.1)
+    return Token(
+        value=token,
+        expires_at=time.time() + lifetime,
+        refresh_at=started + lifetime - margin,
+    )
+
+
+_TOKEN = re.compile(r"[\x21-\x7e]+")
+"""An access token: visible ASCII (RFC 6750's b64token is narrower). Anything else, a line
+break above all, would corrupt the command or header that carries it."""
+
+
+def lifetime_of(expires_in: object) -> float:
+    """Seconds a token is kept, from ``expires_in``: see :func:`token_answer`."""
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int | float | str):
+        return UNSTATED_LIFETIME
+    try:
+        lifetime = float(expires_in)
+    except ValueError:  # text that is no number
+        return UNSTATED_LIFETIME
+    except OverflowError:  # an integer beyond any float
+        lifetime = math.inf if isinstance(expires_in, int) and expires_in > 0 else -math.inf
+    if math.isnan(lifetime):
+        return UNSTATED_LIFETIME
+    return min(max(lifetime, 0.0), MAX_LIFETIME)
+
+
+async def read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The body of an answer, or None once it passes ``limit`` bytes (the rest is not read).
+    Token endpoints and the mail APIs both answer through this."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await response.content.read(READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _key(config: OAuth2Config) -> _Key:
@@ -188,20 +252,14 @@ def _sign(config: OAuth2Config, claims: dict[str, Any]) -> str:
         ) from None
 
 
-async def _json(response: aiohttp.ClientResponse) -> dict[str, Any]:
+def _json(raw: bytes) -> dict[str, Any]:
+    """The JSON object of an answer; empty for anything else (not JSON, not UTF-8, nested
+    beyond the parser's depth, a list)."""
     try:
-        body = await response.json(content_type=None)
-    except (ValueError, aiohttp.ContentTypeError):
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
         return {}
     return body if isinstance(body, dict) else {}
-
-
-def _lifetime(expires_in: object) -> float:
-    try:
-        lifetime = float(expires_in)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return 3600.0
-    return max(lifetime, 1.0)
 
 
 def _secretless(text: str, config: OAuth2Config) -> str:

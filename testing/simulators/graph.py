@@ -375,6 +375,11 @@ class GraphApp:
 class _Token:
     client_id: str
     expires_at: float
+    roles: frozenset[str]
+    """The app's application permissions when the token was issued: Microsoft identity
+    platform access tokens carry them in their ``roles`` claim, so a permission granted or
+    removed later reaches only tokens issued after ("Microsoft identity platform access
+    tokens", the roles claim)."""
 
 
 class _GraphError(Exception):
@@ -509,7 +514,9 @@ class GraphSimulator(SimulatorBase):
         token = "eyJ0eXAiOiJKV1QiLCJub25jZSI6IlNJTSJ9." + secrets.token_urlsafe(48)
         with self._lock:
             self._tokens[token] = _Token(
-                client_id, time.time() + (self.token_lifetime if lifetime is None else lifetime)
+                client_id,
+                time.time() + (self.token_lifetime if lifetime is None else lifetime),
+                frozenset(self._apps[client_id].permissions),
             )
         return token
 
@@ -861,7 +868,7 @@ class GraphSimulator(SimulatorBase):
                     unauthenticated,
                 )
             app = self._apps[issued.client_id]
-            if not app.permissions & permissions:
+            if not issued.roles & permissions:
                 raise _GraphError(403, "ErrorAccessDenied", ACCESS_DENIED)
             user = request.match_info["user"].lower()
             mailbox = self._mailboxes.get(user) or next(
