@@ -9,7 +9,9 @@ is part of the contract: tests/classify_corpus.yaml holds the replies that pin i
 SMTP replies are read by their enhanced status code in full (``5.1.90`` is a sending limit,
 ``5.1.10`` a missing recipient), then their basic code, because providers reuse basic codes:
 550 can mean a full mailbox or basic auth switched off. A multi-line reply is one reply.
-IMAP answers are read by their response code (``[AUTHENTICATIONFAILED]``), then their text.
+IMAP answers are read by their response code (``[AUTHENTICATIONFAILED]``), then their text;
+POP3's ``-ERR`` by its extended response code (``[AUTH]``, ``[SYS/TEMP]``, RFC 2449 and 3206),
+then its text.
 HTTP answers (Microsoft Graph, Gmail API) are read by their error code, then their status.
 Token endpoint answers (RFC 6749 section 5.2) are read by their status, the identity provider's
 own code in the description (``AADSTS7000215``), then their ``error``.
@@ -35,6 +37,9 @@ from exporter.outcome import Reason, shorten
 SmtpStage = Literal["greeting", "tls", "auth", "send"]
 ImapStage = Literal["greeting", "tls", "auth", "select", "mailbox"]
 HttpStage = Literal["auth", "send", "mailbox"]
+Pop3Stage = Literal["greeting", "tls", "auth", "mailbox", "message"]
+"""``mailbox``: listing the maildrop (STAT, UIDL); ``message``: one message's command (TOP,
+RETR, DELE) and QUIT, which commits deletions."""
 
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 _QMAIL_CODE = re.compile(r"\(#([245])\.(\d{1,3})\.(\d{1,3})\)\s*$")
@@ -356,6 +361,77 @@ def imap_reply(result: str, text: str, stage: ImapStage) -> Reason:
     prose = _IMAP_CODE_TEXT.sub("", words, count=1)
     reply = _Imap(result.upper(), imap_response_code(text) or "", words, prose, stage)
     return next((reason for rule, reason in _IMAP_RULES if rule(reply)), Reason.PROTOCOL_ERROR)
+
+
+_POP3_CODE = re.compile(r"^\s*\[([A-Z][A-Z0-9/-]*)\]")
+# Login refused because the connection is not encrypted: Dovecot "[AUTH] Plaintext
+# authentication disallowed on non-secure (SSL/TLS) connections.", "Authentication not
+# allowed until SSL/TLS is enabled."; with an extended code that would otherwise read as
+# credentials.
+_POP3_TLS_DEMANDED = re.compile(r"plaintext auth\w{0,20} disallowed|until ssl/tls")
+
+
+def pop3_response_code(text: str) -> str | None:
+    """The extended response code (RFC 2449, 3206) an ``-ERR`` text starts with, if any:
+    ``AUTH``, ``SYS/TEMP``, ``SYS/PERM``, ``IN-USE``, ``LOGIN-DELAY``."""
+    match = _POP3_CODE.match(text)
+    return match.group(1).upper() if match else None
+
+
+@dataclass(frozen=True)
+class _Pop3:
+    code: str
+    words: str
+    prose: str
+    stage: Pop3Stage
+
+
+_POP3_RULES: Final[tuple[tuple[Callable[[_Pop3], bool], Reason], ...]] = (
+    # The client is limited: [LOGIN-DELAY] (RFC 2449: logins too close together), and
+    # limit wording under any code: Gmail "[AUTH] Account exceeded pop command or bandwidth
+    # limits", "Too many connections".
+    (lambda r: r.code == "LOGIN-DELAY" or _limited(r.prose), Reason.THROTTLED),
+    # The login needs TLS first.
+    (lambda r: bool(_POP3_TLS_DEMANDED.search(r.words)), Reason.TLS),
+    # [IN-USE] (RFC 2449): the maildrop is locked by another session; Cyrus "Unable to lock
+    # maildrop".
+    (lambda r: r.code == "IN-USE", Reason.MAILBOX_UNAVAILABLE),
+    # [SYS/TEMP] at login (RFC 3206): Dovecot "Temporary authentication failure." (the user
+    # database cannot be reached).
+    (lambda r: r.code == "SYS/TEMP" and r.stage == "auth", Reason.AUTH_TEMPORARY),
+    # [SYS/TEMP] elsewhere: "Internal error occurred" (Dovecot), an overloaded mail system.
+    (lambda r: r.code == "SYS/TEMP", Reason.UNAVAILABLE),
+    # [SYS/PERM] (RFC 3206): the maildrop cannot be opened or read (Cyrus "Unable to open
+    # maildrop", "Could not read message file").
+    (lambda r: r.code == "SYS/PERM", Reason.MAILBOX_UNAVAILABLE),
+    # [AUTH] (RFC 3206): the credentials, or this account's access to POP3 (Gmail "Web login
+    # required").
+    (lambda r: r.code == "AUTH", Reason.AUTH_REJECTED),
+    # No code, the service says it is down or asks to come back.
+    (
+        lambda r: bool(_DOWN.search(r.words) or _UNAVAILABLE_WORDS.search(r.words)),
+        Reason.UNAVAILABLE,
+    ),
+    # The server hangs up: Dovecot "Disconnected for inactivity.".
+    (lambda r: "disconnected" in r.words, Reason.NETWORK),
+    # A greeting that is no +OK: turned away.
+    (lambda r: r.stage == "greeting", Reason.UNAVAILABLE),
+    # Any other refused login: Exchange "Logon failure: unknown user name or bad password.",
+    # GMX "authentication failed".
+    (lambda r: r.stage == "auth", Reason.AUTH_REJECTED),
+    # STLS refused.
+    (lambda r: r.stage == "tls", Reason.TLS),
+)
+
+
+def pop3_reply(text: str, stage: Pop3Stage) -> Reason:
+    """Classify the text after ``-ERR`` received during ``stage``. A command refused for a
+    message (no such message, an unknown command) is a protocol error."""
+    words = text.lower()
+    code = pop3_response_code(text) or ""
+    prose = _POP3_CODE.sub("", words, count=1)
+    reply = _Pop3(code, words, prose, stage)
+    return next((reason for rule, reason in _POP3_RULES if rule(reply)), Reason.PROTOCOL_ERROR)
 
 
 HTTP_UNAUTHORIZED: Final = 401

@@ -18,6 +18,7 @@ class Check(StrEnum):
     IMAP_LOGIN = "imap_login"
     GRAPH_LOGIN = "graph_login"
     GMAIL_LOGIN = "gmail_login"
+    POP3_LOGIN = "pop3_login"
 
 
 class Phase(StrEnum):
@@ -29,6 +30,9 @@ class Phase(StrEnum):
     (``*_select``), sending, reading the probe id of candidates (``*_fetch``) and deleting.
     The ``mx`` sender looks up the recipient domain's MX hosts and their addresses in
     ``mx_lookup``; ``mx_connect`` spans the connection attempts, greeting and EHLO.
+    The POP3 receiver lists the maildrop's unique ids in ``pop3_list`` (after each login:
+    POP3 shows the mailbox as it was at login), reads headers and reports in ``pop3_fetch``,
+    and deletes (``DELE``, then ``QUIT``, which commits) in ``pop3_cleanup``.
     """
 
     SMTP_CONNECT = "smtp_connect"
@@ -56,6 +60,12 @@ class Phase(StrEnum):
     MX_CONNECT = "mx_connect"
     MX_TLS = "mx_tls"
     MX_SEND = "mx_send"
+    POP3_CONNECT = "pop3_connect"
+    POP3_TLS = "pop3_tls"
+    POP3_AUTH = "pop3_auth"
+    POP3_LIST = "pop3_list"
+    POP3_FETCH = "pop3_fetch"
+    POP3_CLEANUP = "pop3_cleanup"
 
 
 class Reason(StrEnum):

@@ -4,7 +4,8 @@
 mailbox on it, Prometheus evaluating the shipped rules, Alertmanager with the example routing,
 and a webhook receiver in this process that prints each page. ``./scripts/demo break
 auth|delivery|imap|heal`` from another shell breaks (or heals) the mail stack of the running
-demo. Everything lives in a temporary directory and stops with Ctrl-C or SIGTERM.
+demo. ``./scripts/demo --receiver pop3`` watches the mailbox over POP3 instead of IMAP.
+Everything lives in a temporary directory and stops with Ctrl-C or SIGTERM.
 
 Only timings differ from the shipped files, so that a page arrives within a minute or two:
 `SHORTENED` says which, and the demo prints it.
@@ -87,7 +88,8 @@ global:
 targets:
   - name: {target}
     smtp: {{host: 127.0.0.1, port: {smtp}, tls: none, username: {address}, password_file: password}}
-    imap: {{host: 127.0.0.1, port: {imap}, tls: none, username: {address}, password_file: password}}
+    {watch}: {{host: 127.0.0.1, port: {watch_port}, tls: none, username: {address},
+      password_file: password}}
 """
 
 
@@ -328,7 +330,11 @@ def _state_file(path: Path, control: str, token: str) -> Iterator[None]:
         path.unlink(missing_ok=True)
 
 
-async def run(listen: str, state_file: Path) -> int:
+RECEIVERS = ("imap", "pop3")
+"""What the demo's round trip watches the mailbox with (``--receiver``)."""
+
+
+async def run(listen: str, state_file: Path, receiver: str = "imap") -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -351,7 +357,7 @@ async def run(listen: str, state_file: Path) -> int:
             await runner.setup()
             receiver_port = free_port()
             await web.TCPSite(runner, "127.0.0.1", receiver_port).start()
-            children, urls = _start_children(work, stack, user, listen, receiver_port)
+            children, urls = _start_children(work, stack, user, listen, receiver_port, receiver)
             with _state_file(state_file, f"http://127.0.0.1:{receiver_port}", demo.token):
                 return await _serve(work, stack, user, children, urls, stop)
         finally:
@@ -364,7 +370,12 @@ async def run(listen: str, state_file: Path) -> int:
 
 
 def _start_children(
-    work: Path, stack: MailStack, user: MailUser, listen: str, receiver_port: int
+    work: Path,
+    stack: MailStack,
+    user: MailUser,
+    listen: str,
+    receiver_port: int,
+    receiver: str = "imap",
 ) -> tuple[Children, dict[str, str]]:
     """Alertmanager, the exporter and Prometheus, in that order; their URLs by name."""
     (work / "password").write_text(user.password)
@@ -378,7 +389,8 @@ def _start_children(
             maximum=BACKOFF_MAX,
             target=TARGET,
             smtp=stack.smtp_port,
-            imap=stack.imap_port,
+            watch=receiver,
+            watch_port=stack.pop3_port if receiver == "pop3" else stack.imap_port,
             address=user.address,
         )
     )
@@ -539,6 +551,12 @@ def main(argv: list[str] | None = None) -> int:
         default=STATE_FILE,
         help=f"where the running demo says how to reach it (default {STATE_FILE})",
     )
+    parser.add_argument(
+        "--receiver",
+        choices=RECEIVERS,
+        default="imap",
+        help="watch the mailbox over IMAP (default) or POP3",
+    )
     commands = parser.add_subparsers(dest="command")
     breaking = commands.add_parser("break", help="break the running demo's mail stack, or heal it")
     breaking.add_argument("fault", choices=COMMANDS)
@@ -548,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
         return send_fault(args.fault, args.state_file)
     if args.command == "heal":
         return send_fault("heal", args.state_file)
-    return asyncio.run(run(args.listen, args.state_file))
+    return asyncio.run(run(args.listen, args.state_file, args.receiver))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ every closed set (checks, transports, phases, reasons) is covered by its table."
 from __future__ import annotations
 
 import ast
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -83,3 +84,19 @@ def test_every_transport_has_a_configuration_section_playing_the_same_roles() ->
 def test_every_phase_is_documented() -> None:
     documented = (ROOT / "docs" / "metrics.md").read_text()
     assert [p.value for p in Phase if f"`{p.value}`" not in documented] == []
+
+
+def test_every_transport_section_is_read_by_its_own_module() -> None:
+    """A transport's configuration (its dataclass, keys and reader) lives in
+    ``exporter/config/sections/NAME.py``; the loader reads only what targets share."""
+    for name, section in SECTIONS.items():
+        module = importlib.import_module(f"exporter.config.sections.{name}")
+        assert module.SECTION is section, name
+        assert section.keys == module.KEYS, name
+        assert section.read is module.read_section, name
+    loader = ast.parse((PACKAGE / "config" / "load.py").read_text())
+    defined = {
+        node.name for node in ast.walk(loader) if isinstance(node, ast.FunctionDef | ast.ClassDef)
+    }
+    assert {f"_{name}" for name in SECTIONS} & defined == set()
+    assert [n for n in defined if n.endswith("Config")] == []

@@ -1,12 +1,14 @@
 """Configuration: a YAML file of targets, read into frozen dataclasses.
 
 :mod:`.model` holds the dataclasses, :mod:`.load` reads and validates the file (every error
-names the key path and the line), :mod:`.checks` says what each check needs. The names most
-callers need are here.
+names the key path and the line), each transport's section reading itself in
+:mod:`.sections` with the helpers of :mod:`.reader`; :mod:`.checks` says what each check
+needs. The names most callers need are here.
 """
 
 from exporter.config import model
-from exporter.config.load import SECTIONS, format_duration, load, parse, parse_duration
+from exporter.config.load import format_duration, load, parse, parse_duration
+from exporter.config.sections import SECTIONS
 
 Config = model.Config
 ConfigError = model.ConfigError

@@ -34,4 +34,5 @@ CHECKS: Final[dict[Check, CheckSpec]] = {
     Check.IMAP_LOGIN: CheckSpec(LOGIN, login_of="imap"),
     Check.GRAPH_LOGIN: CheckSpec(LOGIN, login_of="graph"),
     Check.GMAIL_LOGIN: CheckSpec(LOGIN, login_of="gmail"),
+    Check.POP3_LOGIN: CheckSpec(LOGIN, login_of="pop3"),
 }

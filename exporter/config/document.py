@@ -30,11 +30,21 @@ class Lines:
         self.by_path: dict[str, int] = {}
 
     def of(self, path: str) -> int | None:
+        """The line of ``path``, or of the nearest key above it that the document has."""
         while path:
             if path in self.by_path:
                 return self.by_path[path]
-            path = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", path)
+            parent = _LAST_STEP.sub("", path)
+            if parent == path:
+                return None
+            path = parent
         return None
+
+
+_LAST_STEP = re.compile(r"(\.[^.\[]*|\[\d+\])\Z")
+"""The last key or index of a key path."""
+SHOWN_KEY: Final = 40
+"""Characters of a key that is not a string shown in the error."""
 
 
 class _Walk:
@@ -63,10 +73,20 @@ class _Walk:
             self.loader.flatten_mapping(node)
             result: dict[str, Any] = {}
             for key_node, value_node in node.value:
-                key = self.loader.construct_object(key_node, deep=True)
+                if not isinstance(key_node, yaml.ScalarNode):
+                    # A list or mapping key is not built: with aliases it can stand for millions
+                    # of values, and its repr would spell every one of them out.
+                    raise ConfigError(
+                        path,
+                        f"keys must be strings, got a {key_node.id}",
+                        key_node.start_mark.line + 1,
+                    )
+                key = self.scalar(key_node, path)
                 if not isinstance(key, str):
                     raise ConfigError(
-                        path, f"keys must be strings, got {key!r}", key_node.start_mark.line + 1
+                        path,
+                        f"keys must be strings, got {repr(key)[:SHOWN_KEY]}",
+                        key_node.start_mark.line + 1,
                     )
                 child = f"{path}.{key}" if path else key
                 if key in result:
@@ -79,7 +99,18 @@ class _Walk:
                 self.value(item, f"{path}[{index}]", depth + 1)
                 for index, item in enumerate(node.value)
             ]
-        return self.loader.construct_object(node, deep=True)
+        return self.scalar(node, path)
+
+    def scalar(self, node: yaml.Node, path: str) -> Any:
+        """A scalar's value; :class:`ConfigError` for one YAML resolves to a value Python
+        cannot hold (a date such as 2024-13-01, an integer of thousands of digits). The value
+        is not quoted: it may be a mistyped secret."""
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except (ValueError, OverflowError) as exc:
+            raise ConfigError(
+                path, f"cannot read this value ({exc})", node.start_mark.line + 1
+            ) from None
 
 
 def parse_document(text: str) -> tuple[Any, Lines]:

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from exporter.outcome import Check
+
+if TYPE_CHECKING:
+    from exporter.config.sections.gmail import GmailConfig as GmailConfig
+    from exporter.config.sections.graph import GRAPH_CLOUDS as GRAPH_CLOUDS
+    from exporter.config.sections.graph import GraphCloud as GraphCloud
+    from exporter.config.sections.graph import GraphConfig as GraphConfig
+    from exporter.config.sections.graph import NationalCloud as NationalCloud
+    from exporter.config.sections.imap import ImapConfig as ImapConfig
+    from exporter.config.sections.mx import DkimKey as DkimKey
+    from exporter.config.sections.mx import MxConfig as MxConfig
+    from exporter.config.sections.mx import MxTls as MxTls
+    from exporter.config.sections.pop3 import Pop3Config as Pop3Config
 
 TlsMode = Literal["starttls", "implicit", "none"]
 TLS_MODES: tuple[TlsMode, ...] = ("starttls", "implicit", "none")
@@ -129,7 +142,7 @@ class TransportConfig:
         raise NotImplementedError
 
 
-class _ApiEndpoint:
+class ApiEndpoint:
     """Host, port and TLS mode of an API transport, read from its base URL."""
 
     def _base(self) -> str:
@@ -167,137 +180,6 @@ class ServerConfig(TransportConfig):
 
 
 @dataclass(frozen=True)
-class ImapConfig(ServerConfig):
-    mailbox: str = "INBOX"
-    idle: bool | None = None
-    """True: watch with IDLE only; False: poll only; None (unset): poll for the first seconds
-    after sending, then IDLE (see :class:`exporter.transports.imap.ImapReceiver`)."""
-    poll_interval: float = 1.0
-
-
-GraphCloud = Literal["global", "usgov", "usgov-dod", "china"]
-
-
-@dataclass(frozen=True)
-class NationalCloud:
-    """Where a Microsoft cloud's Graph and identity platform are, and what its Graph offers
-    (Microsoft Learn: "Microsoft Graph national cloud deployments"; each API page's table of
-    national cloud deployments)."""
-
-    graph: str
-    """Graph's root: the API is ``{graph}/v1.0``, the app-only scope ``{graph}/.default``."""
-    login: str
-    """The identity platform's root (the token endpoint's host)."""
-    permanent_delete: bool
-    """Whether ``message: permanentDelete`` exists there (the global service only)."""
-
-
-GRAPH_CLOUDS: Mapping[GraphCloud, NationalCloud] = {
-    "global": NationalCloud(
-        "https://graph.microsoft.com", "https://login.microsoftonline.com", True
-    ),
-    "usgov": NationalCloud("https://graph.microsoft.us", "https://login.microsoftonline.us", False),
-    "usgov-dod": NationalCloud(
-        "https://dod-graph.microsoft.us", "https://login.microsoftonline.us", False
-    ),
-    "china": NationalCloud(
-        "https://microsoftgraph.chinacloudapi.cn", "https://login.chinacloudapi.cn", False
-    ),
-}
-"""The Microsoft clouds a ``graph`` section can name: the global service, US Government L4
-(GCC High), US Government L5 (DoD) and China operated by 21Vianet."""
-
-
-@dataclass(frozen=True)
-class GraphConfig(_ApiEndpoint, TransportConfig):
-    """A mailbox in Microsoft 365 reached over Microsoft Graph with an app-only token."""
-
-    username: str
-    """The mailbox (``mailbox`` in the file): its address or user principal name."""
-    graph_url: str
-    """The Graph API's base, version included (``https://graph.microsoft.com/v1.0``)."""
-    oauth2: OAuth2Config
-    tls_config: TlsConfig
-    poll_interval: float = 2.0
-    cloud: GraphCloud = "global"
-    """The Microsoft cloud the tenant lives in: the default endpoints and scope, and how probes
-    are deleted (``permanentDelete`` where it exists)."""
-
-    def _base(self) -> str:
-        return self.graph_url
-
-    def secrets(self) -> set[str]:
-        return self.oauth2.secrets()
-
-
-@dataclass(frozen=True)
-class GmailConfig(_ApiEndpoint, TransportConfig):
-    """A Gmail or Google Workspace mailbox reached over the Gmail API."""
-
-    username: str
-    """The mailbox (``mailbox`` in the file): the user the API acts for."""
-    api_url: str
-    """The API's base, version included (``https://gmail.googleapis.com/gmail/v1``)."""
-    oauth2: OAuth2Config
-    tls_config: TlsConfig
-    poll_interval: float = 2.0
-
-    def _base(self) -> str:
-        return self.api_url
-
-    def secrets(self) -> set[str]:
-        return self.oauth2.secrets()
-
-
-MxTls = Literal["required", "opportunistic"]
-
-
-@dataclass(frozen=True)
-class DkimKey:
-    """How the ``mx`` sender signs the probe (DKIM, RFC 6376): the signing domain ``d=``, the
-    selector ``s=`` whose public key is published at ``SELECTOR._domainkey.DOMAIN``, and the
-    private key in PEM."""
-
-    domain: str
-    selector: str
-    private_key: Secret
-
-
-@dataclass(frozen=True)
-class MxConfig(TransportConfig):
-    """Delivery to the recipient domain's MX hosts, as a mail server sends: no login.
-
-    ``resolver`` is the DNS server asked, as (address, port); None: the system's. ``port`` is
-    the port of every MX host (25 but in tests).
-    """
-
-    username: str
-    """The envelope sender, MAIL FROM (``mail_from`` in the file): where bounces go, the domain
-    SPF checks; empty: the target's ``from``."""
-    resolver: tuple[str, int] | None
-    port: int
-    starttls: MxTls
-    tls_config: TlsConfig
-    dkim: DkimKey | None = None
-
-    @property
-    def host(self) -> str:
-        """None fixed: the MX hosts are looked up at each probe."""
-        return ""
-
-    @property
-    def tls(self) -> TlsMode:
-        return "starttls"
-
-    @property
-    def oauth2(self) -> OAuth2Config | None:
-        return None
-
-    def secrets(self) -> set[str]:
-        return revealed(self.dkim.private_key) if self.dkim else set()
-
-
-@dataclass(frozen=True)
 class Schedule:
     """How often one check runs, and how long one probe of it may take."""
 
@@ -311,7 +193,7 @@ class Target:
 
     A round trip sends through the ``sender`` transport and watches through the ``receiver``
     transport; each transport's settings are in the field of its name (``smtp``, ``imap``,
-    ``graph``, ``gmail``, ``mx``).
+    ``graph``, ``gmail``, ``mx``, ``pop3``).
     """
 
     name: str
@@ -326,6 +208,7 @@ class Target:
     graph: GraphConfig | None = None
     gmail: GmailConfig | None = None
     mx: MxConfig | None = None
+    pop3: Pop3Config | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     """Static labels of the target, such as ``provider``, exported on ``mailbox_target_info``."""
     authserv_id: str | None = None
@@ -425,3 +308,25 @@ class Config:
 
     def target(self, name: str) -> Target | None:
         return next((t for t in self.targets if t.name == name), None)
+
+
+_SECTION_NAMES: Mapping[str, str] = {
+    "ImapConfig": "imap",
+    "GraphConfig": "graph",
+    "GraphCloud": "graph",
+    "GRAPH_CLOUDS": "graph",
+    "NationalCloud": "graph",
+    "GmailConfig": "gmail",
+    "MxConfig": "mx",
+    "MxTls": "mx",
+    "DkimKey": "mx",
+}
+"""Names of the transports' own section modules (:mod:`exporter.config.sections`), still
+importable from here; they are imported on first use, as those modules build on this one."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _SECTION_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"exporter.config.sections.{module}"), name)

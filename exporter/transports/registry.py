@@ -18,9 +18,10 @@ from exporter.config.model import (
     ServerConfig,
     TransportConfig,
 )
+from exporter.config.sections.pop3 import Pop3Config
 from exporter.outcome import Phase
 from exporter.trace import Trace
-from exporter.transports import Receiver, Sender, gmail, graph, imap, mx, smtp
+from exporter.transports import Receiver, Sender, gmail, graph, imap, mx, pop3, smtp
 from exporter.transports.oauth import TokenCache
 
 LoginCheck = Callable[[TransportConfig, Trace, TokenCache], Awaitable[None]]
@@ -76,6 +77,11 @@ TRANSPORTS: Final[dict[str, Transport]] = {
         auth=gmail.PHASES.auth,
     ),
     "mx": Transport(sender=_taking(MxConfig, mx.MxSender)),
+    "pop3": Transport(
+        receiver=_taking(Pop3Config, pop3.Pop3Receiver),
+        login=_taking(Pop3Config, pop3.check_login),
+        auth=pop3.PHASES.auth,
+    ),
 }
 
 
