@@ -12,7 +12,7 @@ from typing import Any, Final
 FORMATS: Final = ("logfmt", "json")
 LEVELS: Final = ("debug", "info", "warn", "error")
 
-_BARE = re.compile(r"^[^\s=\"\\]+$")
+_BARE = re.compile(r"[^\s=\"\\]+")
 QUIET_LIBRARIES: Final = ("aioimaplib", "aiosmtplib", "aiohttp.access", "asyncio")
 """Libraries whose debug output can carry message bodies or credentials."""
 
@@ -48,7 +48,7 @@ class _Formatter(logging.Formatter):
 
 def _logfmt(value: Any) -> str:
     text = "" if value is None else str(value)
-    if _BARE.match(text):
+    if _BARE.fullmatch(text):
         return text
     return json.dumps(text)
 

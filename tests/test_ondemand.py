@@ -89,7 +89,8 @@ async def test_probe_reports_the_reason(
     [
         ("target=elsewhere.example.com", "unknown target 'elsewhere.example.com'"),
         ("check=imap_login", "the target parameter is missing"),
-        ("target=local&check=pop3_login", "unknown check 'pop3_login'"),
+        ("target=local&check=jmap_login", "unknown check 'jmap_login'"),
+        ("target=local&check=pop3_login", "target 'local' does not run the pop3_login check"),
     ],
 )
 async def test_only_configured_targets_can_be_probed(
@@ -145,7 +146,17 @@ async def test_probe_fits_within_the_scrape_timeout(
 
 def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "exporter", "--config.file", str(config), "probe", *args],
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            "--config.file",
+            str(config),
+            "--storage.path",
+            str(config.parent / "state"),
+            "probe",
+            *args,
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -190,6 +201,7 @@ async def test_an_on_demand_message_that_arrives_late_is_cleaned_by_the_schedule
         ALL,
         probe_context(),
         Random(1),
+        key_persistent=False,
     )
     loaded = configuration.load(config)
     target = loaded.targets[0]

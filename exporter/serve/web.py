@@ -22,6 +22,12 @@ ProbeNow = Callable[[str | None, str | None, float | None, bool], Awaitable[Prob
 """Runs one probe of (target, check) within a time limit, with or without a transcript."""
 
 SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
+SCRAPE_TIMEOUT_MARGIN = 0.5
+"""Seconds kept back from Prometheus' scrape timeout, so that the answer arrives in time."""
+MIN_TIME_LIMIT = 0.1
+"""The shortest time limit a probe is given, however short the scrape timeout."""
+SHOWN_HEADER = 40
+"""Characters of a refused header value quoted back in the 400 answer."""
 
 READY = web.AppKey("ready", dict[str, bool])
 
@@ -65,7 +71,7 @@ def create_app(
     async def probe(request: web.Request) -> web.Response:
         query = request.query
         try:
-            limit = _time_limit(request.headers.get(SCRAPE_TIMEOUT_HEADER))
+            limit = time_limit(request.headers.get(SCRAPE_TIMEOUT_HEADER))
             debug = query.get("debug", "false").lower() in ("1", "true", "yes")
             result = await probe_now(query.get("target"), query.get("check"), limit, debug)
         except (UnknownProbe, ValueError) as exc:
@@ -92,12 +98,23 @@ def create_app(
     return app
 
 
-def _time_limit(header: str | None) -> float | None:
-    """Half a second less than Prometheus will wait, so that the answer arrives in time."""
+def time_limit(header: str | None) -> float | None:
+    """The probe's time limit from Prometheus' scrape timeout header: :data:`SCRAPE_TIMEOUT_MARGIN`
+    less, so that the answer arrives in time; None without the header (the check's timeout).
+
+    :class:`ValueError` (a 400) unless it is a finite number of seconds above zero: a NaN or
+    infinite limit would never fire, and the probe, with every request that joins it, would run
+    for ever. Large values are left to the caller, which caps them at the check's timeout.
+    """
     if header is None:
         return None
+    shown = header[:SHOWN_HEADER] + ("..." if len(header) > SHOWN_HEADER else "")
     try:
         seconds = float(header)
     except ValueError:
-        raise ValueError(f"{SCRAPE_TIMEOUT_HEADER} is not a number: {header!r}") from None
-    return max(seconds - 0.5, 0.1)
+        raise ValueError(f"{SCRAPE_TIMEOUT_HEADER} is not a number: {shown!r}") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(
+            f"{SCRAPE_TIMEOUT_HEADER} must be a finite number of seconds above zero, got {shown!r}"
+        )
+    return max(seconds - SCRAPE_TIMEOUT_MARGIN, MIN_TIME_LIMIT)

@@ -81,7 +81,7 @@ _UIDNEXT = re.compile(rb"\[UIDNEXT\s+(\d+)\]", re.IGNORECASE)
 _FETCH_UID = re.compile(rb"\bUID\s+(\d+)", re.IGNORECASE)
 _FETCH_START = re.compile(rb"^\d+\s+FETCH\s+\(", re.IGNORECASE)
 _LIST = re.compile(rb"^\(([^)]*)\)\s+(?:\"(?:[^\"\\]|\\.)*\"|NIL)\s+(.+)$", re.IGNORECASE)
-_LITERAL_NAME = re.compile(rb"^\{(\d{1,7})\}$")
+_LITERAL_NAME = re.compile(rb"\{(\d{1,7})\}")
 _STATUS_UIDNEXT = re.compile(rb"\bUIDNEXT\s+(\d+)", re.IGNORECASE)
 _COPYUID = re.compile(rb"\[COPYUID\s+\d+\s+([\d:,]+)\s+([\d:,]+)\]", re.IGNORECASE)
 _MONTHS: Final = "JanFebMarAprMayJunJulAugSepOctNovDec"
@@ -218,7 +218,7 @@ def listed_mailboxes(lines: Sequence[Line]) -> list[Listed]:
             continue
         flags = frozenset(match.group(1).decode("ascii", errors="replace").lower().split())
         raw = match.group(2).strip()
-        if _LITERAL_NAME.match(raw):
+        if _LITERAL_NAME.fullmatch(raw):
             following = lines[index + 1]
             name = (
                 bytes(following).decode("utf-8", errors="replace")
