@@ -86,6 +86,8 @@ class SigningKey:
     private_key: Secret
     """The key in PEM."""
     headers: tuple[tuple[str, str], ...] = ()
+    not_after: float | None = None
+    """When the certificate registered for the key expires (seconds since 1970), if known."""
 
     def secrets(self) -> set[str]:
         """The PEM, and each line of it, so that a partial leak is caught too."""
@@ -115,6 +117,16 @@ class OAuth2Config:
     subject: str = ""
     tls_config: TlsConfig | None = None
     """How to verify the token endpoint; None: the system's trust store."""
+    client_secret_expires: float | None = None
+    """When the client secret expires, where the configuration states it (seconds since
+    1970): an expired secret is the commonest way app-only monitoring breaks."""
+
+    def credential_expires(self) -> float | None:
+        """When the credential the client authenticates with expires, where known: the
+        certificate's notAfter, or the client secret's stated expiry."""
+        if self.signing_key is not None and self.signing_key.not_after is not None:
+            return self.signing_key.not_after
+        return self.client_secret_expires
 
     def secrets(self) -> set[str]:
         signed = self.signing_key.secrets() if self.signing_key else set()

@@ -5,6 +5,7 @@ with too."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -84,6 +85,7 @@ MICROSOFT_APP_KEYS = (
     "client_secret",
     "client_secret_file",
     "client_secret_env",
+    "client_secret_expires",
     "certificate_file",
     "private_key_file",
     "graph_url",
@@ -123,6 +125,7 @@ def certificate_key(r: Reader, data: dict[str, Any], path: str) -> SigningKey:
             ("x5t#S256", b64url(certificate.fingerprint(hashes.SHA256()))),
             ("x5t", b64url(certificate.fingerprint(hashes.SHA1()))),
         ),
+        not_after=certificate.not_valid_after_utc.timestamp(),
     )
 
 
@@ -140,7 +143,7 @@ def microsoft_app(
     login_url = url(r, data, "login_url", path, cloud.login)
     secret_keys = ("client_secret", "client_secret_file", "client_secret_env")
     certificate = any(key in data for key in ("certificate_file", "private_key_file"))
-    if certificate and any(key in data for key in secret_keys):
+    if certificate and any(key in data for key in (*secret_keys, "client_secret_expires")):
         raise r.fail(path, "set either a client secret or certificate_file, not both")
     return OAuth2Config(
         token_url=f"{login_url}/{tenant}/oauth2/v2.0/token",
@@ -151,7 +154,31 @@ def microsoft_app(
         refresh_token=None,
         signing_key=certificate_key(r, data, path) if certificate else None,
         tls_config=tls_config,
+        client_secret_expires=(
+            None
+            if data.get("client_secret_expires") is None
+            else expiry(r, data["client_secret_expires"], join(path, "client_secret_expires"))
+        ),
     )
+
+
+def expiry(r: Reader, value: Any, path: str) -> float:
+    """``client_secret_expires``: the date (or date and time, UTC unless it says otherwise)
+    the Entra admin center shows for the secret, as seconds since 1970."""
+    if isinstance(value, dt.datetime):
+        when = value
+    elif isinstance(value, dt.date):
+        when = dt.datetime(value.year, value.month, value.day)
+    else:
+        try:
+            when = dt.datetime.fromisoformat(str(value))
+        except ValueError:
+            raise r.fail(
+                path, "expected a date such as 2027-03-01 (or 2027-03-01T12:00:00Z)"
+            ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.timestamp()
 
 
 def read_section(r: Reader, data: dict[str, Any], path: str) -> GraphConfig:
