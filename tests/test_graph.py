@@ -63,16 +63,19 @@ def secret_app(sim: GraphSimulator, mailbox: str, **app: Any) -> str:
     return f"      client_id: app-{number}\n      client_secret: {secret}\n"
 
 
-def certificate_app(sim: GraphSimulator, mailbox: str, directory: Path) -> str:
+def certificate_app(
+    sim: GraphSimulator, mailbox: str, directory: Path, algorithm: str | None = None
+) -> str:
     key_pem, cert_pem = self_signed_certificate()
     number = next(_numbers)
     (directory / "app.crt").write_bytes(cert_pem)
     (directory / "app.key").write_bytes(key_pem)
     sim.add_app(f"cert-app-{number}", certificate=cert_pem, mailboxes=[mailbox])
+    chosen = f"      assertion_algorithm: {algorithm}\n" if algorithm else ""
     return (
         f"      client_id: cert-app-{number}\n"
         f"      certificate_file: {directory / 'app.crt'}\n"
-        f"      private_key_file: {directory / 'app.key'}\n"
+        f"      private_key_file: {directory / 'app.key'}\n{chosen}"
     )
 
 
@@ -171,20 +174,74 @@ async def test_certificate_credentials(
     assert probe_copies(graph, address) == []
 
 
-def test_client_assertion_claims(graph: GraphSimulator, tmp_path: Path) -> None:
+async def test_certificate_assertions_are_ps256_by_default_rs256_when_chosen(
+    graph: GraphSimulator, context: ProbeContext, tmp_path: Path
+) -> None:
+    """PS256 with x5t#S256 passes a token endpoint that no longer takes RS256; RS256 with x5t,
+    when configured, passes one that still does."""
+    address = mailbox(graph)
+    default = target(graph_section(graph, address, certificate_app(graph, address, tmp_path)))
+    with reading(graph, rs256_assertions=False):
+        result = await probes.run(default, Check.GRAPH_LOGIN, context)
+    assert result.success, result
+    legacy_dir = tmp_path / "legacy"
+    legacy_dir.mkdir()
+    legacy = target(
+        graph_section(graph, address, certificate_app(graph, address, legacy_dir, "RS256"))
+    )
+    result = await probes.run(legacy, Check.GRAPH_LOGIN, context)
+    assert result.success, result
+    with reading(graph, rs256_assertions=False):
+        legacy_oauth2 = legacy.section("graph").oauth2
+        assert legacy_oauth2 is not None
+        context.tokens.forget(legacy_oauth2)
+        refused = await probes.run(legacy, Check.GRAPH_LOGIN, context)
+    assert refused.reason is Reason.AUTH_REJECTED and "AADSTS5002738" in refused.detail
+
+
+@pytest.mark.parametrize(
+    ("chosen", "algorithm", "header"),
+    [(None, "PS256", "x5t#S256"), ("PS256", "PS256", "x5t#S256"), ("RS256", "RS256", "x5t")],
+)
+def test_client_assertion_claims(
+    graph: GraphSimulator, tmp_path: Path, chosen: str | None, algorithm: str, header: str
+) -> None:
     import jwt
 
     address = mailbox(graph)
-    section = target(graph_section(graph, address, certificate_app(graph, address, tmp_path)))
+    credentials = certificate_app(graph, address, tmp_path, chosen)
+    section = target(graph_section(graph, address, credentials))
     config = section.section("graph").oauth2
     assert config is not None
     form = request_form(config, now=1_800_000_000)
-    header = jwt.get_unverified_header(form["client_assertion"])
+    header_fields = jwt.get_unverified_header(form["client_assertion"])
     claims = jwt.decode(form["client_assertion"], options={"verify_signature": False})
-    assert header["alg"] == "RS256" and {"x5t", "x5t#S256"} <= header.keys()
+    assert header_fields["alg"] == algorithm
+    assert header_fields.keys() - {"alg", "typ"} == {header}
     assert claims["aud"] == graph.token_url
     assert claims["iss"] == claims["sub"] == config.client_id
     assert claims["nbf"] == 1_800_000_000 < claims["exp"] and claims["jti"]
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "message"),
+    [
+        ("ES256", "assertion_algorithm: expected one of PS256, RS256, got 'ES256'"),
+        ("rs256", "assertion_algorithm: expected one of PS256, RS256, got 'rs256'"),
+    ],
+)
+def test_assertion_algorithm_is_checked(
+    graph: GraphSimulator, tmp_path: Path, algorithm: str, message: str
+) -> None:
+    address = mailbox(graph)
+    with pytest.raises(ConfigError, match=message):
+        target(graph_section(graph, address, certificate_app(graph, address, tmp_path, algorithm)))
+    with pytest.raises(ConfigError, match="applies to certificate credentials only"):
+        target(
+            graph_section(
+                graph, address, "      assertion_algorithm: PS256\n" + secret_app(graph, address)
+            )
+        )
 
 
 async def test_login_check(graph: GraphSimulator, context: ProbeContext) -> None:
@@ -653,6 +710,8 @@ async def test_a_restored_permission_takes_effect_at_the_next_probe(
     for _ in range(4):
         refused = await probes.run(probe_target, Check.GRAPH_LOGIN, context)
         assert (refused.reason, refused.phase) == (Reason.AUTH_REJECTED, Phase.GRAPH_SELECT)
-    client_id = probe_target.section("graph").oauth2.client_id  # type: ignore[attr-defined]
+    oauth2 = probe_target.section("graph").oauth2
+    assert oauth2 is not None
+    client_id = oauth2.client_id
     graph.app(client_id).permissions.add("Mail.ReadWrite")
     assert (await probes.run(probe_target, Check.GRAPH_LOGIN, context)).success

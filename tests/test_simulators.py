@@ -230,6 +230,91 @@ async def test_graph_token_with_certificate_assertion(
         assert body["access_token"]
 
 
+def _signed(
+    graph: GraphSimulator,
+    key: rsa.RSAPrivateKey,
+    cert: x509.Certificate,
+    algorithm: str,
+    headers: tuple[str, ...],
+) -> str:
+    """An assertion otherwise valid, signed with ``algorithm`` and naming ``cert`` by the
+    thumbprint ``headers``."""
+    assertion = _assertion(graph, key, cert)
+    claims = jwt.decode(assertion, options={"verify_signature": False})
+    named = {name: thumbprint_headers(cert)[name] for name in headers}
+    return jwt.encode(claims, key, algorithm=algorithm, headers=named)
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "headers", "rs256", "code"),
+    [
+        ("PS256", ("x5t#S256",), True, None),
+        ("PS256", ("x5t#S256",), False, None),
+        ("RS256", ("x5t",), True, None),
+        ("PS256", ("x5t#S256", "x5t"), True, None),
+        # the strict reading: each algorithm with its own thumbprint
+        ("PS256", ("x5t",), True, 700027),
+        ("RS256", ("x5t#S256",), True, 700027),
+        ("PS256", (), True, 700027),
+        # RS256 no longer taken
+        ("RS256", ("x5t",), False, 5002738),
+        ("RS512", ("x5t",), True, 5002738),
+        ("HS256", ("x5t#S256",), True, 5002738),
+    ],
+)
+async def test_graph_assertion_algorithm_goes_with_its_thumbprint(
+    http: aiohttp.ClientSession,
+    graph: GraphSimulator,
+    app_key: rsa.RSAPrivateKey,
+    app_cert: x509.Certificate,
+    algorithm: str,
+    headers: tuple[str, ...],
+    rs256: bool,
+    code: int | None,
+) -> None:
+    graph.rs256_assertions = rs256
+    if algorithm == "HS256":
+        claims = jwt.decode(
+            _assertion(graph, app_key, app_cert), options={"verify_signature": False}
+        )
+        named = {name: thumbprint_headers(app_cert)[name] for name in headers}
+        assertion = jwt.encode(claims, "a-shared-secret-of-32-bytes-long!", "HS256", named)
+    else:
+        assertion = _signed(graph, app_key, app_cert, algorithm, headers)
+    status, body = await _token(
+        http,
+        graph,
+        client_assertion_type="urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        client_assertion=assertion,
+    )
+    if code is None:
+        assert status == 200, body
+    else:
+        assert (status, body["error"], body["error_codes"]) == (401, "invalid_client", [code])
+
+
+async def test_graph_assertion_naming_another_certificate_too_is_refused(
+    http: aiohttp.ClientSession,
+    graph: GraphSimulator,
+    app_key: rsa.RSAPrivateKey,
+    stranger_key: rsa.RSAPrivateKey,
+    app_cert: x509.Certificate,
+) -> None:
+    claims = jwt.decode(_assertion(graph, app_key, app_cert), options={"verify_signature": False})
+    headers = {
+        "x5t#S256": thumbprint_headers(app_cert)["x5t#S256"],
+        "x5t": thumbprint_headers(_certificate(stranger_key))["x5t"],
+    }
+    assertion = jwt.encode(claims, app_key, algorithm="PS256", headers=headers)
+    status, body = await _token(
+        http,
+        graph,
+        client_assertion_type="urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        client_assertion=assertion,
+    )
+    assert (status, body["error_codes"]) == (401, [700027])
+
+
 @pytest.mark.parametrize("case", ["thumbprint", "signature", "audience", "expired"])
 async def test_graph_bad_assertions_are_refused(
     http: aiohttp.ClientSession,

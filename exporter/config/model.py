@@ -78,6 +78,9 @@ class TlsConfig:
     insecure_skip_verify: bool = False
 
 
+AssertionAlgorithm = Literal["RS256", "PS256"]
+
+
 @dataclass(frozen=True)
 class SigningKey:
     """A private key that signs JWT assertions (RFC 7523), and the header fields that name it
@@ -86,6 +89,9 @@ class SigningKey:
     private_key: Secret
     """The key in PEM."""
     headers: tuple[tuple[str, str], ...] = ()
+    algorithm: AssertionAlgorithm = "RS256"
+    """The JWS algorithm (RFC 7518): RSASSA-PKCS1-v1_5 (``RS256``, what Google's service
+    accounts take) or RSASSA-PSS (``PS256``, what Microsoft documents for certificates)."""
     not_after: float | None = None
     """When the certificate registered for the key expires (seconds since 1970), if known."""
 

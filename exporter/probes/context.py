@@ -14,7 +14,7 @@ from typing import Final
 
 from exporter.message import ProbeIds
 from exporter.probes.guard import LoginGuard
-from exporter.transports.oauth import TokenCache
+from exporter.transports.oauth import ConnectionPools, TokenCache
 
 REMEMBERED: Final = 200
 """Probe ids kept per target for late arrivals; the oldest are forgotten first."""
@@ -61,7 +61,7 @@ class SentProbes:
 @dataclass
 class ProbeContext:
     """The probe-id key, the access tokens, the lock-out guard and the sent probes of every
-    target."""
+    target; through its token cache, the HTTP connection pools every probe reuses."""
 
     ids: ProbeIds
     tokens: TokenCache
@@ -77,5 +77,12 @@ class ProbeContext:
         names = set(targets)
         self._sent = {name: sent for name, sent in self._sent.items() if name in names}
 
+    @property
+    def pools(self) -> ConnectionPools:
+        """The mail APIs' and token endpoints' connections, kept across probes: they travel
+        with the token cache, which every transport is given."""
+        return self.tokens.pools
+
     async def close(self) -> None:
+        """Close the token cache and with it every pooled connection."""
         await self.tokens.close()

@@ -14,7 +14,6 @@ import asyncio
 import json as jsonlib
 import math
 import re
-import ssl
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -47,8 +46,6 @@ minute per user)."""
 MAX_PAGES: Final = 10
 """Pages of search results followed at most in one look, to keep a look's requests bounded."""
 RETRY_STATUSES: Final = frozenset({429, 503})
-_closing: set[asyncio.Future[None]] = set()
-"""Connectors being closed by :meth:`ApiSession.abort`, kept until done."""
 _RETRY_AFTER_TEXT = re.compile(r"retry after (\d{4}-\d\d-\d\dT[\d:.]+(?:Z|[+-]\d\d:\d\d)?)", re.I)
 
 
@@ -147,7 +144,9 @@ def quote_odata(text: str) -> str:
 class ApiSession:
     """One probe's HTTP session with a mail API, and its access token.
 
-    Use as ``async with``: leaving it closes the connections.
+    Its requests go over the connections the token cache's :class:`ConnectionPools` keep
+    across probes (the pool of its ``tls_config``); the token is this probe's, sent with each
+    request and never kept in the pool. Use as ``async with``.
     """
 
     def __init__(
@@ -166,7 +165,6 @@ class ApiSession:
         self.trace = trace
         self.tokens = tokens
         self._origin = _origin(base_url)
-        self._session: aiohttp.ClientSession | None = None
         self._token: str | None = None
 
     async def __aenter__(self) -> ApiSession:
@@ -268,12 +266,7 @@ class ApiSession:
         return ProbeFailure(reason, words)
 
     def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            tls: ssl.SSLContext | bool = True
-            if self.base_url.startswith("https:"):
-                tls = net.tls_context(self.tls_config)
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls))
-        return self._session
+        return self.tokens.pools.session(self.tls_config)
 
     def _note_tls(self, response: aiohttp.ClientResponse) -> None:
         transport = self.phases.transport
@@ -285,20 +278,13 @@ class ApiSession:
             self.trace.found.tls[transport] = session
 
     async def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        """Forget the token; the connections stay in the pool for the next probe."""
+        self._token = None
 
     def abort(self) -> None:
-        """Drop the connections without waiting."""
-        session, self._session = self._session, None
-        if session is not None and not session.closed:
-            connector = session.connector
-            session.detach()
-            if connector is not None:
-                closing = asyncio.ensure_future(connector.close(abort_ssl=True))
-                _closing.add(closing)
-                closing.add_done_callback(_closing.discard)
+        """Forget the token. A request cut short by the probe's deadline has closed its own
+        connection already; the pool's other connections are sound."""
+        self._token = None
 
 
 @asynccontextmanager

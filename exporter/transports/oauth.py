@@ -28,7 +28,7 @@ import aiohttp
 import jwt
 
 from exporter import classify
-from exporter.config import OAuth2Config
+from exporter.config import OAuth2Config, TlsConfig
 from exporter.outcome import ProbeFailure, Reason
 from exporter.transports import net
 
@@ -67,19 +67,57 @@ _Key = OAuth2Config
 (token endpoint, grant, client, secret, refresh token, signing key, subject, scope)."""
 
 
+KEEPALIVE: Final = 15.0
+"""Seconds an idle connection is kept for the next request: well under the idle timeouts of
+the providers' front ends (a minute and more), so that a connection is not reused just as the
+server drops it, and long enough for the requests of one probe and of probes in a row."""
+
+
+class ConnectionPools:
+    """The HTTP connections kept across probes: one pool per TLS configuration, in which
+    aiohttp keeps the connections of each host apart.
+
+    Only connections are shared: no cookies are kept (a ``DummyCookieJar``), no header is set
+    but per request, so no target's state reaches another's requests; targets with different
+    ``tls_config`` never share a connection, since each has its own pool. A request that fails
+    or is cancelled closes its own connection and leaves the pool as it was.
+    """
+
+    def __init__(self) -> None:
+        self._sessions: dict[TlsConfig | None, aiohttp.ClientSession] = {}
+
+    def session(self, tls_config: TlsConfig | None) -> aiohttp.ClientSession:
+        """The client session for servers verified by ``tls_config`` (None: the system's
+        trust store). Plain HTTP is kept apart by TLS configuration too, as a proxy in front
+        of the API would be."""
+        session = self._sessions.get(tls_config)
+        if session is None or session.closed:
+            tls: ssl.SSLContext | bool = True if tls_config is None else net.tls_context(tls_config)
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=tls, keepalive_timeout=KEEPALIVE),
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+            self._sessions[tls_config] = session
+        return session
+
+    async def close(self) -> None:
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
+
+
 class TokenCache:
-    """Access tokens by credentials; owns one HTTP client session for all token requests."""
+    """Access tokens by credentials, and the connection pools that token requests and the
+    mail APIs' requests share (handed to the transports with the tokens)."""
 
     def __init__(self) -> None:
         self._tokens: dict[_Key, Token] = {}
         self._locks: dict[_Key, asyncio.Lock] = {}
-        self._session: aiohttp.ClientSession | None = None
+        self.pools = ConnectionPools()
         self.requests = 0
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.pools.close()
 
     async def token(self, config: OAuth2Config, limit: float) -> Token:
         """A valid token for ``config``; a request takes at most ``limit`` seconds.
@@ -110,15 +148,11 @@ class TokenCache:
 
     async def _fetch(self, config: OAuth2Config) -> Token:
         form = request_form(config)
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
         self.requests += 1
         started = time.monotonic()
-        tls: ssl.SSLContext | bool = True
-        if config.tls_config is not None and config.token_url.startswith("https:"):
-            tls = net.tls_context(config.tls_config)
+        session = self.pools.session(config.tls_config)
         try:
-            async with self._session.post(config.token_url, data=form, ssl=tls) as response:
+            async with session.post(config.token_url, data=form) as response:
                 status = response.status
                 raw = await read_bounded(response, MAX_TOKEN_ANSWER)
         except aiohttp.ClientError as exc:
@@ -201,7 +235,8 @@ def request_form(config: OAuth2Config, now: float | None = None) -> dict[str, st
     A ``jwt_bearer`` grant sends an assertion with ``iss`` = the client (a service account's
     address), ``sub`` = the user it acts for, ``scope`` and ``aud`` = the token endpoint. A
     client credentials grant with a signing key authenticates the client with an assertion
-    whose ``iss`` and ``sub`` are the client id, named by the certificate's thumbprints.
+    whose ``iss`` and ``sub`` are the client id, signed with the key's algorithm (PS256 by
+    default for a certificate) and named by the certificate's thumbprint for it.
     """
     moment = int(time.time() if now is None else now)
     if config.grant == "jwt_bearer":
@@ -244,7 +279,7 @@ def _sign(config: OAuth2Config, claims: dict[str, Any]) -> str:
     key = config.signing_key
     try:
         return jwt.encode(
-            claims, key.private_key.reveal(), algorithm="RS256", headers=dict(key.headers)
+            claims, key.private_key.reveal(), algorithm=key.algorithm, headers=dict(key.headers)
         )
     except (ValueError, TypeError, jwt.PyJWTError) as exc:
         raise ProbeFailure(

@@ -69,6 +69,8 @@ class RecordedRequest:
     headers: Mapping[str, str]
     body: bytes
     at: float
+    connection: int = 0
+    """The number of the TCP connection it came over (1 for the simulator's first)."""
 
     def form(self) -> dict[str, str]:
         """The body as a form (first value of each field)."""
@@ -285,6 +287,7 @@ class SimulatorBase:
         self._smtp_port: int | None = None
         self._stopping: asyncio.Event | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._connections: dict[tuple[Any, ...], int] = {}
 
     # ------------------------------------------------------------ subclass hooks
 
@@ -445,6 +448,12 @@ class SimulatorBase:
                 and fnmatch.fnmatchcase(r.path, pattern)
             )
 
+    @property
+    def connections(self) -> int:
+        """TCP connections clients have made to the HTTP service (that sent a request)."""
+        with self._lock:
+            return len(self._connections)
+
     def clear_requests(self) -> None:
         with self._lock:
             self._requests.clear()
@@ -516,6 +525,13 @@ class SimulatorBase:
     ) -> web.StreamResponse:
         body = await request.read()
         request[RAW_BODY] = body
+        transport = request.transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        with self._lock:
+            # a client's ephemeral port is not reused while its connection is open
+            connection = self._connections.setdefault(
+                tuple(peer or ("?",)), len(self._connections) + 1
+            )
         recorded = RecordedRequest(
             method=request.method,
             path=request.path,
@@ -523,6 +539,7 @@ class SimulatorBase:
             headers={k.lower(): v for k, v in request.headers.items()},
             body=body,
             at=time.time(),
+            connection=connection,
         )
         with self._lock:
             self._requests.append(recorded)

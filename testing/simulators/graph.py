@@ -12,9 +12,13 @@ Token endpoint, ``POST /{tenant}/oauth2/v2.0/token``
     (else 400 ``invalid_scope`` AADSTS70011).
   - client secret (wrong: 401 ``invalid_client`` AADSTS7000215) or a client assertion
     (``client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer``):
-    RS256 or PS256 JWT whose ``x5t`` (base64url SHA-1) or ``x5t#S256`` (base64url
-    SHA-256) names the certificate registered for the app (else 401 AADSTS700027
-    "not registered"), signature checked against that certificate (else 401
+    a PS256 JWT whose ``x5t#S256`` (base64url SHA-256) names the certificate registered
+    for the app, as the certificate credentials page now documents, or an RS256 JWT whose
+    ``x5t`` (base64url SHA-1) does, as it documented before (refused with
+    ``rs256_assertions=False``: 401 AADSTS5002738 unsupported algorithm; any other
+    algorithm always is). The thumbprint header that goes with the algorithm must be there
+    and name the registered certificate, and the other one, if sent, too (else 401
+    AADSTS700027 "not registered"); signature checked against that certificate (else 401
     AADSTS700027 "invalid signature"), ``aud`` = this token URL, ``iss`` = ``sub`` =
     client id (AADSTS700021), ``exp`` in the future and ``nbf`` passed (AADSTS700024),
     ``jti`` present.
@@ -182,6 +186,9 @@ CLOUD_GRAPH: dict[NationalCloud, str] = {
 }
 PS_INTERNET_HEADERS = "{00020386-0000-0000-C000-000000000046}"
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+ASSERTION_THUMBPRINTS = {"PS256": "x5t#S256", "RS256": "x5t"}
+"""The algorithms a client assertion may be signed with, and the header naming the
+certificate in each (certificate credentials page: PS256 now, RS256 before)."""
 WELL_KNOWN = {
     "inbox": "Inbox",
     "sentitems": "Sent Items",
@@ -418,6 +425,7 @@ class GraphSimulator(SimulatorBase):
         subject_tag: str | None = None,
         cloud: NationalCloud = "global",
         smtp_sent_copies: bool = False,
+        rs256_assertions: bool = True,
     ) -> None:
         super().__init__(
             domains=tuple(domains),
@@ -434,6 +442,9 @@ class GraphSimulator(SimulatorBase):
         self.subject_tag = subject_tag
         self.cloud = cloud
         self.smtp_sent_copies = smtp_sent_copies
+        self.rs256_assertions = rs256_assertions
+        """Whether RS256 client assertions named by ``x5t`` are still taken (PS256 with
+        ``x5t#S256`` always is)."""
         self._mailboxes: dict[str, GraphMailbox] = {}
         self._apps: dict[str, GraphApp] = {}
         self._tokens: dict[str, _Token] = {}
@@ -1030,30 +1041,40 @@ class GraphSimulator(SimulatorBase):
             raise _TokenError(
                 400, "invalid_request", 50027, f"JWT token is invalid or malformed. ({exc})"
             ) from exc
-        thumbprints = app.thumbprints()
-        offered = header.get("x5t#S256") or header.get("x5t")
-        if thumbprints is None or offered not in thumbprints:
+        algorithm = header.get("alg")
+        accepted = dict(ASSERTION_THUMBPRINTS)
+        if not self.rs256_assertions:
+            del accepted["RS256"]
+        if algorithm not in accepted:
+            raise _TokenError(
+                401,
+                "invalid_client",
+                5002738,
+                f"Invalid JWT token. '{algorithm}' is not a supported signature algorithm.",
+            )
+        registered = app.thumbprints()
+        expected = dict(zip(("x5t", "x5t#S256"), registered or ("", ""), strict=True))
+        named = header.get(accepted[algorithm])
+        others = [header[name] for name in expected if name in header]
+        if (
+            registered is None
+            or named is None
+            or any(header[name] != expected[name] for name in expected if name in header)
+        ):
             raise _TokenError(
                 401,
                 "invalid_client",
                 700027,
                 "The certificate with identifier used to sign the client assertion is not "
                 f"registered on application. [Reason - The key was not found., Thumbprint of key "
-                f"used by client: '{offered}']",
-            )
-        if header.get("alg") not in {"RS256", "PS256"}:
-            raise _TokenError(
-                401,
-                "invalid_client",
-                5002738,
-                f"Invalid JWT token. '{header.get('alg')}' is not a supported signature algorithm.",
+                f"used by client: '{named or (others[0] if others else None)}']",
             )
         assert app.certificate is not None
         try:
             claims = jwt.decode(
                 assertion,
                 app.certificate.public_key(),  # type: ignore[arg-type]
-                algorithms=["RS256", "PS256"],
+                algorithms=[algorithm],
                 audience=self.token_url,
                 options={"require": ["exp", "iss", "sub", "aud", "jti"]},
                 leeway=60,

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from exporter.config.model import (
     ApiEndpoint,
+    AssertionAlgorithm,
     OAuth2Config,
     Secret,
     SigningKey,
@@ -88,6 +89,7 @@ MICROSOFT_APP_KEYS = (
     "client_secret_expires",
     "certificate_file",
     "private_key_file",
+    "assertion_algorithm",
     "graph_url",
     "login_url",
     "scope",
@@ -101,9 +103,33 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+ASSERTION_ALGORITHMS: Final[tuple[AssertionAlgorithm, ...]] = ("PS256", "RS256")
+"""How a client assertion can be signed. Microsoft's certificate credentials page documents
+PS256 with the certificate's SHA-256 thumbprint (``x5t#S256``), the first, the default; RS256
+with the SHA-1 thumbprint (``x5t``) is what it documented before, kept for tenants or proxies
+that still expect it."""
+THUMBPRINT_HEADER: Final[Mapping[AssertionAlgorithm, str]] = {
+    "PS256": "x5t#S256",
+    "RS256": "x5t",
+}
+"""The header that names the certificate in an assertion signed with each algorithm."""
+
+
+def assertion_algorithm(r: Reader, data: dict[str, Any], path: str) -> AssertionAlgorithm:
+    """``assertion_algorithm``: one of :data:`ASSERTION_ALGORITHMS`."""
+    key_path = join(path, "assertion_algorithm")
+    value = data.get("assertion_algorithm", ASSERTION_ALGORITHMS[0])
+    for algorithm in ASSERTION_ALGORITHMS:
+        if value == algorithm:
+            return algorithm
+    known = ", ".join(ASSERTION_ALGORITHMS)
+    raise r.fail(key_path, f"expected one of {known}, got {value!r}")
+
+
 def certificate_key(r: Reader, data: dict[str, Any], path: str) -> SigningKey:
-    """``certificate_file`` and ``private_key_file``: the key that signs client assertions,
-    named by the certificate's SHA-256 and SHA-1 thumbprints."""
+    """``certificate_file`` and ``private_key_file``: the key that signs client assertions
+    with ``assertion_algorithm``, named by the certificate's thumbprint that goes with it
+    (:data:`THUMBPRINT_HEADER`)."""
     if not {"certificate_file", "private_key_file"} <= data.keys():
         raise r.fail(path, "set both certificate_file and private_key_file")
     cert_path = join(path, "certificate_file")
@@ -119,12 +145,12 @@ def certificate_key(r: Reader, data: dict[str, Any], path: str) -> SigningKey:
         encoding, public
     ) != certificate.public_key().public_bytes(encoding, public):
         raise r.fail(join(path, "private_key_file"), "is not the key of certificate_file")
+    algorithm = assertion_algorithm(r, data, path)
+    digest = hashes.SHA256() if algorithm == "PS256" else hashes.SHA1()
     return SigningKey(
         private_key=Secret(key_pem.decode("ascii", errors="replace")),
-        headers=(
-            ("x5t#S256", b64url(certificate.fingerprint(hashes.SHA256()))),
-            ("x5t", b64url(certificate.fingerprint(hashes.SHA1()))),
-        ),
+        headers=((THUMBPRINT_HEADER[algorithm], b64url(certificate.fingerprint(digest))),),
+        algorithm=algorithm,
         not_after=certificate.not_valid_after_utc.timestamp(),
     )
 
@@ -145,6 +171,11 @@ def microsoft_app(
     certificate = any(key in data for key in ("certificate_file", "private_key_file"))
     if certificate and any(key in data for key in (*secret_keys, "client_secret_expires")):
         raise r.fail(path, "set either a client secret or certificate_file, not both")
+    if "assertion_algorithm" in data and not certificate:
+        raise r.fail(
+            join(path, "assertion_algorithm"),
+            "applies to certificate credentials only: set certificate_file",
+        )
     return OAuth2Config(
         token_url=f"{login_url}/{tenant}/oauth2/v2.0/token",
         scope=r.get(data, "scope", path, r.string, cloud.graph + "/.default"),
