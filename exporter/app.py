@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 from aiohttp import web
@@ -38,6 +39,7 @@ from exporter.serve.web import READY, create_app
 from exporter.serve.webconfig import WebConfig
 from exporter.shard import Shard
 from exporter.state import Store
+from exporter.trace import Recorder, recording
 from exporter.transports.oauth import TokenCache
 
 log = logging.getLogger("exporter")
@@ -227,10 +229,15 @@ def new_context(ids: ProbeIds, config: Config) -> ProbeContext:
 
 
 async def probe_once(
-    config: Config, target_name: str, check_name: str | None, ids: ProbeIds
+    config: Config,
+    target_name: str,
+    check_name: str | None,
+    ids: ProbeIds,
+    record: Path | None = None,
 ) -> int:
     """``mailbox-exporter probe``: run the checks of one target now and print what was said;
-    0 if every probe succeeded, else 1."""
+    0 if every probe succeeded, else 1. With ``record``, also write what was exchanged with
+    the servers there, redacted (``probe --record``), however the probes end."""
     try:
         target, _ = ondemand.resolve(config, target_name, check_name)
     except ondemand.UnknownProbe as exc:
@@ -238,14 +245,24 @@ async def probe_once(
         return 1
     checks = [Check(check_name)] if check_name else list(target.checks)
     context = new_context(ids, config)
+    recorder = Recorder()
     failed = False
     try:
-        for check in checks:
-            result = await probes.run(target, check, context, transcript=True)
-            print(ondemand.report(result))
-            failed |= not result.success
+        with recording(recorder) if record is not None else nullcontext(recorder):
+            for check in checks:
+                result = await probes.run(target, check, context, transcript=True)
+                print(ondemand.report(result))
+                failed |= not result.success
     finally:
         await context.close()
+        if record is not None:
+            lines = recorder.lines(target.name, checks, target.secrets())
+            try:
+                text = "".join(f"{line}\n" for line in lines)
+                await asyncio.to_thread(record.write_text, text, encoding="utf-8")
+            except OSError as exc:
+                print(f"mailbox-exporter: cannot write {record}: {exc.strerror}", file=sys.stderr)
+                failed = True
     return 1 if failed else 0
 
 

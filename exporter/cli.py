@@ -107,6 +107,14 @@ def _parser() -> argparse.ArgumentParser:
         choices=[c.value for c in Check],
         help="the check to run (default: every check the target runs)",
     )
+    probe.add_argument(
+        "--record",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="also write what was exchanged with the servers to FILE, every secret replaced, "
+        "to attach to a bug report (format: docs/runbook.md)",
+    )
     for names, options in GLOBAL_FLAGS:
         # Given after the command they override what was given before; not given, they leave
         # it alone.
@@ -170,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from exporter import app
 
     if args.command == "probe":
-        return asyncio.run(app.probe_once(config, args.target, args.check, ids))
+        return asyncio.run(app.probe_once(config, args.target, args.check, ids, args.record))
     try:
         host, port = parse_listen_address(args.listen)
         shard = shards.parse(args.shard)

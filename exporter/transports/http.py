@@ -29,9 +29,9 @@ from exporter import classify
 from exporter.classify import HttpStage
 from exporter.config.model import OAuth2Config, TlsConfig
 from exporter.outcome import Phase, ProbeFailure, Reason
-from exporter.trace import Trace
+from exporter.trace import Trace, recorder
 from exporter.transports import net
-from exporter.transports.oauth import TokenCache, read_bounded
+from exporter.transports.oauth import MAX_RECORDED_BODY, TokenCache, read_bounded
 
 TOKEN_SHARE = 0.5
 """A token request may take this share of the time the probe has left..."""
@@ -219,6 +219,10 @@ class ApiSession:
         trace = self.trace
         trace.found.requests += 1
         trace.say(f"C: {method} {_shown(url, params)}")
+        active, recorded = recorder(), 0
+        if active is not None:
+            sent = "" if json is None else f"\n\n{jsonlib.dumps(json)}"
+            recorded = active.request(f"{method} {_shown(url, params)}{sent}")
         try:
             async with self._client().request(
                 method,
@@ -238,6 +242,9 @@ class ApiSession:
             raise ProbeFailure(Reason.TIMEOUT, "no answer from the API in time") from None
         body = _json(text)
         trace.say(f"S: {status}")
+        if active is not None:
+            answer = f"{status}\n\n{text[:MAX_RECORDED_BODY]}" if text else str(status)
+            active.answer(recorded, answer)
         if 200 <= status < 300:
             if body is None and text.strip():
                 raise ProbeFailure(Reason.PROTOCOL_ERROR, f"the API answered {status} without JSON")

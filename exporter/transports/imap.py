@@ -35,7 +35,7 @@ from exporter.config import ImapConfig, ServerConfig
 from exporter.message import LATE_ARRIVAL_WINDOW, PROBE_HEADER
 from exporter.outcome import Phase, ProbeFailure, Reason, shorten
 from exporter.result import TlsSession
-from exporter.trace import Trace
+from exporter.trace import Trace, recorder
 from exporter.transports import READ_FIELDS, Envelope, net
 from exporter.transports.credentials import LoginPhases, log_in, scrub
 from exporter.transports.oauth import TokenCache
@@ -327,6 +327,14 @@ class _Protocol(imaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         self.last_line = b""
         self.secrets: tuple[str, ...] = ()
         """The credential in the forms login sends it: never shown, even if a server echoes."""
+        self.recorder = recorder()
+        self.conn = self.recorder.connection("imap") if self.recorder is not None else 0
+        """For ``probe --record``: every line as it was written and read."""
+
+    def send(self, line: str, scrub: str | None = None) -> None:
+        if self.recorder is not None:
+            self.recorder.sent(self.conn, f"{line}\r\n".encode())
+        super().send(line, scrub)
 
     async def welcome(self, command: bytes) -> None:
         self.greeting = command
@@ -354,6 +362,8 @@ class _Protocol(imaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         return await self.execute(command)
 
     def data_received(self, data: bytes) -> None:
+        if self.recorder is not None:
+            self.recorder.received(self.conn, data)
         try:
             super().data_received(data)
         except ProbeFailure as failure:
@@ -425,6 +435,8 @@ class _Protocol(imaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         return super()._handle_line(line, current_cmd)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.recorder is not None:
+            self.recorder.closed(self.conn)
         self.lost.set()
         super().connection_lost(exc)
 
@@ -445,6 +457,8 @@ class _Protocol(imaplib.IMAP4ClientProtocol):  # type: ignore[misc]
             # it with an empty response so that the server sends its final NO.
             self.challenge = line[1:].strip()
             if self.transport is not None:
+                if self.recorder is not None:
+                    self.recorder.sent(self.conn, b"\r\n")
                 self.transport.write(b"\r\n")
             return
         super()._continuation(line)

@@ -23,6 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import jwt
@@ -30,6 +31,7 @@ import jwt
 from exporter import classify
 from exporter.config import OAuth2Config, TlsConfig
 from exporter.outcome import ProbeFailure, Reason
+from exporter.trace import recorder
 from exporter.transports import net
 
 """The identity provider's refusal of a valid client for this mailbox or scope (RFC 6749
@@ -151,6 +153,12 @@ class TokenCache:
         self.requests += 1
         started = time.monotonic()
         session = self.pools.session(config.tls_config)
+        active, recorded = recorder(), 0
+        if active is not None:
+            active.keep_secret(*(form[name] for name in RECORD_SECRET_FIELDS if name in form))
+            recorded = active.request(
+                f"POST {urlsplit(config.token_url).path}\n\n{urlencode(form)}"
+            )
         try:
             async with session.post(config.token_url, data=form) as response:
                 status = response.status
@@ -164,7 +172,24 @@ class TokenCache:
                 Reason.OAUTH_TOKEN,
                 f"token endpoint answered {status} with more than {MAX_TOKEN_ANSWER:,} bytes",
             )
+        if active is not None:
+            body = raw.decode("utf-8", "replace")[:MAX_RECORDED_BODY]
+            active.keep_secret(*_token_fields(raw))
+            active.answer(recorded, f"{status}\n\n{body}")
         return token_answer(status, raw, config, started)
+
+
+RECORD_SECRET_FIELDS: Final = ("client_secret", "client_assertion", "assertion", "refresh_token")
+"""Fields of the token request that carry a credential, kept from a ``probe --record`` file."""
+MAX_RECORDED_BODY: Final = 64 * 1024
+"""Characters of a token endpoint's answer a ``probe --record`` file keeps."""
+
+
+def _token_fields(raw: bytes) -> tuple[str, ...]:
+    """The credentials in a token endpoint's answer, whatever else it holds."""
+    body = _json(raw)
+    fields = (body.get(name) for name in ("access_token", "refresh_token", "id_token"))
+    return tuple(value for value in fields if isinstance(value, str))
 
 
 def token_answer(status: int, raw: bytes, config: OAuth2Config, started: float) -> Token:

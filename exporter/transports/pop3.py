@@ -26,7 +26,7 @@ from exporter.config import ServerConfig
 from exporter.config.sections.pop3 import Pop3Config
 from exporter.outcome import Phase, ProbeFailure, Reason, shorten
 from exporter.result import TlsSession
-from exporter.trace import Trace
+from exporter.trace import Trace, recorder
 from exporter.transports import Envelope, net
 from exporter.transports.credentials import LoginPhases, log_in, scrub
 from exporter.transports.imap import envelope, xoauth2_string
@@ -174,6 +174,9 @@ class Pop3Session:
         self._sock: socket.socket | None = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._recorder = recorder()
+        self._conn = self._recorder.connection("pop3") if self._recorder is not None else 0
+        """For ``probe --record``: every line as it was written and read."""
 
     async def __aenter__(self) -> Pop3Session:
         return self
@@ -347,7 +350,14 @@ class Pop3Session:
     async def _multiline(self, stage: Pop3Stage, limit: int, *, strict: bool) -> list[bytes]:
         reader = self._stream()[0]
         try:
-            return await read_answer(reader, limit, strict=strict)
+            lines = await read_answer(reader, limit, strict=strict)
+            if self._recorder is not None:
+                # As it was on the wire: dot-stuffed, and ended by its dot.
+                for line in lines:
+                    stuffed = b"." + line if line.startswith(b".") else line
+                    self._recorder.received(self._conn, stuffed.rstrip(b"\r\n") + b"\r\n")
+                self._recorder.received(self._conn, b".\r\n")
+            return lines
         except ProbeFailure as failure:
             self.abort()
             raise self._failed(failure) from None
@@ -359,6 +369,8 @@ class Pop3Session:
         writer = self._stream()[1]
         self.say(f"C: {shown}".rstrip())
         try:
+            if self._recorder is not None:
+                self._recorder.sent(self._conn, line.encode("utf-8") + b"\r\n")
             writer.write(line.encode("utf-8") + b"\r\n")
             await writer.drain()
         except (ConnectionError, OSError):
@@ -368,7 +380,10 @@ class Pop3Session:
     async def _line(self, stage: Pop3Stage) -> bytes:
         reader = self._stream()[0]
         try:
-            return await read_line(reader)
+            line = await read_line(reader)
+            if self._recorder is not None:
+                self._recorder.received(self._conn, line.rstrip(b"\r\n") + b"\r\n")
+            return line
         except ProbeFailure as failure:
             self.abort()
             raise self._failed(failure) from None

@@ -29,7 +29,7 @@ from exporter.classify import SmtpStage
 from exporter.config import ServerConfig
 from exporter.outcome import Phase, ProbeFailure, Reason
 from exporter.result import TlsSession
-from exporter.trace import Trace
+from exporter.trace import Trace, recorder
 from exporter.transports import ProbeMessage, net
 from exporter.transports.credentials import LoginPhases, log_in, scrub
 from exporter.transports.oauth import TokenCache
@@ -151,6 +151,7 @@ class SmtpSession:
             raise
         if implicit:
             self._note_tls()
+        self._record(response)
         self._said(response)
         await self.ehlo()
 
@@ -241,6 +242,30 @@ class SmtpSession:
             pass
         finally:
             self.abort()
+
+    def _record(self, greeting: SMTPResponse) -> None:
+        """For ``probe --record``: the greeting (read before the protocol can be reached), then
+        every line the protocol writes and reads, through the TLS upgrade too."""
+        active, protocol = recorder(), self.client.protocol
+        if active is None or protocol is None:
+            return
+        conn = active.connection("smtp")
+        lines = greeting.message.splitlines() or [""]
+        for index, line in enumerate(lines):
+            mark = " " if index == len(lines) - 1 else "-"
+            active.received(conn, f"{greeting.code}{mark}{line}\r\n".encode())
+        write, data_received = protocol.write, protocol.data_received
+
+        def recorded_write(data: bytes) -> None:
+            active.sent(conn, data)
+            write(data)
+
+        def recorded_data_received(data: bytes) -> None:
+            active.received(conn, data)
+            data_received(data)
+
+        protocol.write = recorded_write  # type: ignore[method-assign]
+        protocol.data_received = recorded_data_received  # type: ignore[method-assign]
 
     def _note_tls(self) -> None:
         self.tls = net.tls_session(self.client.get_transport_info("ssl_object"))
