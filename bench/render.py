@@ -1,12 +1,17 @@
 """How long ``/metrics`` takes to render for many targets, without any mail server.
 
-    python -m bench.render --targets 1000 --repeat 20 [--profile]
+    python -m bench.render --targets 10000 --repeat 10 [--profile]
 
 Fills the exporter's in-memory store with one successful result per (target, check), as after
-a run, then times ``exporter.serve.metrics.render`` (the probes' part of a scrape), median of
-``--repeat``. ``--compare-with REV`` also times, in the same run, the prometheus_client
-collector that rendered the store at that git revision. ``--profile`` prints cProfile's top
-functions of one render.
+a run, then times ``exporter.serve.metrics.render`` (the probes' part of a scrape):
+
+* ``render_ms``: a scrape after the probes of one scrape interval (``--scrape-interval``,
+  15 s) were recorded, at the default schedule given by ``--login-every`` (60 s) and
+  ``--roundtrip-every`` (300 s): the scrapes of a running exporter;
+* ``cold_render_ms``: every target written, as at the first scrape (when the renderer keeps
+  no text between scrapes, every scrape is this one);
+
+median of ``--repeat``. ``--profile`` prints cProfile's top functions of one cold render.
 """
 
 from __future__ import annotations
@@ -15,16 +20,11 @@ import argparse
 import cProfile
 import json
 import pstats
+import random
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
-
-from prometheus_client import generate_latest
-from prometheus_client.registry import CollectorRegistry
 
 from bench._common import summary
 from exporter import config as configuration
@@ -71,19 +71,40 @@ def filled_store(targets: int, checks: list[str], store_class: Any) -> Any:
     return store
 
 
-def previous_implementation(rev: str) -> ModuleType:
-    """``exporter/metrics.py`` as it was at ``rev``, loaded beside the current one."""
-    source = subprocess.run(
-        ["git", "show", f"{rev}:exporter/metrics.py"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    ).stdout
-    module = ModuleType("metrics_at_" + rev.replace("~", "_"))
-    sys.modules[module.__name__] = module
-    exec(compile(source, f"{rev}:exporter/metrics.py", "exec"), module.__dict__)
-    return module
+def record_interval(store: Any, rng: random.Random, args: argparse.Namespace) -> int:
+    """Record the results one scrape interval brings, on random (target, check) pairs."""
+    pairs = [(name, check) for name, state in store.targets.items() for check in state.checks]
+    every = {Check.ROUNDTRIP: args.roundtrip_every}
+    count = 0
+    now = time.time()
+    for name, check in pairs:
+        if rng.random() >= args.scrape_interval / every.get(check, args.login_every):
+            continue
+        count += 1
+        store.record(
+            ProbeResult(
+                target=name,
+                check=check,
+                success=rng.random() > FAILING,
+                started=now,
+                duration=rng.random(),
+                phases={p: rng.random() for p in ROUNDTRIP_PHASES[:4]},
+                reason=None,
+            )
+        )
+    return count
+
+
+FAILING = 0.01
+"""Share of probes that fail in the steady-state scrape."""
+
+
+def cold(store: Any) -> str:
+    """A render with nothing kept from earlier scrapes."""
+    cache = getattr(metrics, "_EXPOSITIONS", None)
+    if cache is not None:
+        cache.pop(store, None)
+    return metrics.render(store)
 
 
 def main() -> int:
@@ -92,40 +113,51 @@ def main() -> int:
     )
     parser.add_argument("--targets", type=int, default=1000)
     parser.add_argument("--checks", default="roundtrip,smtp_login,imap_login")
-    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--scrape-interval", type=float, default=15.0)
+    parser.add_argument("--login-every", type=float, default=60.0)
+    parser.add_argument("--roundtrip-every", type=float, default=300.0)
     parser.add_argument(
-        "--compare-with",
-        metavar="REV",
-        help="also time the prometheus_client collector of that git revision",
+        "--unbounded",
+        action="store_true",
+        help="lift the configuration's size limits first (to time code that had lower ones)",
     )
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
+    if args.unbounded:
+        from exporter.config import document
+
+        document.MAX_BYTES = document.MAX_NODES = 10**9  # type: ignore[misc]
     checks = args.checks.split(",")
+    rng = random.Random(1)
+    begin = time.perf_counter()
     store = filled_store(args.targets, checks, Store)
-    results: dict[str, object] = {"targets": args.targets, "checks": checks}
-    times = []
+    results: dict[str, object] = {
+        "targets": args.targets,
+        "checks": checks,
+        "fill_s": round(time.perf_counter() - begin, 1),
+    }
+    times, cold_times, recorded = [], [], []
+    text = metrics.render(store)
     for _ in range(args.repeat):
+        begin = time.perf_counter()
+        text = cold(store)
+        cold_times.append(time.perf_counter() - begin)
+        recorded.append(record_interval(store, rng, args))
         begin = time.perf_counter()
         text = metrics.render(store)
         times.append(time.perf_counter() - begin)
     results["render_ms"] = summary(times, 1000, 1)
+    results["results_per_scrape"] = statistics.median(recorded)
+    results["cold_render_ms"] = summary(cold_times, 1000, 1)
     results["bytes"] = len(text)
     results["series"] = sum(1 for line in text.splitlines() if not line.startswith("#"))
-    if args.compare_with:
-        old = previous_implementation(args.compare_with)
-        old_store = filled_store(args.targets, checks, old.Store)
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(old.StoreCollector(old_store))
-        old_times = []
-        for _ in range(args.repeat):
-            begin = time.perf_counter()
-            generate_latest(registry)
-            old_times.append(time.perf_counter() - begin)
-        results[f"collector_at_{args.compare_with}_ms"] = summary(old_times, 1000, 1)
-        results["ratio"] = round(statistics.median(old_times) / statistics.median(times), 1)
+    results["series_per_target"] = round(
+        sum(1 for line in text.splitlines() if 'target="t0"' in line and line[0] != "#"), 1
+    )
     if args.profile:
         profiler = cProfile.Profile()
-        profiler.runcall(metrics.render, store)
+        profiler.runcall(cold, store)
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(12)
     print(json.dumps(results, indent=2))
     return 0

@@ -16,7 +16,16 @@ window that starts once every (target, check) has had its first, jittered, run:
 ``--mode inprocess`` runs ``exporter.app.Exporter`` in this process (no HTTP server) and adds
 schedule lag: each probe's actual start (after the concurrency limit lets it in) minus its
 planned time, learnt by wrapping the scheduler's ``random.uniform`` (first plan) and
-``probes.run`` (starts). ``--loop uvloop`` runs the same on uvloop.
+``probes.run`` (starts). ``--loop uvloop`` runs the same on uvloop. ``--scrape-every 15``
+renders ``/metrics`` on the event loop as often, as a Prometheus scraping it would.
+
+``--servers fast`` (in-process mode, login checks only) runs against
+:mod:`bench.fastservers`, scripted servers that accept every login at once, instead of
+Postfix and Dovecot, which saturate two cores long before ten thousand targets:
+
+    python -m bench.scale --mode inprocess --servers fast --targets 10000 \
+        --checks smtp_login,imap_login --interval 60s --timeout 15s --warmup 65 --window 60 \
+        --scrape-every 15
 """
 
 from __future__ import annotations
@@ -33,11 +42,12 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 
 from bench._common import (
+    ROOT,
     TunedStack,
     cpu_seconds,
     free_port,
@@ -92,16 +102,22 @@ def parse_counts(text: str) -> tuple[Counter[str], Counter[str]]:
 class Window:
     """CPU snapshots of the exporter, the stack and the machine at the start of a window."""
 
-    def __init__(self, pid: int, stack: MailStack) -> None:
+    def __init__(self, pid: int, stack: MailStack | None) -> None:
         self.pid, self.stack = pid, stack
         self.wall = time.monotonic()
         self.exporter = cpu_seconds(pid, children=False)
-        self.daemons = stack_cpu(stack)
+        self.daemons = self._daemons()
         self.machine = machine_cpu()
+
+    def _daemons(self) -> dict[str, float]:
+        """The stack's CPU; with ``--servers fast``, the scripted servers' as "postfix"."""
+        if self.stack is not None:
+            return stack_cpu(self.stack)
+        return {"postfix": cpu_seconds(FAST_SERVERS[0], children=False), "dovecot": 0.0}
 
     def close(self) -> dict[str, float]:
         seconds = time.monotonic() - self.wall
-        daemons = stack_cpu(self.stack)
+        daemons = self._daemons()
         busy, total = machine_cpu()
         out = {
             "seconds": seconds,
@@ -228,7 +244,11 @@ async def run_process(args: argparse.Namespace, stack: MailStack, cfg: Path, tmp
     }
 
 
-async def run_inprocess(args: argparse.Namespace, stack: MailStack, cfg: Path) -> Any:
+FAST_SERVERS: list[int] = []
+"""The process id of the scripted servers, while they run."""
+
+
+async def run_inprocess(args: argparse.Namespace, stack: MailStack | None, cfg: Path) -> Any:
     from exporter import app as app_module
 
     first_plan: dict[str, float] = {}
@@ -315,10 +335,61 @@ async def run_inprocess(args: argparse.Namespace, stack: MailStack, cfg: Path) -
     }
 
 
+def start_fast_servers(log: IO[bytes]) -> tuple[subprocess.Popen[bytes], int, int]:
+    """:mod:`bench.fastservers` in a process of their own, once they listen; and their ports."""
+    smtp_port, imap_port = free_port(), free_port()
+    servers = subprocess.Popen(
+        [sys.executable, "-m", "bench.fastservers", str(smtp_port), str(imap_port)],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        cwd=ROOT,
+    )
+    assert servers.stdout is not None
+    if servers.stdout.readline().strip() != b"ready":
+        stop_process(servers)
+        raise RuntimeError("the scripted servers did not start")
+    FAST_SERVERS[:] = [servers.pid]
+    return servers, smtp_port, imap_port
+
+
+async def run_fast(args: argparse.Namespace, checks: list[str], tmp: Path) -> dict[str, Any]:
+    """In-process run against :mod:`bench.fastservers` in a process of their own."""
+    log = (tmp / "fastservers.log").open("wb")
+    servers, smtp_port, imap_port = start_fast_servers(log)
+    try:
+        cfg = tmp / "mailbox-exporter.yml"
+        cfg.write_text(
+            f"global:\n  max_concurrent_probes: {args.concurrency}\n"
+            f"defaults:\n  interval: {args.interval}\n  timeout: {args.timeout}\n"
+            f"  smtp: {{host: 127.0.0.1, port: {smtp_port}, tls: none, password: p}}\n"
+            f"  imap: {{host: 127.0.0.1, port: {imap_port}, tls: none, password: p}}\n"
+            "targets:\n"
+            + "".join(
+                f"  - {{name: t{i}, checks: [{', '.join(checks)}], "
+                f"smtp: {{username: u{i}@x.test}}, imap: {{username: u{i}@x.test}}}}\n"
+                for i in range(args.targets)
+            )
+        )
+        begin = time.perf_counter()
+        result: dict[str, Any] = await run_inprocess(args, None, cfg)
+        result["config_bytes"] = cfg.stat().st_size
+        result["wall_s"] = round(time.perf_counter() - begin, 1)
+        return result
+    finally:
+        stop_process(servers)
+        log.close()
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     checks = args.checks.split(",")
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as name:
         tmp = Path(name)
+        if args.servers == "fast":
+            fast: dict[str, Any] = {
+                "machine": machine(),
+                "settings": vars(args) | {"json": str(args.json), "checks": checks},
+            }
+            return fast | await run_fast(args, checks, tmp)
         stack = TunedStack(tmp / "stack")
         users = [stack.add_user(f"u{i}", f"pw-scale-{i}") for i in range(args.targets)]
         cfg = tmp / "mailbox-exporter.yml"
@@ -348,6 +419,12 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--mode", choices=["process", "inprocess"], default="process")
+    parser.add_argument(
+        "--servers",
+        choices=["stack", "fast"],
+        default="stack",
+        help="Postfix and Dovecot, or scripted servers (inprocess, login checks only)",
+    )
     parser.add_argument("--targets", type=int, default=100)
     parser.add_argument("--checks", default="roundtrip", help="comma-separated (default roundtrip)")
     parser.add_argument("--interval", default="30s", help="every check's interval")

@@ -55,6 +55,9 @@ class CheckState:
     """When the current state (succeeding or failing) began."""
     history: deque[Outcome] = field(default_factory=lambda: deque(maxlen=STRIP_LENGTH))
     """The last outcomes, oldest first: the status page's strip and sparkline."""
+    version: int = 0
+    """Counts the changes to this check's state: ``/metrics`` writes a check again only when
+    it has changed since the last scrape."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,9 @@ class TargetState:
     labels: dict[str, str] = field(default_factory=dict)
     recent: deque[ProbeResult] = field(default_factory=lambda: deque(maxlen=RECENT_PROBES))
     last_delivery: float | None = None
+    version: int = 0
+    """Counts the changes to this target's state (its checks' included): ``/metrics`` writes
+    a target again only when it has changed since the last scrape."""
 
     def observe_delivery(self, seconds: float) -> None:
         index = bisect.bisect_left(DELIVERY_BUCKETS, seconds)
@@ -114,13 +120,17 @@ class Store:
         targets: dict[str, TargetState] = {}
         for target in config.targets:
             state = self.targets.get(target.name) or TargetState()
+            state.version += 1
             state.labels = dict(target.labels)
             if target.authserv_id is None:
                 state.authentication = {}
             old_checks, state.checks = state.checks, {}
             for check in target.checks:
                 kept = old_checks.get(check) or CheckState(0.0, 0.0)
-                kept.interval, kept.timeout = target.interval(check), target.timeout(check)
+                settings = (target.interval(check), target.timeout(check))
+                if settings != (kept.interval, kept.timeout):
+                    kept.interval, kept.timeout = settings
+                    kept.version += 1
                 state.checks[check] = kept
             sections = target.sections()
             oauth = {name for name, section in sections.items() if section.oauth2 is not None}
@@ -143,13 +153,17 @@ class Store:
         state = self.targets.get(target)
         if state is not None and check in state.checks:
             state.checks[check].on_demand_refused += 1
+            state.checks[check].version += 1
+            state.version += 1
 
     def record(self, result: ProbeResult) -> None:
         """Add one probe result; results of targets no longer configured are dropped."""
         target = self.targets.get(result.target)
         if target is None or result.check not in target.checks:
             return
+        target.version += 1
         state = target.checks[result.check]
+        state.version += 1
         if state.last is None or state.last.success != result.success:
             state.since = result.ended
         state.last = result

@@ -18,13 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from exporter.config.checks import CHECKS
 from exporter.message import PROBE_HEADER
-from exporter.outcome import Reason
+from exporter.outcome import Check
 from testing.exporter_process import Running, Samples, start, value
 from testing.mailstack import MailStack, MailUser
 from testing.targets import probe_files, target_yaml
-
-REASONS = {reason.value for reason in Reason}
 
 
 @pytest.fixture
@@ -66,15 +65,15 @@ async def test_probes_appear_in_metrics(
         assert value(samples, "mailbox_probe_phase_duration_seconds", **rt, phase=phase) is not None
     assert (value(samples, "mailbox_roundtrip_delivery_seconds_count", target="local") or 0) >= 1
     assert (value(samples, "mailbox_cleanup_deleted_total", target="local") or 0) >= 1
-    for check in ("roundtrip", "smtp_login", "imap_login"):
-        for reason in REASONS:
+    for check in (Check.ROUNDTRIP, Check.SMTP_LOGIN, Check.IMAP_LOGIN):
+        for reason in CHECKS[check].reasons:
             assert (
                 value(
                     samples,
                     "mailbox_probe_failures_total",
                     target="local",
-                    check=check,
-                    reason=reason,
+                    check=check.value,
+                    reason=reason.value,
                 )
                 == 0
             )
