@@ -84,6 +84,9 @@ class TargetState:
     cleanup_failures: int = 0
     tls: dict[str, TlsSession] = field(default_factory=dict)
     token_expiry: dict[str, float] = field(default_factory=dict)
+    credential_expiry: dict[str, float] = field(default_factory=dict)
+    """When the app credential each transport authenticates with expires (a certificate's
+    notAfter, a client secret's stated expiry), from the configuration."""
     token_failures: dict[str, int] = field(default_factory=dict)
     lookalikes: int | None = None
     authentication: dict[str, str] = field(default_factory=dict)
@@ -136,6 +139,12 @@ class Store:
             oauth = {name for name, section in sections.items() if section.oauth2 is not None}
             state.token_failures = {p: state.token_failures.get(p, 0) for p in sorted(oauth)}
             state.token_expiry = {p: t for p, t in state.token_expiry.items() if p in oauth}
+            state.credential_expiry = {
+                name: expires
+                for name, section in sorted(sections.items())
+                if section.oauth2 is not None
+                and (expires := section.oauth2.credential_expires()) is not None
+            }
             plaintext = {
                 name
                 for name, section in sections.items()

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import config
 from exporter.config import ConfigError
 from exporter.config.sections.graph import GraphConfig
+from exporter.serve import metrics
+from exporter.state import Store
 from testing.simulators.graph import self_signed_certificate
 
 APP = "    graph: {tenant: t, client_id: c, mailbox: m@x.org, %s}\n"
@@ -50,3 +53,23 @@ def test_a_client_secrets_stated_expiry(written: str, expected: dt.datetime) -> 
 def test_a_wrong_expiry_is_refused_with_its_place() -> None:
     with pytest.raises(ConfigError, match=r"line 3: targets\[0\]\.graph\.client_secret_expires"):
         _graph("client_secret: s, client_secret_expires: next spring")
+
+
+def test_the_expiry_is_exported_for_each_transport_that_states_one() -> None:
+    parsed = config.parse(
+        "targets:\n  - name: t\n"
+        + APP % "client_secret: s, client_secret_expires: 2027-03-01"
+        + "  - name: u\n"
+        + APP % "client_secret: s"
+    )
+    store = Store()
+    store.configure(parsed)
+    families = {
+        sample.labels["target"]: sample.value
+        for family in text_string_to_metric_families(metrics.render(store))
+        for sample in family.samples
+        if sample.name == "mailbox_credential_expiry_timestamp_seconds"
+    }
+    assert families == {"t": dt.datetime(2027, 3, 1, tzinfo=dt.UTC).timestamp()}
+    store.configure(config.parse("targets:\n  - name: t\n" + APP % "client_secret: s"))
+    assert "mailbox_credential_expiry_timestamp_seconds{" not in metrics.render(store)

@@ -121,6 +121,11 @@ FAMILIES: Final[dict[str, Family]] = {
     "mailbox_oauth_token_expiry_timestamp_seconds": Family(
         "gauge", "When the OAuth2 access token last used expires."
     ),
+    "mailbox_credential_expiry_timestamp_seconds": Family(
+        "gauge",
+        "When the app credential a transport authenticates with expires: the certificate's "
+        "notAfter, or the client secret's expiry where the configuration states it.",
+    ),
     "mailbox_oauth_token_refresh_failures_total": Family(
         "counter", "Probes that could not get an OAuth2 access token."
     ),
@@ -442,6 +447,8 @@ def _own_fragments(t: str, target: TargetState, info_names: tuple[str, ...]) -> 
         add("mailbox_tls_version_info", tp + "," + _label("version", session.version), 1)
     for protocol, expires in sorted(target.token_expiry.items()):
         add("mailbox_oauth_token_expiry_timestamp_seconds", f'{t},protocol="{protocol}"', expires)
+    for protocol, expires in target.credential_expiry.items():
+        add("mailbox_credential_expiry_timestamp_seconds", f'{t},protocol="{protocol}"', expires)
     for protocol, count in target.token_failures.items():
         add("mailbox_oauth_token_refresh_failures_total", f'{t},protocol="{protocol}"', count)
     labels = ",".join([t, *(_label(n, target.labels.get(n, "")) for n in info_names)])
@@ -481,6 +488,7 @@ def _update(
     own_from = (
         tuple(target.tls.items()),
         tuple(target.token_expiry.items()),
+        tuple(target.credential_expiry.items()),
         tuple(target.token_failures.items()),
         tuple(target.authentication.items()),
         tuple(target.labels.items()),
