@@ -1,10 +1,12 @@
 """The demo: a mail outage that pages.
 
-``./scripts/demo`` starts a throwaway Postfix + Dovecot on 127.0.0.1, the exporter probing one
-mailbox on it, Prometheus evaluating the shipped rules, Alertmanager with the example routing,
-and a webhook receiver in this process that prints each page. ``./scripts/demo break
-auth|delivery|imap|heal`` from another shell breaks (or heals) the mail stack of the running
-demo. ``./scripts/demo --receiver pop3`` watches the mailbox over POP3 instead of IMAP.
+``./scripts/demo`` starts a throwaway Postfix + Dovecot on 127.0.0.1, two exporters probing one
+mailbox on it from two locations (``office`` directly, ``dc`` through a TCP proxy in this
+process), Prometheus evaluating the shipped rules, Alertmanager with the example routing, and a
+webhook receiver in this process that prints each page. ``./scripts/demo break
+auth|delivery|imap|path|heal`` from another shell breaks (or heals) the mail stack, or the dc
+location's path to it, of the running demo. ``./scripts/demo --receiver pop3`` watches the
+mailbox over POP3 instead of IMAP.
 Everything lives in a temporary directory and stops with Ctrl-C or SIGTERM.
 
 Only timings differ from the shipped files, so that a page arrives within a minute or two:
@@ -35,7 +37,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import yaml
@@ -43,6 +45,7 @@ from aiohttp import web
 
 from testing.exporter_process import free_port
 from testing.mailstack import MailStack, MailUser
+from testing.proxy import Proxy
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy/prometheus/rules/mailbox.rules.yml"
@@ -54,6 +57,10 @@ PROBE_INTERVAL, PROBE_TIMEOUT = "15s", "10s"
 EVALUATION_INTERVAL = "5s"
 LONGEST_HOLD = 30
 """Seconds: the demo copy of the rules caps every ``for:`` and ``keep_firing_for:`` at this."""
+FAILING_FOR = 15
+"""Seconds of failed probes a page needs in the demo's rules: two probes in a row."""
+LOCATIONS = ("office", "dc")
+"""Where the demo's two exporters probe from: office directly, dc through :class:`Proxy`."""
 GROUP_INTERVAL = "10s"
 BACKOFF_INITIAL, BACKOFF_MAX = "15s", "30s"
 
@@ -64,6 +71,7 @@ SHORTENED = (
     ),
     (f"Prometheus scrapes and evaluates every {EVALUATION_INTERVAL}", "example: 15s"),
     (f"rules: every for: and keep_firing_for: at most {LONGEST_HOLD}s", "shipped: up to 15m"),
+    (f"rules: a check pages once its failures span {FAILING_FOR}s", "shipped: 150s"),
     (f"Alertmanager group_interval {GROUP_INTERVAL}, so resolutions come soon", "example: 5m"),
     (
         f"login back-off after refused logins {BACKOFF_INITIAL} to {BACKOFF_MAX}",
@@ -73,9 +81,9 @@ SHORTENED = (
 """What the demo shortens, and what it is outside the demo."""
 
 NOTE = """\
-A fault pages after two failed probes in a row: here within about a minute. The error-budget
-alert (MailboxErrorBudgetBurn) may page as well: a young demo has few probes, so one failure is
-a large share of them; it resolves some minutes after the fault is healed."""
+A fault pages after two failed probes in a row: here within about a minute, once per outage
+(one FIRING, one RESOLVED), from both locations in one page. Cutting dc's path opens a ticket
+for that location after 30s and pages nobody."""
 
 
 CONFIG = """\
@@ -105,6 +113,28 @@ class Fault:
     heals: Callable[[MailStack], None]
 
 
+class LocationPath:
+    """The dc location's path to the mail stack: its exporter's proxies (SMTP, IMAP)."""
+
+    proxies: ClassVar[list[Proxy]] = []
+
+    @classmethod
+    def cut(cls, _: MailStack) -> None:
+        cls._each("cut")
+
+    @classmethod
+    def restore(cls, _: MailStack) -> None:
+        cls._each("start")
+
+    @classmethod
+    def _each(cls, method: str) -> None:
+        loop = cls.loop
+        for proxy in cls.proxies:
+            asyncio.run_coroutine_threadsafe(getattr(proxy, method)(), loop).result(10)
+
+    loop: ClassVar[asyncio.AbstractEventLoop]
+
+
 FAULTS: dict[str, Fault] = {
     # In the order `heal` undoes them: Dovecot first, since delivery and logins need it.
     "imap": Fault(
@@ -125,6 +155,12 @@ FAULTS: dict[str, Fault] = {
         MailStack.defer_delivery,
         MailStack.resume_delivery,
     ),
+    "path": Fault(
+        "the dc location's path to the mail servers cut",
+        "MailboxLocationPathFailing (a ticket for dc, no page)",
+        LocationPath.cut,
+        LocationPath.restore,
+    ),
 }
 COMMANDS = (*FAULTS, "heal")
 
@@ -141,17 +177,30 @@ def shorten_holds(rules: str, longest: int) -> str:
     return re.sub(r"^(\s*(?:for|keep_firing_for): )(\S+)$", cut, rules, flags=re.MULTILINE)
 
 
+def shorten_span(rules: str, seconds: int) -> str:
+    """The rules with the span of failed probes a page needs cut to ``seconds``."""
+    return re.sub(
+        r"(mailbox_probe_failing_since_timestamp_seconds(?:\{[^}]*\})? >= )\d+\b",
+        rf"\g<1>{seconds}",
+        rules,
+    )
+
+
 def alertmanager_config(receiver_port: int) -> str:
-    """The example routing with `GROUP_INTERVAL`, its webhooks sent to this process."""
+    """The example routing with `GROUP_INTERVAL` and no maintenance window, its webhooks sent
+    to this process."""
     config = yaml.safe_load(ALERTMANAGER.read_text())
     config["route"]["group_interval"] = GROUP_INTERVAL
+    for route in config["route"]["routes"]:
+        # The demo pages whatever the time: the example's weekly maintenance window would mute it.
+        route.pop("mute_time_intervals", None)
     for receiver in config["receivers"]:
         for hook in receiver["webhook_configs"]:
             hook["url"] = re.sub(r"^http://[^/]+", f"http://127.0.0.1:{receiver_port}", hook["url"])
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def prometheus_config(exporter: str, alertmanager: str, rules: Path) -> str:
+def prometheus_config(exporters: dict[str, str], alertmanager: str, rules: Path) -> str:
     return yaml.safe_dump(
         {
             "global": {
@@ -161,7 +210,13 @@ def prometheus_config(exporter: str, alertmanager: str, rules: Path) -> str:
             "rule_files": [str(rules)],
             "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]},
             "scrape_configs": [
-                {"job_name": "mailbox-exporter", "static_configs": [{"targets": [exporter]}]}
+                {
+                    "job_name": "mailbox-exporter",
+                    "static_configs": [
+                        {"targets": [address], "labels": {"location": location}}
+                        for location, address in exporters.items()
+                    ],
+                }
             ],
         },
         sort_keys=False,
@@ -176,15 +231,25 @@ def stamped(line: str) -> None:
     say(f"{time.strftime('%H:%M:%S')} {line}")
 
 
-def page_line(receiver: str, alert: dict[str, Any]) -> str:
-    """One line for one alert of a webhook notification: what, where, phase and reason."""
-    labels = alert["labels"]
+def page_line(receiver: str, notification: dict[str, Any]) -> str:
+    """One line for one Alertmanager group (a page): what, where, from which locations, and
+    the latest reason (from the first alert's description)."""
+    alerts = notification.get("alerts") or [{}]
+    labels = alerts[0].get("labels", {})
     where = "target" if "target" in labels else "instance"
-    shown = [f"{key}={labels[key]}" for key in (where, "check", "phase", "reason") if key in labels]
+    shown = [f"{where}={labels[where]}"] if where in labels else []
+    for key in ("check", "location"):
+        values = sorted({a["labels"][key] for a in alerts if key in a.get("labels", {})})
+        if values:
+            shown.append(f"{key}={','.join(values)}")
     kind = "PAGE" if receiver == "pager" else receiver.upper()
-    summary = alert.get("annotations", {}).get("summary", "")
+    text = alerts[0].get("annotations", {}).get("description", "")
+    reason = re.search(r"in phase (\S+) with reason (\w+)", text)
+    if reason:
+        shown.append(f"phase={reason[1]} reason={reason[2]}")
+    summary = alerts[0].get("annotations", {}).get("summary", "")
     return (
-        f"{kind:<6} {alert['status'].upper():<8} {labels.get('alertname', '?')}  "
+        f"{kind:<6} {notification['status'].upper():<8} {labels.get('alertname', '?')}  "
         + " ".join(shown)
         + (f"  | {summary}" if summary else "")
     )
@@ -208,17 +273,17 @@ class Demo:
     stack: MailStack
     token: str
     printed: dict[str, str] = field(default_factory=dict)
-    """Alert fingerprint to the status last printed: each change is printed once."""
+    """Alertmanager group to the status last printed: each page and its resolution is printed
+    once, whatever alerts join the group meanwhile."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def notified(self, request: web.Request) -> web.Response:
-        """Alertmanager's webhook: print each alert whose status changed."""
+        """Alertmanager's webhook: print each group (a page, or a ticket) whose status changed."""
         body = await request.json()
-        for alert in body.get("alerts", []):
-            key = alert.get("fingerprint") or json.dumps(alert["labels"], sort_keys=True)
-            if self.printed.get(key) != alert["status"]:
-                self.printed[key] = alert["status"]
-                stamped(page_line(body.get("receiver", "?"), alert))
+        key = body.get("groupKey") or json.dumps(body.get("groupLabels"), sort_keys=True)
+        if self.printed.get(key) != body.get("status"):
+            self.printed[key] = body.get("status", "")
+            stamped(page_line(body.get("receiver", "?"), body))
         return web.Response(text="ok\n")
 
     async def control(self, request: web.Request) -> web.Response:
@@ -358,6 +423,9 @@ async def run(listen: str, state_file: Path, receiver: str = "imap") -> int:
             receiver_port = free_port()
             await web.TCPSite(runner, "127.0.0.1", receiver_port).start()
             children, urls = _start_children(work, stack, user, listen, receiver_port, receiver)
+            LocationPath.loop = asyncio.get_running_loop()
+            for proxy in LocationPath.proxies:
+                await proxy.start()
             with _state_file(state_file, f"http://127.0.0.1:{receiver_port}", demo.token):
                 return await _serve(work, stack, user, children, urls, stop)
         finally:
@@ -365,6 +433,8 @@ async def run(listen: str, state_file: Path, receiver: str = "imap") -> int:
                 await asyncio.to_thread(_stop, process)
             if runner is not None:
                 await runner.cleanup()
+            for proxy in LocationPath.proxies:
+                await proxy.close()
             await asyncio.to_thread(stack.stop)
             stack.cleanup()
 
@@ -394,13 +464,26 @@ def _start_children(
             address=user.address,
         )
     )
+    # The dc location: the same mailbox, through proxies that `break path` cuts.
+    LocationPath.proxies = [
+        Proxy(stack.smtp_port),
+        Proxy(int(re.findall(r"port: (\d+)", config.read_text())[1])),
+    ]
+    dc_config = work / "mailbox-exporter-dc.yml"
+    dc_text = config.read_text()
+    for proxy in LocationPath.proxies:
+        dc_text = dc_text.replace(f"port: {proxy.upstream},", f"port: {proxy.port},")
+    dc_config.write_text(dc_text)
+    dc_listen = f"127.0.0.1:{free_port()}"
     rules = work / "mailbox.rules.yml"
-    rules.write_text(shorten_holds(RULES.read_text(), LONGEST_HOLD))
+    rules.write_text(shorten_span(shorten_holds(RULES.read_text(), LONGEST_HOLD), FAILING_FOR))
     (work / "alertmanager.yml").write_text(alertmanager_config(receiver_port))
     am_port, prom_port = preferred_port(9093), preferred_port(9090)
     if prom_port == am_port:
         prom_port = free_port()
-    (work / "prometheus.yml").write_text(prometheus_config(listen, f"127.0.0.1:{am_port}", rules))
+    (work / "prometheus.yml").write_text(
+        prometheus_config({"office": listen, "dc": dc_listen}, f"127.0.0.1:{am_port}", rules)
+    )
     started: Children = []
     for name, argv in (
         (
@@ -428,6 +511,20 @@ def _start_children(
             ],
         ),
         (
+            "exporter-dc",
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                "--config.file",
+                str(dc_config),
+                "--web.listen-address",
+                dc_listen,
+                "--storage.path",
+                str(work / "exporter-dc-data"),
+            ],
+        ),
+        (
             "prometheus",
             [
                 shutil.which("prometheus") or "prometheus",
@@ -442,6 +539,7 @@ def _start_children(
     urls = {
         "alertmanager": f"http://127.0.0.1:{am_port}",
         "exporter": f"http://{listen}",
+        "exporter-dc": f"http://{dc_listen}",
         "prometheus": f"http://127.0.0.1:{prom_port}",
     }
     return started, urls

@@ -17,6 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 import yaml
 
 from scripts import demo
@@ -48,10 +49,11 @@ class Terminal:
             self.lines.append("<closed>")
             self.changed.notify_all()
 
-    def wait_for(self, pattern: str, seconds: float) -> re.Match[str]:
-        """The first line matching ``pattern``, waiting for it up to ``seconds``."""
+    def wait_for(self, pattern: str, seconds: float, since: int = 0) -> re.Match[str]:
+        """The first line from line ``since`` on matching ``pattern``, waiting for it up to
+        ``seconds``."""
         deadline = time.monotonic() + seconds
-        seen = 0
+        seen = since
         with self.changed:
             while True:
                 for line in self.lines[seen:]:
@@ -102,6 +104,7 @@ def _processes_using(path: str) -> list[str]:
     return found
 
 
+@pytest.mark.services  # the demo: mail stack, exporter, Prometheus, Alertmanager
 def test_break_delivery_pages_in_the_terminal_and_heal_resolves_it(tmp_path: Path) -> None:
     port = free_port()
     state = tmp_path / "demo.json"
@@ -135,7 +138,7 @@ def test_break_delivery_pages_in_the_terminal_and_heal_resolves_it(tmp_path: Pat
         assert answer.returncode == 0, answer.stderr
         assert "MailboxDeliveryStalled" in answer.stdout
         page = terminal.wait_for(
-            r"PAGE +FIRING +MailboxDeliveryStalled +target=demo .*reason=not_delivered",
+            r"PAGE +FIRING +MailboxDeliveryStalled +target=demo .*location=dc,office",
             PAGE_WITHIN,
         )
         paged_after = time.monotonic() - broke
@@ -144,7 +147,7 @@ def test_break_delivery_pages_in_the_terminal_and_heal_resolves_it(tmp_path: Pat
         answer = _command(state, "break", "heal")
         assert answer.returncode == 0, answer.stderr
         terminal.wait_for(
-            r"PAGE +RESOLVED +MailboxDeliveryStalled +target=demo .*reason=not_delivered",
+            r"PAGE +RESOLVED +MailboxDeliveryStalled +target=demo",
             RESOLVED_WITHIN,
         )
         resolved_after = time.monotonic() - healed
@@ -173,8 +176,13 @@ def test_break_needs_a_running_demo(tmp_path: Path) -> None:
     assert "No demo is running" in answer.stderr
 
 
-def test_the_demo_rules_differ_from_the_shipped_ones_only_in_holds() -> None:
+def test_the_demo_rules_differ_from_the_shipped_ones_only_in_holds_and_span() -> None:
     shipped = demo.RULES.read_text()
+    spanned = demo.shorten_span(shipped, 15)
+    assert spanned.count(">= 15\n") >= 5 and ">= 150" not in spanned
+    assert [line for line in spanned.splitlines() if ">= 15" not in line] == [
+        line for line in shipped.splitlines() if ">= 150" not in line
+    ]
     short = demo.shorten_holds(shipped, 30)
     assert yaml.safe_load(short) is not None
     changed = [
@@ -195,4 +203,80 @@ def test_the_demo_alertmanager_sends_every_receiver_here() -> None:
     assert config["route"]["group_interval"] == demo.GROUP_INTERVAL
     shipped = yaml.safe_load(demo.ALERTMANAGER.read_text())
     assert config["inhibit_rules"] == shipped["inhibit_rules"]
+    for route in shipped["route"]["routes"]:
+        route.pop("mute_time_intervals", None)
     assert config["route"]["routes"] == shipped["route"]["routes"]
+
+
+def _cycle(terminal: Terminal, state: Path, fault: str, firing: str, resolved: str) -> str:
+    """Break ``fault``, wait for ``firing``, heal, wait for ``resolved``; the lines between."""
+    start = len(terminal.lines)
+    answer = _command(state, "break", fault)
+    assert answer.returncode == 0, answer.stderr
+    terminal.wait_for(firing, PAGE_WITHIN, start)
+    answer = _command(state, "break", "heal")
+    assert answer.returncode == 0, answer.stderr
+    terminal.wait_for(resolved, RESOLVED_WITHIN, start)
+    time.sleep(SETTLE)
+    return "\n".join(terminal.lines[start:])
+
+
+SETTLE = 15
+"""Seconds after a resolution in which no further page may arrive."""
+
+
+@pytest.mark.parametrize(
+    ("fault", "alert"),
+    [
+        ("auth", "MailboxLoginFailing"),
+        ("imap", "MailboxServerUnreachable"),
+        ("path", "MailboxLocationPathFailing"),
+    ],
+)
+def test_an_outage_pages_once_and_a_cut_path_only_warns(
+    tmp_path: Path, fault: str, alert: str
+) -> None:
+    """As a newcomer tries it: each outage is one FIRING and one RESOLVED page, from both
+    locations, whatever the reasons of the failures; the dc location's path cut is a ticket for
+    dc and no page. About two minutes each."""
+    port = free_port()
+    state = tmp_path / "demo.json"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "scripts.demo",
+            "--web.listen-address",
+            f"127.0.0.1:{port}",
+            "--state-file",
+            str(state),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    terminal = Terminal(process)
+    kind = "TICKETS" if fault == "path" else "PAGE"
+    try:
+        terminal.wait_for(r"ready +all checks succeed", 90)
+        said = _cycle(
+            terminal,
+            state,
+            fault,
+            rf"{kind} +FIRING +{alert} +target=demo",
+            rf"{kind} +RESOLVED +{alert} +target=demo",
+        )
+        print(said)
+        if fault == "path":
+            assert re.search(rf"TICKETS +FIRING +{alert} +target=demo location=dc\b", said), said
+            assert "PAGE " not in said, said
+        else:
+            pages = re.findall(r"PAGE +(FIRING|RESOLVED) +(\w+)", said)
+            assert pages == [("FIRING", alert), ("RESOLVED", alert)], said
+            assert "location=dc,office" in said, said
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+        terminal.reader.join(10)

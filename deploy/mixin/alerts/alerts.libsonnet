@@ -1,7 +1,10 @@
 // Alerting groups: the groups without recording rules.
+local locations = import '../lib/locations.libsonnet';
 local yaml = import '../lib/yaml.libsonnet';
 
 {
+  local where = locations($._config),
+
   prometheusAlerts+:: {
     groups+: [
       {
@@ -18,48 +21,49 @@ local yaml = import '../lib/yaml.libsonnet';
               MailboxWidespreadOutage / MailboxProviderOutage, which count failing targets whatever
               their reason. A reason added to exporter/outcome.py therefore pages as the server's
               unless it is added to the credentials list below (tests/test_reasons.py checks both).
-            |||,
+
+              Every probe page needs two or more failed probes in a row spanning %(span)ds (a blip
+              of two minutes never pages), seen so from %(outage)d locations or from every location
+              that watches the target if fewer do (with one location, or no %(label)s label, that
+              one). Phase and reason are the latest failure's, in the description: they are not
+              labels, so an alert keeps its identity while they change.
+            ||| % { span: $._config.failingForSeconds, outage: $._config.outageLocations, label: $._config.locationLabel },
             alert: 'MailboxLoginFailing',
-            expr: |||
-              (mailbox_probe_consecutive_failures{check=~"(smtp|imap|graph|gmail)_login"} >= 2)
-              * on (job, instance, target, check) group_left (phase, reason)
-              mailbox_probe_failed_info{reason=~"auth_rejected|auth_temporary|oauth_token"}
-              * on (job, instance, target) group_left (provider) mailbox_target_info
-            |||,
+            expr: where.page('{check=~"(smtp|imap|graph|gmail)_login"}', '{reason=~"auth_rejected|auth_temporary|oauth_token"}'),
             labels: { severity: 'critical' },
             annotations: {
               summary: 'Logins fail on {{ $labels.target }} ({{ $labels.check }}) while the server answers',
               runbook_url: 'docs/runbook.md#mailboxloginfailing',
             } + yaml.folded(|||
-              New {{ $labels.check }} sessions to target {{ $labels.target }} have failed
-              {{ $value }} times in a row in phase {{ $labels.phase }} with reason
-              {{ $labels.reason }}. Users cannot log in, although the server is reachable.
-            |||),
+              New {{ $labels.check }} sessions to target {{ $labels.target }}%(where)s have failed
+              {{ $value }} times in a row%(latest)s. Users cannot log in, although the server is
+              reachable.%(seen)s
+            ||| % { where: where.where, latest: where.latest(), seen: where.seenFrom }),
           },
           {
             alert: 'MailboxServerUnreachable',
-            expr: |||
-              (mailbox_probe_consecutive_failures{check=~"(smtp|imap|graph|gmail)_login"} >= 2)
-              * on (job, instance, target, check) group_left (phase, reason)
-              mailbox_probe_failed_info{reason!~"auth_rejected|auth_temporary|oauth_token"}
-              * on (job, instance, target) group_left (provider) mailbox_target_info
-            |||,
+            expr: where.page('{check=~"(smtp|imap|graph|gmail)_login"}', '{reason!~"auth_rejected|auth_temporary|oauth_token"}'),
             labels: { severity: 'critical' },
             annotations: {
-              summary: '{{ $labels.check }} server of {{ $labels.target }} cannot be used: {{ $labels.reason }}',
+              summary: '{{ $labels.check }} server of {{ $labels.target }} cannot be used',
               runbook_url: 'docs/runbook.md#mailboxserverunreachable',
             } + yaml.folded(|||
-              New {{ $labels.check }} sessions to target {{ $labels.target }} have failed
-              {{ $value }} times in a row in phase {{ $labels.phase }} with reason
-              {{ $labels.reason }}: {{ if eq $labels.reason "unavailable" -}}
-              the server answers that the service is not available: an outage of the server or
-              its provider.
-              {{- else if eq $labels.reason "throttled" -}}
-              the server limits this client (connections, rate or quota).
-              {{- else -}}
-              the server cannot be reached or does not answer properly.
-              {{- end }}
-            |||),
+              New {{ $labels.check }} sessions to target {{ $labels.target }}%(where)s have failed
+              {{ $value }} times in a row%(latest)s.%(seen)s
+            ||| % {
+              where: where.where,
+              latest: where.latest(|||
+                : {{ if eq .Labels.reason "unavailable" -}}
+                the server answers that the service is not available: an outage of the server or its
+                provider
+                {{- else if eq .Labels.reason "throttled" -}}
+                the server limits this client (connections, rate or quota)
+                {{- else -}}
+                the server cannot be reached or does not answer properly
+                {{- end }}
+              |||),
+              seen: where.seenFrom,
+            }),
           },
           {
             comment:: |||
@@ -69,45 +73,41 @@ local yaml = import '../lib/yaml.libsonnet';
               mail APIs (Graph, Gmail) logging in is getting a token and reading the mailbox.
             |||,
             alert: 'MailboxRoundTripFailing',
-            expr: |||
-              label_replace(
-                (mailbox_probe_consecutive_failures{check="roundtrip"} >= 2)
-                * on (job, instance, target, check) group_left (phase, reason)
-                mailbox_probe_failed_info{reason!~"not_delivered|junk"}
-                * on (job, instance, target) group_left (provider) mailbox_target_info,
-                "protocol", "$1$2", "phase", "(smtp|imap)_(?:connect|tls|auth)|(graph|gmail)_(?:auth|select)"
+            expr: where.page('{check="roundtrip"}', '{check="roundtrip", reason!~"not_delivered|junk"}', where.loc(|||
+              unless on (job, instance, <location>, target)
+              (
+                label_replace(
+                  mailbox_probe_failed_info{check="roundtrip"},
+                  "protocol", "$1$2", "phase", "(smtp|imap)_(?:connect|tls|auth)|(graph|gmail)_(?:auth|select)"
+                )
+                and on (job, instance, <location>, target, protocol)
+                label_replace(
+                  mailbox_probe_success{check=~"(smtp|imap|graph|gmail)_login"},
+                  "protocol", "$1", "check", "(smtp|imap|graph|gmail)_login"
+                )
               )
-              unless on (job, instance, target, protocol)
-              label_replace(
-                mailbox_probe_success{check=~"(smtp|imap|graph|gmail)_login"},
-                "protocol", "$1", "check", "(smtp|imap|graph|gmail)_login"
-              )
-            |||,
+            |||)),
             labels: { severity: 'critical' },
             annotations: {
-              summary: 'Mail cannot get through on {{ $labels.target }}: {{ $labels.reason }} in {{ $labels.phase }}',
+              summary: 'Mail cannot get through on {{ $labels.target }}',
               runbook_url: 'docs/runbook.md#mailboxroundtripfailing',
             } + yaml.folded(|||
-              The round trip of target {{ $labels.target }} has failed {{ $value }} times in a
-              row in phase {{ $labels.phase }} with reason {{ $labels.reason }}.
-            |||),
+              The round trip of target {{ $labels.target }}%(where)s has failed {{ $value }} times
+              in a row%(latest)s.%(seen)s
+            ||| % { where: where.where, latest: where.latest(), seen: where.seenFrom }),
           },
           {
             alert: 'MailboxDeliveryStalled',
-            expr: |||
-              (mailbox_probe_consecutive_failures{check="roundtrip"} >= 2)
-              * on (job, instance, target, check) group_left (phase, reason)
-              mailbox_probe_failed_info{reason="not_delivered"}
-              * on (job, instance, target) group_left (provider) mailbox_target_info
-            |||,
+            expr: where.page('{check="roundtrip"}', '{check="roundtrip", reason="not_delivered"}'),
             labels: { severity: 'critical' },
             annotations: {
               summary: 'Mail to {{ $labels.target }} is accepted but not delivered',
               runbook_url: 'docs/runbook.md#mailboxdeliverystalled',
             } + yaml.folded(|||
-              The last {{ $value }} probe messages to target {{ $labels.target }} were accepted
-              by the SMTP server but did not arrive in the mailbox within the probe timeout.
-            |||),
+              The last {{ $value }} probe messages to target {{ $labels.target }}%(where)s were
+              accepted by the SMTP server but did not arrive in the mailbox within the probe
+              timeout.%(seen)s
+            ||| % { where: where.where, seen: where.seenFrom }),
           },
           {
             comment:: |||
@@ -115,20 +115,15 @@ local yaml = import '../lib/yaml.libsonnet';
               outside may be filed there too.
             |||,
             alert: 'MailboxProbeFiledAsJunk',
-            expr: |||
-              (mailbox_probe_consecutive_failures{check="roundtrip"} >= 2)
-              * on (job, instance, target, check) group_left (phase, reason)
-              mailbox_probe_failed_info{reason="junk"}
-              * on (job, instance, target) group_left (provider) mailbox_target_info
-            |||,
+            expr: where.page('{check="roundtrip"}', '{check="roundtrip", reason="junk"}'),
             labels: { severity: 'critical' },
             annotations: {
               summary: 'Mail to {{ $labels.target }} is filed as junk',
               runbook_url: 'docs/runbook.md#mailboxprobefiledasjunk',
             } + yaml.folded(|||
-              The last {{ $value }} probe messages to target {{ $labels.target }} arrived in the
-              junk folder instead of the Inbox.
-            |||),
+              The last {{ $value }} probe messages to target {{ $labels.target }}%(where)s arrived
+              in the junk folder instead of the Inbox.%(seen)s
+            ||| % { where: where.where, seen: where.seenFrom }),
           },
           {
             comment:: |||
@@ -199,26 +194,32 @@ local yaml = import '../lib/yaml.libsonnet';
             comment:: |||
               Many targets of one exporter failing together: one page instead of one per target
               (Alertmanager inhibits the per-target pages; see deploy/alertmanager/alertmanager.yml).
-              Targets count once they have failed once, and one of them must have failed twice in a
-              row: so this fires no later than the first per-target page would, and a single failed
-              probe of each target (a blip) still pages nobody.
+              Targets count once they have failed once (and, with several locations, enough
+              locations see them failing), and one of them must page as a probe page would: so this
+              fires no later than the first per-target page, and a blip pages nobody. A location's
+              own network failing is MailboxLocationNetworkDown, not this.
             |||,
             alert: 'MailboxWidespreadOutage',
             expr: |||
-              (
-                count by (job, instance) (max by (job, instance, target) (mailbox_probe_consecutive_failures) >= 1) >= 3
-              )
+              count by (%(exporter)s) (
+              %(failing)s
+              ) >= 3
               and
-              (
-                count by (job, instance) (max by (job, instance, target) (mailbox_probe_consecutive_failures) >= 1)
-                / count by (job, instance) (max by (job, instance, target) (mailbox_probe_consecutive_failures))
-                >= 0.5
+              count by (%(exporter)s) (
+              %(failing)s
               )
-              and
-              (
-                max by (job, instance) (mailbox_probe_consecutive_failures) >= 2
+              / count by (%(exporter)s) (%(all)s)
+              >= 0.5
+              and on (%(exporter)s)
+              count by (%(exporter)s) (
+              %(paging)s
               )
-            |||,
+            ||| % {
+              exporter: where.exporter,
+              failing: where.indent(where.failingTargets, '  '),
+              paging: where.indent(where.pagingTargets, '  '),
+              all: where.allTargets,
+            },
             keep_firing_for: $._config.keepFiringFor.MailboxWidespreadOutage,
             labels: { severity: 'critical' },
             annotations: {
@@ -252,32 +253,31 @@ local yaml = import '../lib/yaml.libsonnet';
             |||,
             alert: 'MailboxProviderOutage',
             expr: |||
-              (
-                count by (provider) (
-                  (max by (job, instance, target) (mailbox_probe_consecutive_failures) >= 1)
-                  * on (job, instance, target) group_left (provider) mailbox_target_info{provider!=""}
-                ) >= 3
-              )
+              count by (provider) (
+              %(failing)s
+                * on (%(perTarget)s) group_left (provider) mailbox_target_info{provider!=""}
+              ) >= 3
               and
-              (
-                count by (provider) (
-                  (max by (job, instance, target) (mailbox_probe_consecutive_failures) >= 1)
-                  * on (job, instance, target) group_left (provider) mailbox_target_info{provider!=""}
-                )
-                / count by (provider) (
-                  max by (job, instance, target) (mailbox_probe_consecutive_failures)
-                  * on (job, instance, target) group_left (provider) mailbox_target_info{provider!=""}
-                )
-                >= 0.5
+              count by (provider) (
+              %(failing)s
+                * on (%(perTarget)s) group_left (provider) mailbox_target_info{provider!=""}
               )
-              and
-              (
-                max by (provider) (
-                  max by (job, instance, target) (mailbox_probe_consecutive_failures)
-                  * on (job, instance, target) group_left (provider) mailbox_target_info{provider!=""}
-                ) >= 2
+              / count by (provider) (
+                %(all)s
+                * on (%(perTarget)s) group_left (provider) mailbox_target_info{provider!=""}
               )
-            |||,
+              >= 0.5
+              and on (provider)
+              count by (provider) (
+              %(paging)s
+                * on (%(perTarget)s) group_left (provider) mailbox_target_info{provider!=""}
+              )
+            ||| % {
+              perTarget: where.perTarget,
+              failing: where.indent(where.failingTargets, '  '),
+              paging: where.indent(where.pagingTargets, '  '),
+              all: where.allTargets,
+            },
             keep_firing_for: $._config.keepFiringFor.MailboxProviderOutage,
             labels: { severity: 'critical' },
             annotations: {
@@ -294,6 +294,98 @@ local yaml = import '../lib/yaml.libsonnet';
               {{- end }}
               {{- end }}
             |||),
+          },
+        ],
+      },
+      {
+        name: 'mailbox-locations',
+        rules: [
+          {
+            comment:: |||
+              A target failing from one location while enough others see it working: that
+              location's path to it (its network, firewall, resolver or route), not the mail
+              service. A ticket, not a page: the probe pages from that location are held back in the
+              rule (they need the failure confirmed elsewhere), and Alertmanager inhibits any that
+              slip through while this fires.
+            |||,
+            alert: 'MailboxLocationPathFailing',
+            expr: |||
+              (
+                max by (%(perTarget)s) (
+              %(failing)s
+                )
+                unless on (target)
+                mailbox:target_outage
+              )
+              * on (%(perTarget)s) group_left (provider) mailbox_target_info
+            ||| % {
+              perTarget: where.perTarget,
+              failing: where.indent(where.failingLong(''), '    '),
+            },
+            'for': $._config.forDurations.MailboxLocationPathFailing,
+            labels: { severity: 'warning' },
+            annotations: {
+              summary: where.loc('{{ $labels.target }} fails from {{ index $labels "<location>" }} only'),
+              runbook_url: 'docs/runbook.md#mailboxlocationpathfailing',
+            } + yaml.folded(where.loc(|||
+              Target {{ $labels.target }} has failed {{ $value }} probes in a row from location
+              {{ index $labels "<location>" }} (exporter {{ $labels.instance }}), while other
+              locations see it working
+              {{- with printf `max by (<location>) (mailbox_probe_consecutive_failures{target=%q}) == 0` $labels.target | query }}
+              {{- range $i, $s := sortByLabel "<location>" . }}{{ if $i }},{{ else }}:{{ end }} {{ index $s.Labels "<location>" }}{{ end }}
+              {{- end }}. The path from {{ index $labels "<location>" }} to the server is broken; the
+              mail service is not.
+            |||)),
+          },
+          {
+            comment:: |||
+              Every target of one exporter failing with network reasons while another location
+              sees some of them working: that exporter's own network. One page for the location,
+              instead of a ticket per mailbox (Alertmanager inhibits its path alerts).
+            |||,
+            alert: 'MailboxLocationNetworkDown',
+            expr: |||
+              count by (%(exporter)s) (max by (%(perTarget)s) (mailbox_probe_failed_info{reason=~"%(network)s"}))
+              == count by (%(exporter)s) (%(all)s)
+              and
+              count by (%(exporter)s) (%(all)s) >= 2
+              unless on (%(exporter)s)
+              mailbox_probe_failed_info{reason!~"%(network)s"}
+              and on (%(exporter)s)
+              max by (%(exporter)s) (
+              %(failing)s
+              )
+              and on (%(exporter)s)
+              (
+                %(all)s
+                and on (target)
+                min by (target) (max by (%(location)s, target) (mailbox_probe_consecutive_failures)) == 0
+              )
+            ||| % {
+              exporter: where.exporter,
+              perTarget: where.perTarget,
+              location: $._config.locationLabel,
+              all: where.allTargets,
+              network: std.join('|', $._config.networkReasons),
+              failing: where.indent(where.failingLong(''), '  '),
+            },
+            keep_firing_for: $._config.keepFiringFor.MailboxLocationNetworkDown,
+            labels: { severity: 'critical' },
+            annotations: {
+              summary: where.loc('Location {{ index $labels "<location>" }} cannot reach any mail server'),
+              runbook_url: 'docs/runbook.md#mailboxlocationnetworkdown',
+            } + yaml.folded(where.loc(|||
+              All {{ $value }} targets of exporter {{ $labels.instance }} at location
+              {{ index $labels "<location>" }} are failing with network reasons (dns,
+              connect_refused, network, timeout, tls), while other locations reach some of them:
+              the network of {{ index $labels "<location>" }} is down, not the mail service. Nobody
+              watches the mailboxes from there until it is back.
+            |||)),
+            comments:: {
+              keep_firing_for: |||
+                While its targets recover one by one, keep inhibiting the path alerts of the others.
+              |||,
+            },
           },
         ],
       },

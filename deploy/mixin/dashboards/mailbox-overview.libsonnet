@@ -2755,6 +2755,116 @@ function(config) {
         },
       ],
     },
+    {
+      type: 'row',
+      id: 32,
+      title: 'Locations',
+      collapsed: false,
+      gridPos: {
+        h: 1,
+        w: 24,
+        x: 0,
+        y: 85,
+      },
+      panels: [],
+    },
+    {
+      type: 'timeseries',
+      id: 33,
+      title: 'Locations that see each target failing',
+      description: 'For each target, the locations (the ' + config.locationLabel + " label of the exporters) whose probes of it are failing, and how many in a row (the most of its checks). One location alone is that location's path (MailboxLocationPathFailing); several are an outage of the mail service. Without a " + config.locationLabel + ' label, one line per target.',
+      datasource: {
+        type: 'prometheus',
+        uid: '${datasource}',
+      },
+      gridPos: {
+        h: 8,
+        w: 24,
+        x: 0,
+        y: 86,
+      },
+      fieldConfig: {
+        defaults: {
+          unit: 'none',
+          min: 0,
+          thresholds: {
+            mode: 'absolute',
+            steps: [
+              {
+                color: 'green',
+                value: null,
+              },
+              {
+                color: 'red',
+                value: 2,
+              },
+            ],
+          },
+          color: {
+            mode: 'palette-classic',
+          },
+          custom: {
+            drawStyle: 'line',
+            lineWidth: 1,
+            fillOpacity: 10,
+            gradientMode: 'none',
+            showPoints: 'never',
+            pointSize: 4,
+            spanNulls: false,
+            lineInterpolation: 'stepAfter',
+            stacking: {
+              mode: 'none',
+              group: 'A',
+            },
+            axisPlacement: 'auto',
+            axisSoftMin: 0,
+            barAlignment: 0,
+            scaleDistribution: {
+              type: 'linear',
+            },
+            thresholdsStyle: {
+              mode: 'line',
+            },
+            hideFrom: {
+              legend: false,
+              tooltip: false,
+              viz: false,
+            },
+          },
+        },
+        overrides: [],
+      },
+      options: {
+        legend: {
+          displayMode: 'table',
+          placement: 'bottom',
+          showLegend: true,
+          calcs: [
+            'lastNotNull',
+            'max',
+          ],
+        },
+        tooltip: {
+          mode: 'multi',
+          sort: 'desc',
+        },
+      },
+      targets: [
+        {
+          datasource: {
+            type: 'prometheus',
+            uid: '${datasource}',
+          },
+          editorMode: 'code',
+          expr: 'max by (' + config.locationLabel + ', target) (mailbox_probe_consecutive_failures{job=~"$job", instance=~"$instance", target=~"$target"})',
+          legendFormat: '{{target}} from {{' + config.locationLabel + '}}',
+          range: true,
+          instant: false,
+          format: 'time_series',
+          refId: 'A',
+        },
+      ],
+    },
   ],
   refresh: config.dashboardRefresh,
   schemaVersion: 39,
