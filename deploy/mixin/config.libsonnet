@@ -35,6 +35,7 @@
     // have none: they need two failed probes in a row instead (docs/alerting.md).
     forDurations: {
       MailboxTLSCertificateExpiringSoon: '10m',
+      MailboxCredentialExpiringSoon: '10m',
       MailboxProbesStale: '2m',
       MailboxExporterDown: '2m',
       MailboxExporterAbsent: '5m',

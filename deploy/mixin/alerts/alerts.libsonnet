@@ -29,7 +29,7 @@ local yaml = import '../lib/yaml.libsonnet';
               labels, so an alert keeps its identity while they change.
             ||| % { span: $._config.failingForSeconds, outage: $._config.outageLocations, label: $._config.locationLabel },
             alert: 'MailboxLoginFailing',
-            expr: where.page('{check=~"(smtp|imap|graph|gmail)_login"}', '{reason=~"auth_rejected|auth_temporary|oauth_token"}'),
+            expr: where.page('{check=~"(smtp|imap|pop3|graph|gmail)_login"}', '{reason=~"auth_rejected|auth_temporary|oauth_token"}'),
             labels: { severity: 'critical' },
             annotations: {
               summary: 'Logins fail on {{ $labels.target }} ({{ $labels.check }}) while the server answers',
@@ -42,7 +42,7 @@ local yaml = import '../lib/yaml.libsonnet';
           },
           {
             alert: 'MailboxServerUnreachable',
-            expr: where.page('{check=~"(smtp|imap|graph|gmail)_login"}', '{reason!~"auth_rejected|auth_temporary|oauth_token"}'),
+            expr: where.page('{check=~"(smtp|imap|pop3|graph|gmail)_login"}', '{reason!~"auth_rejected|auth_temporary|oauth_token"}'),
             labels: { severity: 'critical' },
             annotations: {
               summary: '{{ $labels.check }} server of {{ $labels.target }} cannot be used',
@@ -78,12 +78,12 @@ local yaml = import '../lib/yaml.libsonnet';
               (
                 label_replace(
                   mailbox_probe_failed_info{check="roundtrip"},
-                  "protocol", "$1$2", "phase", "(smtp|imap)_(?:connect|tls|auth)|(graph|gmail)_(?:auth|select)"
+                  "protocol", "$1$2", "phase", "(smtp|imap|pop3)_(?:connect|tls|auth)|(graph|gmail)_(?:auth|select)"
                 )
                 and on (job, instance, <location>, target, protocol)
                 label_replace(
-                  mailbox_probe_success{check=~"(smtp|imap|graph|gmail)_login"},
-                  "protocol", "$1", "check", "(smtp|imap|graph|gmail)_login"
+                  mailbox_probe_success{check=~"(smtp|imap|pop3|graph|gmail)_login"},
+                  "protocol", "$1", "check", "(smtp|imap|pop3|graph|gmail)_login"
                 )
               )
             |||)),
@@ -171,6 +171,20 @@ local yaml = import '../lib/yaml.libsonnet';
             } + yaml.folded(|||
               The {{ $labels.protocol }} server certificate of target {{ $labels.target }}
               expires in {{ $value | humanizeDuration }}.
+            |||),
+          },
+          {
+            alert: 'MailboxCredentialExpiringSoon',
+            expr: 'mailbox_credential_expiry_timestamp_seconds - time() < 14 * 86400',
+            'for': $._config.forDurations.MailboxCredentialExpiringSoon,
+            labels: { severity: 'warning' },
+            annotations: {
+              summary: 'The app credential of {{ $labels.target }} ({{ $labels.protocol }}) expires soon',
+              runbook_url: 'docs/runbook.md#mailboxcredentialexpiringsoon',
+            } + yaml.folded(|||
+              The certificate or client secret that target {{ $labels.target }} authenticates
+              its {{ $labels.protocol }} app with expires in {{ $value | humanizeDuration }}:
+              after that no token can be had and its checks fail with auth_rejected.
             |||),
           },
           {

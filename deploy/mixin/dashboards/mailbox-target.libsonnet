@@ -555,7 +555,7 @@ function(config) {
             uid: '${datasource}',
           },
           editorMode: 'code',
-          expr: 'mailbox_probe_phase_duration_seconds{check=~"smtp_login|imap_login|graph_login|gmail_login", job=~"$job", instance=~"$instance", target=~"$target"}',
+          expr: 'mailbox_probe_phase_duration_seconds{check=~"smtp_login|imap_login|pop3_login|graph_login|gmail_login", job=~"$job", instance=~"$instance", target=~"$target"}',
           legendFormat: '{{check}} {{phase}}',
           range: true,
           instant: false,
