@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,13 +13,17 @@ from pathlib import Path
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from testing.mailstack import _free_ports
+
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port for a server to listen on, from this test process's own share of the harness's
+    ports: outside the kernel's ephemeral range, so that no outgoing connection of this or
+    another test process takes it before the server binds it."""
+    (port,) = _free_ports(1)
+    return port
 
 
 class Running:

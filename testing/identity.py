@@ -39,6 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote_plus, urlsplit
 
+from testing.mailstack import _free_ports
 from testing.service import Service
 
 __all__ = ["IdentityProvider", "RecordedRequest"]
@@ -167,10 +168,14 @@ class IdentityProvider(Service):
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Listen (again on the same port after a `stop`, so URLs handed out stay valid)."""
+        """Listen (again on the same port after a `stop`, so URLs handed out stay valid).
+
+        The port is this test process's own (see `testing.mailstack._free_ports`): a port the
+        kernel hands out could be taken by an outgoing connection while stopped.
+        """
         if self._server is not None:
             return
-        server = _Server((HOST, self._port or 0), _Handler)
+        server = _Server((HOST, self._port or _free_ports(1)[0]), _Handler)
         server.provider = self
         self._port = server.server_address[1]
         with self._lock:

@@ -16,6 +16,7 @@ Layout and data flow::
                           postfix queue --lmtp--> dovecot lmtp (lmtp_port)
                                                     v
     client --IMAP-------> dovecot imap (imap_port)  maildir (root/mail/NAME/Maildir)
+    client --POP3-------> dovecot pop3 (pop3_port)  the same maildir
 
 Logins use the full address (``alice@example.test``); a bare ``alice`` is
 accepted too because Dovecot appends ``auth_default_realm``.  Passwords are
@@ -43,7 +44,8 @@ leaves the stack for no other domain):
 
 * ``tls=TlsFiles(cert, key)``: STARTTLS on `smtp_port` and `imap_port`
   (AUTH also allowed before it), plus implicit TLS on `smtps_port` and
-  `imaps_port`.  Neither daemon checks the certificate's dates: an expired
+  `imaps_port`; POP3 likewise (STLS on `pop3_port`, implicit TLS on
+  `pop3s_port`).  Neither daemon checks the certificate's dates: an expired
   one is served without a warning, so the client is the one to reject it.
 * ``oauth2_introspection_url=URL``: SASL XOAUTH2 and OAUTHBEARER on both
   protocols (Postfix relays Dovecot's list), checked by Dovecot's oauth2
@@ -302,18 +304,65 @@ def _ephemeral_range() -> tuple[int, int]:
 
 _claimed_ports: set[int] = set()
 _ports_lock = threading.Lock()
+_HARNESS_PORTS = range(20000, 32000)
+"""Where the harness's servers listen: below Linux's default ephemeral range (32768-60999)."""
+_PORTS_OWNER = "MAILSTACK_PORTS_OWNER"
+"""``WORKER:PID``: the process that first loaded this module as that pytest-xdist worker (or
+as none); the processes it starts inherit it and so know they are not it."""
+
+
+def _own_ports() -> str:
+    """Claim this process's share unless its starter, the same worker, already did."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    owner = os.environ.get(_PORTS_OWNER)
+    if owner is None or owner.rpartition(":")[0] != worker:
+        owner = os.environ[_PORTS_OWNER] = f"{worker}:{os.getpid()}"
+    return owner
+
+
+_own_ports()
+_CHILDREN_SHARE = 4
+"""A started process (the demo a test runs) takes the last 1/4 of its starter's ports."""
+
+
+def _worker_ports() -> range:
+    """This process's share of `_HARNESS_PORTS`.
+
+    pytest-xdist runs tests in several worker processes at once (``PYTEST_XDIST_WORKER`` is
+    ``gwN``, ``PYTEST_XDIST_WORKER_COUNT`` their number): each takes its own slice, so no two
+    workers can pick the same port between checking it and a daemon's bind(). A replacement
+    for a crashed worker (a higher N) shares a slice with the one it replaces. A process that
+    a test starts and that picks ports itself (the demo) inherits the worker's variables but
+    not its `_claimed_ports`, so it takes the slice's last part, which the worker leaves alone.
+    """
+    share = _HARNESS_PORTS
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    try:
+        count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+        index = int(worker.removeprefix("gw")) % count
+    except (ValueError, ZeroDivisionError):
+        pass
+    else:
+        size = len(share) // count
+        share = share[index * size : (index + 1) * size]
+    split = len(share) - len(share) // _CHILDREN_SHARE
+    if _own_ports().rpartition(":")[2] == str(os.getpid()):
+        return share[:split]
+    return share[split:]
 
 
 def _free_ports(count: int) -> list[int]:
-    """Ports that are free now, outside the kernel's ephemeral range.
+    """Ports that are free now, in this process's share of the harness's ports (see
+    `_worker_ports`) and outside the kernel's ephemeral range.
 
     Outside that range no outgoing connection can grab the port between
     now and the daemon's bind(); `_claimed_ports` keeps instances in one
-    process apart.
+    process apart, and so keeps a port for a server that stops and starts again.
     """
     low, high = _ephemeral_range()
-    candidates = [p for p in range(20000, 32000) if not low <= p <= high]
-    candidates = candidates or list(range(20000, 32000))
+    share = _worker_ports()
+    candidates = [p for p in share if not low <= p <= high]
+    candidates = candidates or list(share)
     ports: list[int] = []
     with _ports_lock:
         for port in random.sample(candidates, len(candidates)):
@@ -328,7 +377,8 @@ def _free_ports(count: int) -> list[int]:
             _claimed_ports.add(port)
             if len(ports) == count:
                 return ports
-    raise MailStackError("no free TCP ports on 127.0.0.1")
+        _claimed_ports.difference_update(ports)
+    raise MailStackError(f"no {count} free TCP ports on 127.0.0.1 in {share}")
 
 
 def _first_line(sock: socket.socket) -> str:
@@ -457,6 +507,8 @@ class MailStack(Service):
         if tls is not None:
             self.imaps_port, self.smtps_port = _free_ports(2)
         self.mx_port: int | None = _free_ports(1)[0] if mx else None
+        self.pop3_port = _free_ports(1)[0]
+        self.pop3s_port: int | None = _free_ports(1)[0] if tls is not None else None
         for spec in (*mx_milters, *([mx_policy] if mx_policy else [])):
             if not re.fullmatch(r"inet:127\.0\.0\.1:\d+", spec):
                 raise ValueError(f"expected inet:127.0.0.1:PORT, got {spec!r}")
@@ -656,9 +708,12 @@ class MailStack(Service):
                 files.extend(p for p in (self.maildir(user) / sub).iterdir() if p.is_file())
         return sorted(files)
 
-    def put_message(self, user: MailUser, raw: bytes, folder: str = "") -> None:
+    def put_message(
+        self, user: MailUser, raw: bytes, folder: str = "", received: float | None = None
+    ) -> None:
         """Drop a message into new/ the maildir way (tmp/ then rename): pre-existing mail, in
-        the Inbox or another folder (Maildir++ ``.Junk``)."""
+        the Inbox or another folder (Maildir++ ``.Junk``). ``received`` (seconds since the
+        epoch) sets the file's time, which Dovecot takes as its arrival (INTERNALDATE)."""
         base = self.maildir(user)
         maildir = base / f".{folder}" if folder else base
         for sub in (base.parent, base, maildir, *(maildir / d for d in ("tmp", "new", "cur"))):
@@ -675,7 +730,20 @@ class MailStack(Service):
         tmp.write_bytes(raw)
         os.chown(tmp, self._mail_uid, self._mail_gid)
         tmp.chmod(0o600)
+        if received is not None:
+            os.utime(tmp, (received, received))
         tmp.rename(maildir / "new" / name)
+
+    def add_folders(self, user: MailUser, names: Iterable[str]) -> None:
+        """Create empty folders of the user's straight in the Maildir++ layout (``.NAME``),
+        as many as a test needs, without a round trip each; names without dots or slashes."""
+        base = self.maildir(user)
+        for name in names:
+            if not name or any(c in name for c in "./\\") or name.startswith("~"):
+                raise ValueError(f"a plain folder name, not {name!r}")
+            folder = base / f".{name}"
+            folder.mkdir(exist_ok=True)  # Dovecot adds cur/, new/ and tmp/ when it opens one
+            os.chown(folder, self._mail_uid, self._mail_gid)
 
     # ------------------------------------------------------------ configuration
 
@@ -693,7 +761,7 @@ class MailStack(Service):
             debug_log_path = {logf}
             hostname = {self.hostname}
             postmaster_address = postmaster@{self.domain}
-            protocols = imap lmtp
+            protocols = imap pop3 lmtp
             listen = {HOST}
             ssl = {"no" if self.tls is None else "yes"}
             disable_plaintext_auth = no
@@ -740,6 +808,20 @@ class MailStack(Service):
               inet_listener imaps {{
                 address = {HOST}
                 port = {self.imaps_port or 0}
+                ssl = yes
+              }}
+            }}
+            protocol pop3 {{
+              mail_max_userip_connections = 1000
+            }}
+            service pop3-login {{
+              inet_listener pop3 {{
+                address = {HOST}
+                port = {self.pop3_port}
+              }}
+              inet_listener pop3s {{
+                address = {HOST}
+                port = {self.pop3s_port or 0}
                 ssl = yes
               }}
             }}
@@ -1120,6 +1202,7 @@ class MailStack(Service):
             "/usr/sbin/postqueue",
             "/usr/lib/dovecot/imap",
             "/usr/lib/dovecot/lmtp",
+            "/usr/lib/dovecot/pop3",
         ):
             if not os.access(exe, os.X_OK):
                 problems.append(f"missing {exe}")
@@ -1132,7 +1215,7 @@ class MailStack(Service):
             raise MailStackError(
                 "cannot run the mail stack: "
                 + "; ".join(problems)
-                + " (apt-get install postfix dovecot-imapd dovecot-lmtpd)"
+                + " (apt-get install postfix dovecot-imapd dovecot-lmtpd dovecot-pop3d)"
             )
 
     # ------------------------------------------------------------ dovecot
@@ -1153,6 +1236,9 @@ class MailStack(Service):
             self._wait_greeting(self.imap_port, "* OK", "Dovecot IMAP")
             if self.imaps_port is not None:  # also proves that the certificate loads
                 self._wait_greeting(self.imaps_port, "* OK", "Dovecot IMAPS", tls=True)
+            self._wait_greeting(self.pop3_port, "+OK", "Dovecot POP3")
+            if self.pop3s_port is not None:
+                self._wait_greeting(self.pop3s_port, "+OK", "Dovecot POP3S", tls=True)
             self._wait_greeting(self.lmtp_port, "220 ", "Dovecot LMTP")
             self._wait_greeting(self.auth_port, "VERSION", "Dovecot auth")
             if self.postfix_running():  # smtpd may be throttled after failing without auth

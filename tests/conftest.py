@@ -1,12 +1,17 @@
-"""Shared fixtures: one real Postfix + Dovecot for the session, a fresh mailbox per test."""
+"""Shared fixtures: one real Postfix + Dovecot for the session (per pytest-xdist worker), a
+fresh mailbox per test; and the test tiers: `quick` marks every test that starts no real
+server, so that ``pytest -m quick`` runs in well under a minute; and the order and grouping
+of the tests across pytest-xdist workers."""
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import secrets
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from hypothesis import Phase, settings
 
 from exporter.config.model import LoginBackoff
 from exporter.message import ProbeIds
@@ -17,6 +22,122 @@ from testing.identity import IdentityProvider
 from testing.mailstack import MailStack, MailUser
 
 _users = itertools.count(1)
+
+# A failing property test would otherwise trace every line of every shrinking step (the
+# explain phase; Python 3.11 has only sys.settrace for it) and hold its worker for minutes,
+# beyond the per-test timeout, which cannot interrupt Hypothesis. The shrunk example is still
+# reported. Tests' own @settings keep everything else they set.
+settings.register_profile("suite", phases=[phase for phase in Phase if phase != Phase.explain])
+settings.load_profile("suite")
+
+SERVICE_FIXTURES = frozenset({"mailstack", "oauth_mailstack"})
+"""Fixtures that start real servers: a test using one (directly or through another fixture,
+such as `user`) is not quick."""
+SERVICE_TYPES = ("MailStack", "DnsServer", "Milters")
+"""Nor is a test using a fixture of its module that gives one of these (a stack of its own)."""
+LONGEST_FIRST = (
+    "test_demo.py",
+    "test_alerting.py",
+    "test_alert_corpus.py",
+    "test_deploy_container.py",
+    "test_soak.py",
+    "test_lockout.py",
+    "test_deploy_image.py",
+    "test_dashboards.py",
+    "test_app.py",
+    "test_scale.py",
+    "test_hostile.py",
+)
+"""Modules with the longest tests (a minute or more, measured), in that order: they start
+first, and the quick tests, which fill the gaps best, come last. pytest-xdist hands the
+modules out in collection order."""
+SPREAD = frozenset(
+    f"tests/{name}"
+    for name in (
+        "test_demo.py",
+        "test_app.py",
+        "test_hostile.py",
+        "test_ondemand.py",
+        "test_probes.py",
+        "test_secrets.py",
+    )
+)
+"""Modules of long tests that share no fixture of module scope: with --dist loadfile, their
+tests go to workers one by one (the rest of a module's tests stay together on one worker,
+so that its module-scoped fixtures are made once)."""
+QUICK_LIMIT = 15.0
+"""Seconds: a quick test taking longer is named at the end of the run, to be marked."""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark what is quick, then order: the tests that are not quick, those of `LONGEST_FIRST`
+    first, then the quick ones, each in collection order."""
+    for item in items:
+        if _starts_no_server(item):
+            item.add_marker(pytest.mark.quick)
+
+    def rank(item: pytest.Item) -> tuple[bool, int]:
+        name = item.path.name
+        longest = LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+        return item.get_closest_marker("quick") is not None, longest
+
+    items.sort(key=rank)
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """--dist loadfile, but the tests of `SPREAD` modules each on the first free worker.
+
+    (--dist loadgroup with xdist_group marks would say it too, but pytest-xdist 3.8 cannot
+    group on pytest 9: it renames node ids in a way pytest 9 ignores.)
+    """
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class Scheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return nodeid if module in SPREAD else module
+
+    return Scheduling(config, log)
+
+
+def _fixtures(item: pytest.Item) -> list[pytest.FixtureDef[object]]:
+    """The fixtures a test uses, directly or through others (as its module overrides them)."""
+    info = getattr(item, "_fixtureinfo", None)
+    return [] if info is None else [chain[-1] for chain in info.name2fixturedefs.values()]
+
+
+def _starts_no_server(item: pytest.Item) -> bool:
+    """No service fixture, no fixture giving a server of the harness, no `services` or
+    `image` marker (which tests that start servers in their own body, or run long, carry)."""
+    if any(item.get_closest_marker(name) for name in ("services", "image")):
+        return False
+    if not SERVICE_FIXTURES.isdisjoint(item.fixturenames):
+        return False
+    return not any(
+        kind in str(inspect.signature(definition.func).return_annotation)
+        for definition in _fixtures(item)
+        for kind in SERVICE_TYPES
+    )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Name the quick tests that were not: they belong in the full run only."""
+    slow = sorted(
+        (report.duration, report.nodeid)
+        for category in ("passed", "failed")
+        for report in terminalreporter.stats.get(category, [])
+        if getattr(report, "when", "") == "call"
+        and "quick" in report.keywords
+        and report.duration > QUICK_LIMIT
+    )
+    if slow:
+        terminalreporter.section("quick tests that took long")
+        for duration, nodeid in reversed(slow):
+            terminalreporter.write_line(f"{duration:6.1f}s {nodeid}: mark it @pytest.mark.services")
 
 
 @pytest.fixture(scope="session")
@@ -56,9 +177,7 @@ def user(mailstack: MailStack) -> MailUser:
 @pytest.fixture
 async def context() -> AsyncIterator[ProbeContext]:
     """What probes share, built once per test as the exporter builds it once per process."""
-    shared = ProbeContext(
-        ids=ProbeIds(), tokens=TokenCache(), guard=LoginGuard(LoginBackoff())
-    )
+    shared = ProbeContext(ids=ProbeIds(), tokens=TokenCache(), guard=LoginGuard(LoginBackoff()))
     try:
         yield shared
     finally:

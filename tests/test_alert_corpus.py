@@ -32,6 +32,7 @@ def test_the_table_covers_every_scenario_and_keeps_its_promises() -> None:
     assert alert_corpus.table(documented) in block, "run python -m testing.alert_corpus --write-doc"
 
 
+@pytest.mark.services  # promtool over day-long histories: about two minutes
 def test_promtool_finds_what_the_table_says(tmp_path: Path) -> None:
     assert shutil.which("promtool"), (
         "promtool (Debian: prometheus) is installed by scripts/bootstrap"

@@ -268,10 +268,10 @@ def test_a_message_nested_beyond_bounds_is_skipped_quickly_and_logged(
 ) -> None:
     """Nesting the email package reads by recursion, or whose every line it checks against
     every enclosing boundary (seconds per message), is refused before it is parsed."""
-    started = time.monotonic()
+    started = time.thread_time()  # CPU time: tests running in parallel share the cores
     with caplog.at_level(logging.WARNING, logger="exporter.bounce"):
         assert bounce.read(raw + b"\n" * bounce.MAX_REPORT) is None
-    assert time.monotonic() - started < 0.5
+    assert time.thread_time() - started < 0.5
     [record] = caplog.records
     assert bound in record.getMessage() and len(record.getMessage()) < 200
     assert "MARKER" not in record.getMessage() and PROBE_ID not in record.getMessage()
@@ -282,9 +282,9 @@ def test_a_long_header_field_costs_no_quadratic_time() -> None:
     raw = _report(POSTFIX_STATUS, "text/rfc822-headers", PROBE_HEAD, "x").replace(
         b'boundary="b0"', b'boundary="b0"' + b";" * 200_000, 1
     )
-    started = time.monotonic()
+    started = time.thread_time()  # CPU time: tests running in parallel share the cores
     found = bounce.read(raw)
-    assert time.monotonic() - started < 0.5
+    assert time.thread_time() - started < 0.5
     assert found is not None and found.probe_id == PROBE_ID, "read, as far as it matters"
 
 
@@ -392,9 +392,9 @@ def _mail(draw: st.DrawFn) -> bytes:
 
 def _check(raw: bytes) -> None:
     """Reading ends in None or a well-formed bounce the round trip can use, soon."""
-    started = time.monotonic()
+    started = time.thread_time()  # CPU time: tests running in parallel share the cores
     found = bounce.read(raw)
-    assert time.monotonic() - started < 2.0
+    assert time.thread_time() - started < 2.0
     if found is None:
         return
     assert found.probe_id and isinstance(found.probe_id, str)

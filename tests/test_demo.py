@@ -23,6 +23,8 @@ import yaml
 from scripts import demo
 from testing.exporter_process import free_port
 
+pytestmark = pytest.mark.services  # the demo: mail stack, exporter, Prometheus, Alertmanager
+
 ROOT = Path(__file__).resolve().parent.parent
 
 PAGE_WITHIN = 120
@@ -104,7 +106,6 @@ def _processes_using(path: str) -> list[str]:
     return found
 
 
-@pytest.mark.services  # the demo: mail stack, exporter, Prometheus, Alertmanager
 def test_break_delivery_pages_in_the_terminal_and_heal_resolves_it(tmp_path: Path) -> None:
     port = free_port()
     state = tmp_path / "demo.json"

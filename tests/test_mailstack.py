@@ -27,6 +27,8 @@ import trustme
 from testing.identity import IdentityProvider
 from testing.mailstack import MailStack, MailStackError, MailUser, TlsFiles
 
+pytestmark = pytest.mark.services  # stacks of its own
+
 DELIVERY_TIMEOUT = 10.0
 
 

@@ -28,6 +28,8 @@ from testing.dns import DnsServer
 from testing.mailstack import MailStack, MailUser, TlsFiles
 from testing.milters import Milters
 
+pytestmark = pytest.mark.services  # DNS, milters and a stack of its own
+
 SENDER = "sender.test"
 AUTHSERV_ID = "mx.example.test"
 SPF = "v=spf1 ip4:127.0.0.1 -all"

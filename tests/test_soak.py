@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from testing.soak import soak
 
 
+@pytest.mark.services
 async def test_a_short_soak_keeps_every_guarantee(tmp_path: Path) -> None:
     report = await soak(
         tmp_path, roundtrips=120, targets=4, interval=1.5, probe_timeout=1.5, existing=40, seed=7

@@ -20,6 +20,8 @@ from exporter.state import Store
 from testing.mailstack import MailStack, MailUser, TlsFiles
 from testing.targets import probe_files
 
+pytestmark = pytest.mark.services  # stacks of its own
+
 NOW = datetime.datetime.now(datetime.UTC)
 
 
