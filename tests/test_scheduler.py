@@ -63,6 +63,10 @@ def _scheduler(recorder: Recorder, results: list[ProbeResult]) -> Scheduler:
     return Scheduler(recorder.run, results.append, random.Random(7), max_concurrent=32)
 
 
+LAG = 0.12
+"""Seconds a start may lag its slot on a busy machine; a missed slot would be 0.2."""
+
+
 async def test_every_pair_runs_on_its_interval_with_a_jittered_start() -> None:
     recorder, results = Recorder(), list[ProbeResult]()
     scheduler = _scheduler(recorder, results)
@@ -74,11 +78,13 @@ async def test_every_pair_runs_on_its_interval_with_a_jittered_start() -> None:
         (t, c) for t in "ab" for c in (Check.SMTP_LOGIN, Check.IMAP_LOGIN)
     }
     firsts = [times[0] - began for times in recorder.starts.values()]
-    assert all(0 <= first <= 0.2 + 0.05 for first in firsts), firsts
+    # Tolerances allow for a loaded machine (the suite runs in parallel): a start may come up
+    # to LAG late, and the one after it that much early against its slot.
+    assert all(0 <= first <= 0.2 + LAG for first in firsts), firsts
     assert len({round(first, 3) for first in firsts}) > 1, "first runs are spread out"
     for times in recorder.starts.values():
         gaps = [later - earlier for earlier, later in pairwise(times)]
-        assert all(0.15 <= gap <= 0.3 for gap in gaps), gaps
+        assert all(0.2 - LAG <= gap <= 0.2 + LAG for gap in gaps), gaps
     assert len(results) == sum(len(times) for times in recorder.starts.values())
 
 
