@@ -116,4 +116,6 @@ class ProbeFailure(Exception):
         self.reason = reason
         self.detail = shorten(detail)
         self.said = detail[:SAID_LIMIT]
+        self.retry_after: float | None = None
+        """Seconds the server asked to wait before the next try (``Retry-After``), if any."""
         self.phase = phase

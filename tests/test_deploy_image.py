@@ -222,7 +222,13 @@ def test_the_image_steps_install_a_working_exporter(
     )
     assert "OK" in checked and "local" in checked
     probe = run(
-        [str(installed.script), f"--config.file={path}", "probe", "local"],
+        [
+            str(installed.script),
+            f"--config.file={path}",
+            f"--storage.path={tmp_path / 'state'}",
+            "probe",
+            "local",
+        ],
         cwd=tmp_path,
         env=_clean_env(),
     )

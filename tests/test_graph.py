@@ -715,3 +715,26 @@ async def test_a_restored_permission_takes_effect_at_the_next_probe(
     client_id = oauth2.client_id
     graph.app(client_id).permissions.add("Mail.ReadWrite")
     assert (await probes.run(probe_target, Check.GRAPH_LOGIN, context)).success
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"), [(429, Reason.THROTTLED), (503, Reason.UNAVAILABLE)]
+)
+async def test_a_token_endpoint_asking_to_wait_is_heard(
+    graph: GraphSimulator, context: ProbeContext, status: int, reason: Reason
+) -> None:
+    """The identity service's own limit or outage: its reason, and its Retry-After kept for the
+    scheduler, as for the mail API's answers."""
+    probe_target = graph_target(graph)
+    graph.fail(
+        "*/oauth2/v2.0/token",
+        status,
+        {"error": "temporarily_unavailable" if status == 429 else "server_error"},
+        headers={"Retry-After": "120"},
+    )
+    try:
+        result = await probes.run(probe_target, Check.GRAPH_LOGIN, context)
+    finally:
+        graph.clear_faults()
+    assert (result.reason, result.phase) == (reason, Phase.GRAPH_AUTH), result
+    assert result.found.retry_after == 120

@@ -15,8 +15,9 @@ from exporter.config import OAuth2Config, Secret, TlsConfig
 from exporter.outcome import ProbeFailure, Reason
 from exporter.trace import Trace
 from exporter.transports import graph
-from exporter.transports.http import MAX_RETRY_AFTER, ApiSession, api_error, retry_after
+from exporter.transports.http import ApiSession, api_error
 from exporter.transports.oauth import TokenCache
+from exporter.transports.retry import MAX_RETRY_AFTER, retry_after
 
 
 def test_retry_after_is_read_and_bounded() -> None:

@@ -38,8 +38,9 @@ from exporter.config.model import GoogleStatus, MicrosoftStatus, TlsConfig
 from exporter.incidents.model import Incident, label_value
 from exporter.outcome import ProbeFailure, Reason
 from exporter.transports import net
-from exporter.transports.http import api_error, retry_after
+from exporter.transports.http import api_error
 from exporter.transports.oauth import TokenCache
+from exporter.transports.retry import retry_after
 
 ISSUES_PATH: Final = "/admin/serviceAnnouncement/issues"
 OPEN_FILTER: Final = "isResolved eq false"

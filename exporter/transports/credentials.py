@@ -68,6 +68,8 @@ async def access_token(
         token = await tokens.token(server.oauth2, limit)
     except ProbeFailure as failure:
         trace.found.token_failed.add(transport)
+        if failure.retry_after is not None:
+            trace.found.retry_after = failure.retry_after
         trace.say(f"failed: {failure.detail}")
         raise
     trace.found.token_expiry[transport] = token.expires_at

@@ -12,14 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import json as jsonlib
-import math
-import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -32,6 +28,7 @@ from exporter.outcome import Phase, ProbeFailure, Reason
 from exporter.trace import Trace, recorder
 from exporter.transports import net
 from exporter.transports.oauth import MAX_RECORDED_BODY, TokenCache, read_bounded
+from exporter.transports.retry import retry_after
 
 TOKEN_SHARE = 0.5
 """A token request may take this share of the time the probe has left..."""
@@ -46,13 +43,10 @@ minute per user)."""
 MAX_PAGES: Final = 10
 """Pages of search results followed at most in one look, to keep a look's requests bounded."""
 RETRY_STATUSES: Final = frozenset({429, 503})
-_RETRY_AFTER_TEXT = re.compile(r"retry after (\d{4}-\d\d-\d\dT[\d:.]+(?:Z|[+-]\d\d:\d\d)?)", re.I)
 
 
 MAX_ANSWER: Final = 4 * 1024 * 1024
 """Bytes of an API answer read: a page of message ids and headers is far smaller."""
-MAX_RETRY_AFTER: Final = 3600.0
-"""The longest a provider's Retry-After holds a target back."""
 
 Query = Mapping[str, str] | Sequence[tuple[str, str]]
 """Query parameters: a mapping, or pairs where a name repeats (Gmail's ``metadataHeaders``)."""
@@ -101,39 +95,6 @@ def api_error(body: Mapping[str, Any], headers: Mapping[str, str]) -> ApiError:
     if not request_id and isinstance(inner, dict):
         request_id = str(inner.get("request-id") or "")
     return ApiError(code, str(error.get("message") or ""), request_id)
-
-
-def retry_after(headers: Mapping[str, str], message: str, now: float | None = None) -> float | None:
-    """Seconds to wait from ``Retry-After`` (seconds or an HTTP date), or from Gmail's
-    "Retry after 2026-11-30T10:00:00Z" in the message; at most :data:`MAX_RETRY_AFTER`, so
-    that no answer can stop a target for good."""
-    wait = _retry_after(headers, message, time.time() if now is None else now)
-    if wait is None or not math.isfinite(wait):
-        return None
-    return min(wait, MAX_RETRY_AFTER)
-
-
-def _retry_after(headers: Mapping[str, str], message: str, moment: float) -> float | None:
-    value = headers.get("Retry-After", "").strip()
-    if value:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            pass
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - moment)
-        except (TypeError, ValueError):
-            pass
-    match = _RETRY_AFTER_TEXT.search(message)
-    if match:
-        try:
-            when = datetime.fromisoformat(match.group(1).replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        return max(0.0, when.timestamp() - moment)
-    return None
 
 
 def quote_odata(text: str) -> str:
@@ -185,6 +146,8 @@ class ApiSession:
                 token = await self.tokens.token(self.oauth2, limit)
             except ProbeFailure as failure:
                 trace.found.token_failed.add(transport)
+                if failure.retry_after is not None:
+                    trace.found.retry_after = failure.retry_after
                 trace.say(f"failed: {failure.detail}")
                 raise
             trace.found.token_expiry[transport] = token.expires_at

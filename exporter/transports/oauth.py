@@ -33,6 +33,7 @@ from exporter.config import OAuth2Config, TlsConfig
 from exporter.outcome import ProbeFailure, Reason
 from exporter.trace import recorder
 from exporter.transports import net
+from exporter.transports.retry import retry_after
 
 """The identity provider's refusal of a valid client for this mailbox or scope (RFC 6749
 5.2; Google answers it when domain-wide delegation is not granted): the credentials are
@@ -161,7 +162,7 @@ class TokenCache:
             )
         try:
             async with session.post(config.token_url, data=form) as response:
-                status = response.status
+                status, headers = response.status, response.headers
                 raw = await read_bounded(response, MAX_TOKEN_ANSWER)
         except aiohttp.ClientError as exc:
             raise ProbeFailure(
@@ -176,7 +177,12 @@ class TokenCache:
             body = raw.decode("utf-8", "replace")[:MAX_RECORDED_BODY]
             active.keep_secret(*_token_fields(raw))
             active.answer(recorded, f"{status}\n\n{body}")
-        return token_answer(status, raw, config, started)
+        try:
+            return token_answer(status, raw, config, started)
+        except ProbeFailure as failure:
+            if failure.reason in (Reason.THROTTLED, Reason.UNAVAILABLE):
+                failure.retry_after = retry_after(headers, "")
+            raise
 
 
 RECORD_SECRET_FIELDS: Final = ("client_secret", "client_assertion", "assertion", "refresh_token")
