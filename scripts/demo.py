@@ -256,7 +256,11 @@ def page_line(receiver: str, notification: dict[str, Any]) -> str:
 
 
 def preferred_port(port: int) -> int:
-    """``port`` if it is free on 127.0.0.1, else any free port."""
+    """``port`` if it is free on 127.0.0.1, else any free port. In a parallel test run
+    (pytest-xdist), where demos start at the same time, always any free port: two could both
+    find ``port`` free and then both try to listen on it."""
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        return free_port()
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", port))

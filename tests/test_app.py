@@ -271,7 +271,9 @@ async def test_an_alias_bomb_on_reload_holds_up_neither_scrapes_nor_probes(
     samples = await exporter.samples()
     assert value(samples, "mailbox_exporter_config_last_reload_successful") == 0
     assert "expands to more than 100,000" in exporter.log.read_text()
-    assert max(latencies) < 0.1, f"slowest scrape during the reload: {max(latencies):.3f}s"
+    # Loose enough for a machine busy with other tests; a reload on the event loop would hold
+    # a scrape for the whole refusal (about 0.75 s).
+    assert max(latencies) < 0.5, f"slowest scrape during the reload: {max(latencies):.3f}s"
     before = probes(samples)
     await exporter.until(lambda s: probes(s) >= before + 1, seconds=15)
     config_file.write_text(good)
@@ -292,7 +294,7 @@ async def test_the_key_survives_a_restart_and_no_probe_value_depends_on_a_secret
         for run, password in enumerate(("first-Pa55word", "second-S3cret")):
             user = mailstack.add_user(user.name, password)
             config.write_text(
-                "targets:\n" + target_yaml(mailstack, user, interval="1h", timeout="3s")
+                "targets:\n" + target_yaml(mailstack, user, interval="1h", timeout="6s")
             )
             async for running in start(config, tmp_path / f"run{run}", storage=storage):
                 status, text = await running.get("/probe?target=local&check=roundtrip")

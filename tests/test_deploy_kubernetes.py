@@ -309,6 +309,7 @@ def test_prometheusrule_groups_are_the_rules_files_groups() -> None:
     )
 
 
+@pytest.mark.services  # jsonnet: not in the quick tier
 def test_the_documented_regeneration_reproduces_the_prometheusrule(tmp_path: Path) -> None:
     """The command the docs give to regenerate the PrometheusRule works (from the mixin)."""
     (block,) = [b for b in doc_blocks("sh") if "deploy/mixin/generate" in b]

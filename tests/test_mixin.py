@@ -47,6 +47,9 @@ def _jsonnet(code: str) -> Any:
     return json.loads(done.stdout)
 
 
+pytestmark = pytest.mark.services  # jsonnet: not in the quick tier
+
+
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _generate(tmp_path_factory.mktemp("mixin"))

@@ -30,6 +30,7 @@ def test_rules_are_valid() -> None:
     assert "SUCCESS: 36 rules found" in out
 
 
+@pytest.mark.services  # promtool's rule tests: not in the quick tier
 def test_every_alert_fires_and_stays_silent_when_it_should() -> None:
     out = _run(_tool("promtool"), "test", "rules", "tests/prometheus/mailbox-rules.test.yml")
     assert "SUCCESS" in out

@@ -56,6 +56,7 @@ def short_config(targets: int) -> str:
 # --- configurations of ten thousand targets and more ---------------------------------------------
 
 
+@pytest.mark.services  # seconds of CPU: not in the quick tier
 def test_ten_thousand_targets_load_and_are_checked(tmp_path: Path) -> None:
     """More than a megabyte and a hundred thousand nodes: the limits against alias bombs no
     longer refuse it (its time is in docs/performance.md, not asserted here)."""
@@ -74,6 +75,7 @@ def test_ten_thousand_targets_load_and_are_checked(tmp_path: Path) -> None:
     assert "10000 target(s)" in done.stdout
 
 
+@pytest.mark.services  # seconds of CPU: not in the quick tier
 def test_fifty_thousand_short_targets_load() -> None:
     loaded = config.parse(short_config(50_000))
     assert len(loaded.targets) == 50_000
@@ -109,6 +111,7 @@ def _bomb(levels: int, width: int, padding: int) -> str:
     return text
 
 
+@pytest.mark.services  # seconds of CPU: not in the quick tier
 @pytest.mark.parametrize("padding", [0, 20_000])
 def test_an_alias_bomb_is_refused_quickly_even_in_a_large_file(padding: int) -> None:
     text = _bomb(9, 9, padding)

@@ -84,6 +84,7 @@ class _Instant(Exporter):
         )
 
 
+@pytest.mark.services  # four exporters of 10,000 targets: not in the quick tier
 async def test_four_shards_of_ten_thousand_targets_probe_each_target_exactly_once(
     tmp_path: Path,
 ) -> None:

@@ -494,7 +494,13 @@ class Pop3Receiver:
         if self._first_look is None:
             self._first_look = time.monotonic()
             return self._first_look
-        await asyncio.sleep(max(0.0, min(self._pause, deadline - time.monotonic())))
+        remaining = deadline - time.monotonic()
+        if remaining <= self._pause:
+            # No new session so near the end: a login cut off by the probe's timeout would be
+            # reported as a timeout of the server rather than as mail not delivered.
+            await asyncio.sleep(max(0.0, remaining))
+            return None
+        await asyncio.sleep(self._pause)
         self._pause = min(self._pause * 2, self.server.poll_interval)
         before = set(self._numbers)
         if self.session is not None:
