@@ -48,6 +48,9 @@ ON_DEMAND_CONCURRENCY = 8
 """On-demand probes in flight at once."""
 RELOAD_DEADLINE = 10.0
 """Longest a reload may spend reading and checking the file."""
+RETIRE_MARGIN = 5.0
+"""How long after the longest probe timeout a reload closes the HTTP connections opened
+before it (a probe outlives its timeout by a second at most)."""
 
 
 class Exporter:
@@ -108,7 +111,9 @@ class Exporter:
                     if isinstance(exc, ConfigError)
                     else f"reading the file took longer than {RELOAD_DEADLINE:g}s"
                 )
+            longest = self.config.longest_timeout() if self.config is not None else 0.0
             self._apply(config)
+            self.context.renew_connections(grace=longest + RETIRE_MARGIN)
             log.info(
                 "configuration reloaded",
                 extra=fields(file=str(self.config_path), targets=len(config.targets)),

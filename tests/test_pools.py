@@ -4,17 +4,26 @@ configuration never share them, and a failed or cut-short request leaves the poo
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import ssl
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from random import Random
 
 import pytest
+import trustme
+from aiohttp import web
 
 from exporter import probes
-from exporter.config import Target, parse
+from exporter.app import Exporter
+from exporter.config import Target, load, parse
 from exporter.outcome import Check, Reason
 from exporter.probes.context import ProbeContext
+from exporter.shard import ALL
 from testing.simulators.graph import GraphSimulator
+from testing.targets import probe_context
 
 DOMAIN = "contoso.example"
 ROUNDS = 4
@@ -106,3 +115,72 @@ async def test_the_pool_survives_an_error_answer_and_a_request_cut_short(
     assert result.success, result
     # the cut connection is gone; one new connection serves everything after it
     assert len(connections_of(graph, mailbox) - before) == 1
+
+
+async def test_a_reload_renews_the_pools_and_closes_the_old_ones_after_a_grace(
+    graph: GraphSimulator, context: ProbeContext
+) -> None:
+    """A reload may keep a ``tls_config`` whose CA file now holds another CA: connections
+    opened after it use a TLS context read afresh; those before it close once their probes
+    could be over."""
+    target = graph_target(graph)
+    mailbox = target.section("graph").username
+    assert (await probes.run(target, Check.GRAPH_LOGIN, context)).success
+    before = connections_of(graph, mailbox)
+    old = context.pools.session(target.section("graph").tls_config)
+
+    context.pools.renew(grace=0.2)
+    assert not old.closed, "a probe still holding an old connection keeps it"
+    assert (await probes.run(target, Check.GRAPH_LOGIN, context)).success
+    assert connections_of(graph, mailbox) - before, "the renewed pool opened a connection"
+    assert context.pools.session(target.section("graph").tls_config) is not old
+    await asyncio.sleep(0.4)
+    assert old.closed
+
+
+async def test_a_reload_reads_a_rotated_ca_file_afresh(tmp_path: Path) -> None:
+    """The server's certificate moves to a new CA and the CA file at the same path is
+    rewritten: after a reload the Graph login verifies the server again. Before, the TLS
+    context read at start (shared by every transport, SMTP and IMAP too) still trusted the old
+    CA only, and every new connection failed until a restart."""
+    old_ca, new_ca = trustme.CA(), trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    old_ca.issue_cert("127.0.0.1").configure_cert(server_tls)
+
+    async def refuse(request: web.Request) -> web.Response:
+        body = {"error": "invalid_client", "error_description": "AADSTS7000215: bad secret"}
+        return web.json_response(body, status=401, headers={"Connection": "close"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", refuse)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls)
+    await site.start()
+    port = runner.addresses[0][1]
+    ca_file = tmp_path / "ca.pem"
+    old_ca.cert_pem.write_to_path(str(ca_file))
+    config_file = tmp_path / "config.yml"
+    url = f"https://127.0.0.1:{port}"
+    config_file.write_text(
+        f"targets:\n  - name: t\n    checks: [graph_login]\n    graph:\n"
+        f"      mailbox: probe@{DOMAIN}\n      tenant: {DOMAIN}\n      client_id: app\n"
+        f"      client_secret: secret-5f2e\n      graph_url: {url}\n      login_url: {url}\n"
+        f"      tls_config: {{ca_file: {ca_file}}}\n"
+    )
+    exporter = Exporter(config_file, ALL, probe_context(), Random(1), key_persistent=False)
+    exporter.start(load(config_file))
+    try:
+        target = exporter.config.targets[0]  # type: ignore[union-attr]
+        first = await probes.run(target, Check.GRAPH_LOGIN, exporter.context)
+        assert first.reason is Reason.AUTH_REJECTED, first
+
+        new_ca.issue_cert("127.0.0.1").configure_cert(server_tls)
+        new_ca.cert_pem.write_to_path(str(ca_file))
+        assert await exporter.reload() is None
+        target = exporter.config.targets[0]  # type: ignore[union-attr]
+        second = await probes.run(target, Check.GRAPH_LOGIN, exporter.context)
+        assert second.reason is Reason.AUTH_REJECTED, second.detail
+    finally:
+        await exporter.stop()
+        await runner.cleanup()

@@ -327,6 +327,12 @@ class Config:
     def target(self, name: str) -> Target | None:
         return next((t for t in self.targets if t.name == name), None)
 
+    def longest_timeout(self) -> float:
+        """The longest any probe of this configuration may take (0 with no targets)."""
+        return max(
+            (s.timeout for t in self.targets for s in t.schedules.values()), default=0.0
+        )
+
 
 _SECTION_NAMES: Mapping[str, str] = {
     "ImapConfig": "imap",

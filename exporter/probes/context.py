@@ -14,6 +14,7 @@ from typing import Final
 
 from exporter.message import ProbeIds
 from exporter.probes.guard import LoginGuard
+from exporter.transports import net
 from exporter.transports.oauth import ConnectionPools, TokenCache
 
 REMEMBERED: Final = 200
@@ -82,6 +83,12 @@ class ProbeContext:
         """The mail APIs' and token endpoints' connections, kept across probes: they travel
         with the token cache, which every transport is given."""
         return self.tokens.pools
+
+    def renew_connections(self, grace: float) -> None:
+        """After a reload: TLS contexts are read afresh, since a CA file may now hold another
+        CA, and new pooled connections use them; the old ones close after ``grace`` seconds."""
+        net.tls_context.cache_clear()
+        self.pools.renew(grace)
 
     async def close(self) -> None:
         """Close the token cache and with it every pooled connection."""

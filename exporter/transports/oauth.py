@@ -88,6 +88,8 @@ class ConnectionPools:
 
     def __init__(self) -> None:
         self._sessions: dict[TlsConfig | None, aiohttp.ClientSession] = {}
+        self._retiring: set[aiohttp.ClientSession] = set()
+        self._closing: set[asyncio.Task[None]] = set()
 
     def session(self, tls_config: TlsConfig | None) -> aiohttp.ClientSession:
         """The client session for servers verified by ``tls_config`` (None: the system's
@@ -103,10 +105,30 @@ class ConnectionPools:
             self._sessions[tls_config] = session
         return session
 
+    def renew(self, grace: float) -> None:
+        """Open new connections from now on, with TLS contexts read afresh (a reloaded
+        configuration may name the same CA file with new contents); the old pools are closed
+        after ``grace`` seconds, once the probes that hold their connections are over."""
+        old, self._sessions = list(self._sessions.values()), {}
+        self._retiring.update(old)
+        loop = asyncio.get_running_loop()
+        for session in old:
+            loop.call_later(grace, self._retire, session)
+
+    def _retire(self, session: aiohttp.ClientSession) -> None:
+        if session in self._retiring:
+            self._retiring.discard(session)
+            task = asyncio.create_task(session.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
     async def close(self) -> None:
-        sessions, self._sessions = list(self._sessions.values()), {}
+        sessions, self._sessions = [*self._sessions.values(), *self._retiring], {}
+        self._retiring.clear()
         for session in sessions:
             await session.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
 
 class TokenCache:
