@@ -329,3 +329,18 @@ def test_a_web_config_error_never_shows_the_hash() -> None:
             with pytest.raises(ConfigError) as caught:
                 webconfig.load(file)
             assert hashed[7:-1] not in str(caught.value)
+
+
+def test_a_hash_too_costly_to_check_is_refused_at_load() -> None:
+    """A cost of 31 takes days per check: two guesses would hold every login up."""
+    hashed = FAST_HASH.decode()
+    with tempfile.TemporaryDirectory() as directory:
+        file = Path(directory) / "web.yml"
+        for cost, accepted in (("16", True), ("17", False), ("31", False)):
+            costly = f"{hashed[:4]}{cost}{hashed[6:]}"
+            file.write_text(yaml.safe_dump({"basic_auth_users": {"p": costly}}))
+            if accepted:
+                assert webconfig.load(file).users == {"p": costly.encode()}
+                continue
+            with pytest.raises(ConfigError, match="a cost from 04 to 16"):
+                webconfig.load(file)

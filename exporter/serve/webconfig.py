@@ -40,8 +40,12 @@ MAX_FILE: Final = 1024 * 1024
 fit in far less."""
 CHECKS_AT_ONCE: Final = 2
 """bcrypt checks running at once in worker threads: each takes tens of milliseconds of CPU."""
+MAX_COST: Final = 16
+"""The highest bcrypt cost accepted: checking a cost-16 hash takes seconds of CPU, and each
+step up doubles it (31 would take days), so a stranger trying names and passwords could hold
+the checks up for everyone."""
 BCRYPT_HASH = re.compile(
-    r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{21}[.Oeu][./A-Za-z0-9]{31}"
+    r"\$2[aby]\$(0[4-9]|1[0-6])\$[./A-Za-z0-9]{21}[.Oeu][./A-Za-z0-9]{31}"
 )
 """A bcrypt hash as htpasswd and Prometheus' tools write it: version, cost, 22 characters of
 salt (16 bytes: the last character carries 2 bits, hence 4 choices) and 31 of hash. bcrypt
@@ -157,8 +161,8 @@ def load(path: str | Path) -> WebConfig:
         if not isinstance(hashed, str) or not BCRYPT_HASH.fullmatch(hashed):
             raise ConfigError(
                 f"basic_auth_users.{_shown(user)}",
-                "expected a bcrypt hash ($2y$, a cost from 04 to 31, 53 characters of salt "
-                "and hash)",
+                f"expected a bcrypt hash ($2y$, a cost from 04 to {MAX_COST}, 53 characters "
+                "of salt and hash)",
             )
         name = str(user)
         if ":" in name or not name.isprintable():
