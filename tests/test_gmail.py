@@ -10,7 +10,6 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -94,19 +93,6 @@ BUDGET = 10
 """Gmail API requests a round trip may make in the default configuration (empty mailbox)."""
 
 
-@contextmanager
-def reading(sim: GmailSimulator, **modes: Any) -> Iterator[None]:
-    """The simulator in other modes for a while."""
-    before = {name: getattr(sim, name) for name in modes}
-    for name, value in modes.items():
-        setattr(sim, name, value)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            setattr(sim, name, value)
-
-
 def lists(sim: GmailSimulator) -> list[dict[str, str]]:
     """The query of every users.messages.list request so far."""
     return [
@@ -123,7 +109,7 @@ async def test_the_probe_is_found_whether_or_not_words_split_at_dots(
     the request budget, and never by a piece of its id."""
     address = mailbox(gmail)
     probe_target = sa_target(gmail, tmp_path, address)
-    with reading(gmail, tokens=tokens):
+    with gmail.reading(tokens=tokens):
         for _ in range(2):
             before = gmail.count_requests(pattern=API)
             result = await probes.run(probe_target, Check.ROUNDTRIP, context, time_limit=5)

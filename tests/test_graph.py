@@ -10,7 +10,6 @@ import itertools
 import json
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, get_args
@@ -117,19 +116,6 @@ BUDGET = 10
 """Graph requests a round trip may make in the default configuration."""
 
 
-@contextmanager
-def reading(sim: GraphSimulator, **modes: Any) -> Iterator[None]:
-    """The simulator in other modes for a while."""
-    before = {name: getattr(sim, name) for name in modes}
-    for name, value in modes.items():
-        setattr(sim, name, value)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            setattr(sim, name, value)
-
-
 async def test_roundtrip_finds_its_probe_and_deletes_only_it(
     graph: GraphSimulator, context: ProbeContext
 ) -> None:
@@ -181,7 +167,7 @@ async def test_certificate_assertions_are_ps256_by_default_rs256_when_chosen(
     when configured, passes one that still does."""
     address = mailbox(graph)
     default = target(graph_section(graph, address, certificate_app(graph, address, tmp_path)))
-    with reading(graph, rs256_assertions=False):
+    with graph.reading(rs256_assertions=False):
         result = await probes.run(default, Check.GRAPH_LOGIN, context)
     assert result.success, result
     legacy_dir = tmp_path / "legacy"
@@ -191,7 +177,7 @@ async def test_certificate_assertions_are_ps256_by_default_rs256_when_chosen(
     )
     result = await probes.run(legacy, Check.GRAPH_LOGIN, context)
     assert result.success, result
-    with reading(graph, rs256_assertions=False):
+    with graph.reading(rs256_assertions=False):
         legacy_oauth2 = legacy.section("graph").oauth2
         assert legacy_oauth2 is not None
         context.tokens.forget(legacy_oauth2)
@@ -459,7 +445,7 @@ async def test_the_default_configuration_in_every_reading(
     verified and deleted within the request budget."""
     address = mailbox(graph)
     probe_target = graph_target(graph, address)
-    with reading(graph, **modes):
+    with graph.reading(**modes):
         for _ in range(2):
             before = graph.count_requests(pattern=API)
             result = await probes.run(probe_target, Check.ROUNDTRIP, context, time_limit=5)
@@ -493,7 +479,7 @@ async def test_late_arrivals_after_a_restart_in_the_strictest_reading(
     graph.put_message(address, subject="hello", headers=[(PROBE_HEADER, forged)])
     restarted = probe_context(ProbeIds(context.ids.key))
     try:
-        with reading(graph, x_header_promotion="never", subject_tag="[EXTERNAL] "):
+        with graph.reading(x_header_promotion="never", subject_tag="[EXTERNAL] "):
             result = await probes.run(probe_target, Check.ROUNDTRIP, restarted, time_limit=5)
     finally:
         await restarted.close()
@@ -514,7 +500,7 @@ async def test_national_clouds_delete_without_permanent_delete(
     probe_target = target(graph_section(graph, address, credentials))
     oauth2 = probe_target.section("graph").oauth2
     assert oauth2 is not None and oauth2.scope == CLOUD_GRAPH[cloud] + "/.default"
-    with reading(graph, cloud=cloud):
+    with graph.reading(cloud=cloud):
         before = graph.count_requests(pattern=API)
         refused = graph.count_requests(pattern="*/permanentDelete")
         result = await probes.run(probe_target, Check.ROUNDTRIP, context, time_limit=5)

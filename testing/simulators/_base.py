@@ -22,7 +22,7 @@ import fnmatch
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy
@@ -366,6 +366,18 @@ class SimulatorBase:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    @contextlib.contextmanager
+    def reading(self, **modes: Any) -> Iterator[None]:
+        """The simulator in other modes (attributes such as a strict reading) for a while."""
+        before = {name: getattr(self, name) for name in modes}
+        for name, value in modes.items():
+            setattr(self, name, value)
+        try:
+            yield
+        finally:
+            for name, value in before.items():
+                setattr(self, name, value)
 
     def start_in_thread(self) -> Self:
         """Serve from a private event loop in a daemon thread (for sync fixtures)."""
