@@ -17,15 +17,23 @@ from pathlib import Path
 
 import pytest
 import yaml
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import config as configuration
 from exporter.app import Exporter
 from exporter.config import ConfigError
-from exporter.config.model import ProviderStatus
+from exporter.config.model import ProviderStatus, TlsConfig
+from exporter.incidents import sources
 from exporter.incidents.collector import ProviderStatusCollector, next_wait
-from exporter.incidents.sources import FetchFailure, google_incidents, graph_issue, timestamp
+from exporter.incidents.sources import (
+    FetchFailure,
+    StatusClient,
+    google_incidents,
+    graph_issue,
+    timestamp,
+)
 from exporter.outcome import Reason
 from exporter.probes.context import ProbeContext
 from exporter.serve import metrics, status
@@ -488,3 +496,38 @@ def test_the_overview_dashboard_marks_provider_incidents_on_its_time_axis(tmp_pa
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+async def test_a_feed_arriving_in_pieces_is_read_whole_and_a_huge_one_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A body is read to its end however the network cuts it (a single read returns only
+    what has arrived), and refused once past the limit rather than parsed cut short."""
+    piece = b"x" * 16_384
+
+    async def pieces(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for _ in range(int(request.query["n"])):
+            await response.write(piece)
+            await asyncio.sleep(0.001)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/feed", pieces)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/feed"
+    monkeypatch.setattr(sources, "MAX_FEED_BYTES", 40 * len(piece))
+    client = StatusClient(TlsConfig(), https=False)
+    try:
+        answer = await client.get(url, {"n": "30"}, {})
+        assert answer.body == piece * 30
+        with pytest.raises(FetchFailure, match="larger than"):
+            await client.get(url, {"n": "41"}, {})
+    finally:
+        await client.close()
+        await runner.cleanup()

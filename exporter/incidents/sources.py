@@ -39,7 +39,7 @@ from exporter.incidents.model import Incident, label_value
 from exporter.outcome import ProbeFailure, Reason
 from exporter.transports import net
 from exporter.transports.http import api_error
-from exporter.transports.oauth import TokenCache
+from exporter.transports.oauth import TokenCache, read_bounded
 from exporter.transports.retry import retry_after
 
 ISSUES_PATH: Final = "/admin/serviceAnnouncement/issues"
@@ -177,8 +177,8 @@ class StatusClient:
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self._tls))
         try:
             async with self._session.get(url, params=params, headers=headers) as response:
-                body = await response.content.read(MAX_FEED_BYTES + 1)
-                if len(body) > MAX_FEED_BYTES:
+                body = await read_bounded(response, MAX_FEED_BYTES)
+                if body is None:
                     raise FetchFailure(
                         Reason.PROTOCOL_ERROR, f"the answer is larger than {MAX_FEED_BYTES} bytes"
                     )
