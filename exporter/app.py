@@ -23,6 +23,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from exporter import config as configuration
 from exporter import probes
+from exporter.alertmanager import SilenceWatch
 from exporter.config import Config, ConfigError, Target
 from exporter.config.model import MAX_CONCURRENT_PROBES, OnDemand
 from exporter.incidents.collector import ProviderStatusCollector
@@ -38,6 +39,7 @@ from exporter.serve.ondemand import UnknownProbe
 from exporter.serve.web import READY, create_app
 from exporter.serve.webconfig import WebConfig
 from exporter.shard import Shard
+from exporter.silences import SilenceState
 from exporter.state import Store
 from exporter.trace import Recorder, recording
 from exporter.transports.oauth import TokenCache
@@ -75,6 +77,9 @@ class Exporter:
             self.registry.register(collector)
         self.scheduler = Scheduler(self.run_scheduled, self.record, rng, MAX_CONCURRENT_PROBES)
         self.provider_status = ProviderStatusCollector(self.store, context.tokens)
+        self.silences = SilenceState()
+        """Alertmanager's silences of this shard's targets, for the status page."""
+        self.silence_watch = SilenceWatch(self.silences)
         self._reloading = asyncio.Lock()
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="config")
         """Reloads read the file here, apart from the threads probes use (name resolution):
@@ -143,6 +148,7 @@ class Exporter:
         self.scheduler.apply(mine)
         # Provider status pages are read once per process group, by its first shard.
         self.provider_status.apply(config.provider_status if self.shard.index == 0 else None)
+        self.silence_watch.apply(config.maintenance, config.location, mine.targets)
         self.context.keep_only(t.name for t in config.targets)
         self.context.guard.policy = config.login_backoff
         self.rations.policy = config.on_demand
@@ -225,6 +231,7 @@ class Exporter:
         self._loader.shutdown(wait=False, cancel_futures=True)
         await self.scheduler.stop()
         await self.provider_status.stop()
+        await self.silence_watch.stop()
         await self.context.close()
 
 
@@ -283,7 +290,9 @@ async def serve(
         exporter.exposition,
         exporter.reload,
         exporter.probe_now,
-        lambda: status.snapshot(exporter.store),
+        lambda: status.snapshot(
+            exporter.store, exporter.config.location if exporter.config else None, exporter.silences
+        ),
     )
     if web_config is not None and web_config.users:
         app.middlewares.append(webconfig.middleware(web_config))

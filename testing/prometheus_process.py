@@ -60,8 +60,10 @@ async def start(
     rule_files: Sequence[Path] = (),
     job: str = "mailbox-exporter",
     interval: str = "1s",
+    static_configs: Sequence[dict[str, Any]] = (),
 ) -> AsyncIterator[Prometheus]:
-    """Prometheus scraping ``targets`` (host:port) as ``job``, evaluating ``rule_files``."""
+    """Prometheus scraping ``targets`` (host:port) as ``job``, evaluating ``rule_files``;
+    ``static_configs``, when given, replace ``targets`` (to add target labels)."""
     work.mkdir(parents=True, exist_ok=True)
     config = work / "prometheus.yml"
     config.write_text(
@@ -70,7 +72,10 @@ async def start(
                 "global": {"scrape_interval": interval, "evaluation_interval": interval},
                 "rule_files": [str(path) for path in rule_files],
                 "scrape_configs": [
-                    {"job_name": job, "static_configs": [{"targets": list(targets)}]}
+                    {
+                        "job_name": job,
+                        "static_configs": list(static_configs) or [{"targets": list(targets)}],
+                    }
                 ],
             }
         )

@@ -35,6 +35,7 @@ from exporter.config.reader import ADDRESS, Reader, join, kind, url
 from exporter.config.reader import parse_duration as parse_duration
 from exporter.config.sections import SECTIONS
 from exporter.config.sections.graph import GRAPH_URL, MICROSOFT_APP_KEYS, microsoft_app
+from exporter.config.site import read_location, read_maintenance
 from exporter.outcome import Check
 
 
@@ -65,7 +66,14 @@ _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]{0,62}")
 MAX_LABEL_VALUE = 128
 """Characters of a label value: a static label names a provider, region or team."""
 TOP_KEYS = ("global", "defaults", "targets", "provider_status")
-GLOBAL_KEYS = ("max_concurrent_probes", "probe_key_file", "on_demand", "login_backoff")
+GLOBAL_KEYS = (
+    "max_concurrent_probes",
+    "probe_key_file",
+    "on_demand",
+    "login_backoff",
+    "location",
+    "maintenance",
+)
 ON_DEMAND_KEYS = ("roundtrip_every", "login_every")
 LOGIN_BACKOFF_KEYS = ("after", "initial", "max")
 
@@ -382,6 +390,8 @@ def parse(
         on_demand=_on_demand(r, glob.get("on_demand")),
         login_backoff=_login_backoff(r, glob.get("login_backoff")),
         provider_status=_provider_status(r, top.get("provider_status")),
+        location=read_location(r, glob.get("location")),
+        maintenance=read_maintenance(r, glob.get("maintenance")),
         probe_key_file=(
             str(
                 r.file(

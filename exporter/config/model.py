@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from exporter.config.sections.mx import MxConfig as MxConfig
     from exporter.config.sections.mx import MxTls as MxTls
     from exporter.config.sections.pop3 import Pop3Config as Pop3Config
+    from exporter.config.site import Location, Maintenance
 
 TlsMode = Literal["starttls", "implicit", "none"]
 TLS_MODES: tuple[TlsMode, ...] = ("starttls", "implicit", "none")
@@ -322,6 +323,10 @@ class Config:
     login_backoff: LoginBackoff = field(default_factory=LoginBackoff)
     provider_status: ProviderStatus | None = None
     """Provider status pages to read; None: none (the default)."""
+    location: Location | None = None
+    """Where this exporter probes from, for its status page (``global.location``)."""
+    maintenance: Maintenance | None = None
+    """The Alertmanager whose silences the status page shows (``global.maintenance``)."""
     source: str = field(default="", compare=False)
 
     def target(self, name: str) -> Target | None:

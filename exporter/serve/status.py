@@ -12,8 +12,10 @@ import time
 from typing import Any
 
 from exporter import __version__
+from exporter.config.site import Location
 from exporter.incidents.model import Incident, ProviderState
 from exporter.result import ProbeResult
+from exporter.silences import SilenceState
 from exporter.state import Store
 
 REFRESH_SECONDS = 15
@@ -59,8 +61,36 @@ def _provider(state: ProviderState) -> dict[str, Any]:
     }
 
 
-def snapshot(store: Store) -> dict[str, Any]:
-    """Everything the page shows, as JSON-ready data."""
+def _location(location: Location | None) -> dict[str, Any] | None:
+    if location is None:
+        return None
+    return {
+        "name": location.name,
+        "label": location.label,
+        "peers": [{"name": p.name, "url": p.url} for p in location.peers],
+    }
+
+
+def _maintenance(silences: SilenceState | None) -> dict[str, Any] | None:
+    if silences is None or not silences.configured:
+        return None
+    return {
+        "read": not silences.error and silences.last_success is not None,
+        "last_success": silences.last_success,
+        "error": silences.error or None,
+        "failing_since": silences.failing_since,
+        "active_silences": silences.active,
+        "left_out": silences.left_out,
+        "why_left_out": silences.why_left_out or None,
+    }
+
+
+def snapshot(
+    store: Store, location: Location | None = None, silences: SilenceState | None = None
+) -> dict[str, Any]:
+    """Everything the page shows, as JSON-ready data: with ``location``, where the probes run
+    from; with ``silences``, the planned maintenance (Alertmanager's silences) of each target."""
+    now = time.time()
     targets = []
     for name, target in store.targets.items():
         checks = []
@@ -98,11 +128,17 @@ def snapshot(store: Store) -> dict[str, Any]:
                 "checks": checks,
                 "last_delivery_seconds": target.last_delivery,
                 "recent": [_result(r) for r in reversed(target.recent)],
+                "maintenance": [
+                    {"silence": n.silence, "ends": n.ends, "comment": n.comment or None}
+                    for n in (silences.notes_of(name, now) if silences is not None else ())
+                ],
             }
         )
     return {
         "version": __version__,
-        "generated": time.time(),
+        "generated": now,
+        "location": _location(location),
+        "maintenance": _maintenance(silences),
         "config_reload_successful": store.reload_successful,
         "providers": {name: _provider(state) for name, state in store.providers.items()},
         "targets": targets,
@@ -135,6 +171,10 @@ th{font-size:.8rem;text-transform:uppercase;opacity:.75}
 .spark{display:flex;gap:.4rem;align-items:center;font-size:.75rem;opacity:.85}
 .spark polyline{fill:none;stroke:currentColor;stroke-width:1.5}
 .sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}
+.maint{border-left:4px solid var(--wait);padding:.2rem .6rem;margin:.4rem 0;
+word-break:break-word}
+.badge.maint{background:var(--wait);border:0;padding:0 .6rem;margin:0}
+.where{margin:.2rem 0 0;opacity:.9;word-break:break-word}.where a{margin-right:.5rem}
 .why{color:var(--bad);font-weight:600}.backoff{color:var(--wait);font-weight:600}.detail{opacity:.8;font-size:.85rem;word-break:break-word}
 .phases{font-size:.8rem;opacity:.85}
 .bar{display:flex;height:.5rem;border-radius:.25rem;overflow:hidden;min-width:6rem;
@@ -234,6 +274,27 @@ def _provider_note(target: dict[str, Any], now: float) -> str:
     )
 
 
+MAX_NOTES = 3
+"""Silences shown per target (the latest to end first); the JSON has all of them."""
+
+
+def _until(ends: float, now: float) -> str:
+    """``HH:MM UTC`` today, with the date on any other day."""
+    day = "%Y-%m-%d " if time.gmtime(ends)[:3] != time.gmtime(now)[:3] else ""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ends))
+    return f'<time datetime="{stamp}">{time.strftime(day + "%H:%M UTC", time.gmtime(ends))}</time>'
+
+
+def _maintenance_note(target: dict[str, Any], now: float) -> str:
+    """Planned maintenance: the silences that keep this target's alerts from paging."""
+    e = html.escape
+    return "".join(
+        f'<div class="maint" data-silence="{e(n["silence"])}">Planned maintenance until '
+        f"{_until(n['ends'], now)}{' (' + e(n['comment']) + ')' if n['comment'] else ''}</div>"
+        for n in target.get("maintenance", [])[:MAX_NOTES]
+    )
+
+
 def _target(target: dict[str, Any], now: float) -> str:
     e = html.escape
     rows = []
@@ -261,10 +322,13 @@ def _target(target: dict[str, Any], now: float) -> str:
         for r in target["recent"][:10]
     )
     delivery = _seconds(target["last_delivery_seconds"])
+    maint = ' <span class="badge maint">maintenance</span>' if target.get("maintenance") else ""
     return (
         f'<section class="target {target["state"]}" id="target-{e(target["name"])}" '
         f'data-target="{e(target["name"])}">'
-        f'<h2>{e(target["name"])} <span class="badge">{e(target["state"])}</span></h2>'
+        f'<h2>{e(target["name"])} <span class="badge">{e(target["state"])}</span>'
+        f"{maint}</h2>"
+        f"{_maintenance_note(target, now)}"
         f"<div>Last delivery time: <b>{delivery}</b></div>"
         f"{_provider_note(target, now)}"
         '<div class="scroll"><table><thead><tr><th>Check</th><th>State</th>'
@@ -338,7 +402,10 @@ def _plain(seconds: float) -> str:
 def _headline(targets: list[dict[str, Any]]) -> tuple[str, str]:
     """The summary line, in words that read well for one mailbox and for many."""
     down = [t["name"] for t in targets if t["state"] == "down"]
-    names = ", ".join(html.escape(n) for n in down)
+    planned = {t["name"] for t in targets if t.get("maintenance")}
+    names = ", ".join(
+        html.escape(n) + (" (planned maintenance)" if n in planned else "") for n in down
+    )
     if down and len(targets) == 1:
         return "down", f"Mailbox {names} is failing"
     if down:
@@ -348,6 +415,41 @@ def _headline(targets: list[dict[str, Any]]) -> tuple[str, str]:
     if len(targets) == 1:
         return "up", f"Mailbox {html.escape(targets[0]['name'])} is working"
     return "up", f"All {len(targets)} mailboxes working"
+
+
+def _where(location: dict[str, Any] | None) -> str:
+    """Which location this page sees from, and links to the other locations' pages."""
+    if location is None:
+        return ""
+    e = html.escape
+    peers = "".join(
+        f'<a href="{e(p["url"])}" data-location="{e(p["name"])}">{e(p["name"])}</a>'
+        for p in location["peers"]
+    )
+    others = f" Other locations: {peers}" if peers else ""
+    return (
+        f'<p class="where" id="location" data-location="{e(location["name"])}">'
+        f"What the probes see from <b>{e(location['name'])}</b>.{others}</p>"
+    )
+
+
+def _silences_note(maintenance: dict[str, Any] | None, now: float) -> str:
+    """Whether the silences shown are current: Alertmanager read, or why not."""
+    if maintenance is None:
+        return ""
+    e = html.escape
+    if maintenance["error"]:
+        since = _when(maintenance["failing_since"], now)
+        return (
+            '<p class="why" id="maintenance-error">Planned maintenance unknown: Alertmanager '
+            f"not read since {since} ({e(maintenance['error'])}).</p>"
+        )
+    if maintenance["left_out"]:
+        return (
+            f'<p class="calm" id="maintenance-left-out">{maintenance["left_out"]} silences '
+            f"could not be evaluated ({e(str(maintenance['why_left_out']))}).</p>"
+        )
+    return ""
 
 
 def render(data: dict[str, Any]) -> str:
@@ -364,16 +466,21 @@ def render(data: dict[str, Any]) -> str:
         )
     )
     sections = "".join(_target(t, now) for t in targets)
+    location = data.get("location")
+    where_title = f" from {html.escape(location['name'])}" if location else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta http-equiv="refresh" content="{REFRESH_SECONDS}">
-<title>{"Mail failing" if overall == "down" else "Mail status"} · mailbox-exporter</title>
+<title>{"Mail failing" if overall == "down" else "Mail status"}{where_title} ·
+mailbox-exporter</title>
 <style>{_CSS}</style></head>
 <body>
-<h1>Mailbox status</h1>
+<h1>Mailbox status{where_title}</h1>
+{_where(location)}
 <div class="summary {overall}" id="summary">{headline}</div>
 {reload_note}
+{_silences_note(data.get("maintenance"), now)}
 {sections}
 <footer>mailbox-exporter {html.escape(data["version"])} ·
 <a href="metrics">Metrics</a> · <a href="api/v1/status">JSON</a> ·
