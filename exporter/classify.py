@@ -446,9 +446,27 @@ Graph: internal error, service unavailable (maintenance or overload), gateway ti
 TOKEN_SERVER_ERRORS: Final = range(500, 600)
 """Any 5xx of a token endpoint (RFC 9110 15.6): the identity service is failing."""
 
-# Gmail API usage limits (403 and 429) and Graph's per-mailbox limits (429 ApplicationThrottled).
+# Gmail API usage limits (403 and 429), Graph's per-mailbox limits (429 ApplicationThrottled),
+# EWS throttling (ErrorServerBusy, with BackOffMilliseconds, in a SOAP fault).
 _HTTP_LIMITS = frozenset(
-    {"ratelimitexceeded", "userratelimitexceeded", "dailylimitexceeded", "applicationthrottled"}
+    {
+        "ratelimitexceeded",
+        "userratelimitexceeded",
+        "dailylimitexceeded",
+        "applicationthrottled",
+        "errorserverbusy",
+    }
+)
+# EWS ResponseCodes of a service that cannot serve now (EWS reference, ResponseCode): the
+# mailbox database or a store down or moving, Active Directory unavailable, a transient error.
+_EWS_UNAVAILABLE = frozenset(
+    {
+        "errormailboxstoreunavailable",
+        "errormailboxmoveinprogress",
+        "errorinternalservertransienterror",
+        "erroradunavailable",
+        "errorconnectionfailed",
+    }
 )
 # Graph: the mailbox is not there (unknown user: ErrorInvalidUser; unlicensed, on-premises,
 # soft-deleted) or full; Gmail API: "Mail service not enabled" (failedPrecondition).
@@ -461,13 +479,23 @@ _HTTP_MAILBOX = frozenset(
         "resourcenotfound",
         "errorquotaexceeded",
         "failedprecondition",
+        "errornonexistentmailbox",
     }
 )
 # Graph: not allowed to send as this mailbox, or submission blocked.
 _HTTP_SEND_REFUSED = frozenset({"errorsendasdenied", "errormessagesubmissionblocked"})
-# Graph ErrorAccessDenied, Gmail insufficientPermissions / authError / forbidden (delegation).
+# Graph ErrorAccessDenied, Gmail insufficientPermissions / authError / forbidden (delegation);
+# EWS ErrorAccessDenied, ErrorAccountDisabled, and impersonation refused to the app.
 _HTTP_ACCESS_DENIED = frozenset(
-    {"erroraccessdenied", "insufficientpermissions", "autherror", "authorization_requestdenied"}
+    {
+        "erroraccessdenied",
+        "insufficientpermissions",
+        "autherror",
+        "authorization_requestdenied",
+        "erroraccountdisabled",
+        "errorimpersonationdenied",
+        "errorimpersonateuserdenied",
+    }
 )
 
 
@@ -497,7 +525,8 @@ _HTTP_RULES: Final[tuple[tuple[Callable[[_Http], bool], Reason], ...]] = (
         Reason.MAILBOX_UNAVAILABLE,
     ),
     # The service: 500, 502, 503, 504 (Gmail backendError, Graph ServiceUnavailable).
-    (lambda r: r.status in HTTP_SERVER_ERRORS, Reason.UNAVAILABLE),
+    # EWS: ErrorMailboxStoreUnavailable and its kin, in a response message (HTTP 200).
+    (lambda r: r.status in HTTP_SERVER_ERRORS or r.error in _EWS_UNAVAILABLE, Reason.UNAVAILABLE),
     # Credentials and permissions: 401 (token invalid), 403 access denied, Gmail
     # "Delegation denied" for a service account without domain-wide delegation.
     (
@@ -505,7 +534,11 @@ _HTTP_RULES: Final[tuple[tuple[Callable[[_Http], bool], Reason], ...]] = (
         Reason.AUTH_REJECTED,
     ),
     # Any other refusal of a message being sent.
-    (lambda r: r.stage == "send" and r.status in HTTP_CLIENT_ERRORS, Reason.SEND_REJECTED),
+    # EWS answers a refused CreateItem with HTTP 200 and the ResponseCode of its message.
+    (
+        lambda r: r.stage == "send" and (r.status in HTTP_CLIENT_ERRORS or r.error != ""),
+        Reason.SEND_REJECTED,
+    ),
 )
 
 

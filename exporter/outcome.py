@@ -19,6 +19,7 @@ class Check(StrEnum):
     GRAPH_LOGIN = "graph_login"
     GMAIL_LOGIN = "gmail_login"
     POP3_LOGIN = "pop3_login"
+    EWS_LOGIN = "ews_login"
 
 
 class Phase(StrEnum):
@@ -33,6 +34,10 @@ class Phase(StrEnum):
     The POP3 receiver lists the maildrop's unique ids in ``pop3_list`` (after each login:
     POP3 shows the mailbox as it was at login), reads headers and reports in ``pop3_fetch``,
     and deletes (``DELE``, then ``QUIT``, which commits) in ``pop3_cleanup``.
+    EWS (Exchange Server) has no login step of its own: ``ews_auth`` spans getting a token
+    where OAuth2 is used and the first authenticated request (the Inbox's ``GetFolder``, with
+    the NTLM handshake where NTLM is used); ``ews_fetch`` reads candidates' headers and
+    ``ews_cleanup`` deletes them.
     """
 
     SMTP_CONNECT = "smtp_connect"
@@ -66,6 +71,10 @@ class Phase(StrEnum):
     POP3_LIST = "pop3_list"
     POP3_FETCH = "pop3_fetch"
     POP3_CLEANUP = "pop3_cleanup"
+    EWS_AUTH = "ews_auth"
+    EWS_SEND = "ews_send"
+    EWS_FETCH = "ews_fetch"
+    EWS_CLEANUP = "ews_cleanup"
 
 
 class Reason(StrEnum):

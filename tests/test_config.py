@@ -125,8 +125,8 @@ TARGET = (
         ),
         (
             TARGET.replace("name: a", "name: a\n    interval: {smtp: 1m}"),
-            "line 3: targets[0].interval.smtp: unknown key; known keys: gmail_login, graph_login, "
-            "imap_login, pop3_login, roundtrip",
+            "line 3: targets[0].interval.smtp: unknown key; known keys: ews_login, gmail_login, "
+            "graph_login, imap_login, ",
         ),
         (
             TARGET.replace("smtp: {host: h, username: u@x.org, password: p}", "smtp: [h]"),

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from exporter.outcome import Check
 
 if TYPE_CHECKING:
+    from exporter.config.sections.ews import EwsConfig as EwsConfig
     from exporter.config.sections.gmail import GmailConfig as GmailConfig
     from exporter.config.sections.graph import GRAPH_CLOUDS as GRAPH_CLOUDS
     from exporter.config.sections.graph import GraphCloud as GraphCloud
@@ -228,6 +229,7 @@ class Target:
     gmail: GmailConfig | None = None
     mx: MxConfig | None = None
     pop3: Pop3Config | None = None
+    ews: EwsConfig | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     """Static labels of the target, such as ``provider``, exported on ``mailbox_target_info``."""
     authserv_id: str | None = None

@@ -9,7 +9,8 @@ seconds; then one probe is let through, and each further refusal doubles the wai
 ``maximum``. A successful login to that server, or new credentials after a reload (they are
 another key), starts afresh.
 
-Only password logins are guarded. Tokens (XOAUTH2, the mail APIs) come from an identity
+Only password logins are guarded (EWS with NTLM or Basic among them: an Active Directory
+account locks out as a mailbox password does). Tokens (XOAUTH2, the mail APIs) come from an identity
 service, and neither Entra ID nor Google locks out an application's client credentials the
 way a mailbox password is locked out: holding those probes back would only keep an alert
 firing after an administrator fixed a permission.
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from exporter.config import ServerConfig, Target
 from exporter.config.checks import CHECKS
 from exporter.config.model import LoginBackoff
+from exporter.config.sections.ews import EwsConfig
 from exporter.outcome import Check, Phase, Reason
 from exporter.result import ProbeResult
 from exporter.transports.registry import TRANSPORTS
@@ -71,7 +73,7 @@ def _guarded(target: Target, check: Check) -> Iterator[tuple[str, Key]]:
     protocol."""
     for transport in CHECKS[check].needs(target):
         section = target.section(transport)
-        if isinstance(section, ServerConfig) and section.oauth2 is None:
+        if isinstance(section, ServerConfig | EwsConfig) and section.oauth2 is None:
             secrets = "\0".join(sorted(section.secrets()))
             digest = hashlib.sha256(secrets.encode()).hexdigest()
             yield transport, (transport, section.username.lower(), digest)

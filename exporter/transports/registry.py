@@ -18,10 +18,11 @@ from exporter.config.model import (
     ServerConfig,
     TransportConfig,
 )
+from exporter.config.sections.ews import EwsConfig
 from exporter.config.sections.pop3 import Pop3Config
 from exporter.outcome import Phase
 from exporter.trace import Trace
-from exporter.transports import Receiver, Sender, gmail, graph, imap, mx, pop3, smtp
+from exporter.transports import Receiver, Sender, ews, gmail, graph, imap, mx, pop3, smtp
 from exporter.transports.oauth import TokenCache
 
 LoginCheck = Callable[[TransportConfig, Trace, TokenCache], Awaitable[None]]
@@ -81,6 +82,12 @@ TRANSPORTS: Final[dict[str, Transport]] = {
         receiver=_taking(Pop3Config, pop3.Pop3Receiver),
         login=_taking(Pop3Config, pop3.check_login),
         auth=pop3.PHASES.auth,
+    ),
+    "ews": Transport(
+        sender=_taking(EwsConfig, ews.EwsSender),
+        receiver=_taking(EwsConfig, ews.EwsReceiver),
+        login=_taking(EwsConfig, ews.check_login),
+        auth=Phase.EWS_AUTH,
     ),
 }
 

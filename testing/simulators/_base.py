@@ -20,6 +20,7 @@ import contextlib
 import email.utils
 import fnmatch
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
@@ -309,6 +310,10 @@ class SimulatorBase:
     def _mailbox_deferred(self, address: str) -> bool:
         return False
 
+    def _server_tls(self) -> ssl.SSLContext | None:
+        """The TLS context to serve HTTPS with; None: plain HTTP."""
+        return None
+
     # ------------------------------------------------------------ lifecycle
 
     async def astart(self) -> None:
@@ -321,7 +326,7 @@ class SimulatorBase:
         self._routes(app)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await runner.setup()
-        site = web.TCPSite(runner, HOST, self._port or 0)
+        site = web.TCPSite(runner, HOST, self._port or 0, ssl_context=self._server_tls())
         await site.start()
         self._runner = runner
         self._port = int(runner.addresses[0][1])

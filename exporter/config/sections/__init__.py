@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Final
 
 from exporter.config.reader import Section
-from exporter.config.sections import gmail, graph, imap, mx, pop3, smtp
+from exporter.config.sections import ews, gmail, graph, imap, mx, pop3, smtp
 
 SECTIONS: Final[dict[str, Section]] = {
     "smtp": smtp.SECTION,
@@ -19,6 +19,7 @@ SECTIONS: Final[dict[str, Section]] = {
     "gmail": gmail.SECTION,
     "mx": mx.SECTION,
     "pop3": pop3.SECTION,
+    "ews": ews.SECTION,
 }
 """Every transport's configuration section, by the key it has in a target."""
 
