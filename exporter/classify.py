@@ -620,6 +620,101 @@ def token_reply(status: int, error: str, description: str) -> Reason:
     return Reason.OAUTH_TOKEN
 
 
+JmapStage = Literal["auth", "send", "mailbox"]
+"""``auth``: the session resource; ``send``: creating and submitting the probe;
+``mailbox``: reading, querying and destroying messages."""
+JMAP_ERROR_PREFIX: Final = "urn:ietf:params:jmap:error:"
+"""Request-level problem types (RFC 8620, section 3.6.1) start with this."""
+# Sources: RFC 8620 sections 3.6 (request-level problems, method errors) and 5.3 (SetError);
+# RFC 8621 section 7.5 (EmailSubmission/set); published answers in tests/classify_corpus.yaml.
+_JMAP_LIMITS = frozenset({"ratelimit"})
+"""SetError ``rateLimit``: "too many objects of this type created recently"."""
+_JMAP_CONCURRENCY = re.compile(r"maxconcurrent|concurrent")
+"""A request-level ``limit`` on requests at once (``maxConcurrentRequests``,
+``maxConcurrentUpload``) limits this client; any other (``maxSizeRequest``,
+``maxCallsInRequest``) refuses a request too big, a fault of the request."""
+_JMAP_SERVER = frozenset({"serverunavailable", "serverfail", "serverpartialfail"})
+"""The server cannot serve now: "temporary ... in overload", "an unexpected error", "some,
+but not all, changes ... were successfully made"."""
+_JMAP_MAILBOX = frozenset(
+    {"accountnotfound", "accountnotsupportedbymethod", "accountreadonly", "overquota"}
+)
+"""The account or its storage: it does not exist (to these credentials), cannot do mail, is
+read-only, or is full."""
+_JMAP_RECIPIENT = frozenset({"invalidrecipients"})
+"""EmailSubmission: a recipient address the server refuses (the 5.1.x of SMTP)."""
+_JMAP_SEND_REFUSED = frozenset(
+    {"forbiddenfrom", "forbiddentosend", "forbiddenmailfrom", "toomanyrecipients", "toolarge"}
+)
+"""EmailSubmission: this sender or this message may not be sent."""
+_JMAP_KNOWN = frozenset(
+    {
+        "unknowncapability",
+        "notjson",
+        "notrequest",
+        "unknownmethod",
+        "invalidarguments",
+        "invalidresultreference",
+        "requesttoolarge",
+        "cannotcalculatechanges",
+        "unsupportedfilter",
+        "unsupportedsort",
+        "anchornotfound",
+        "notfound",
+        "invalidproperties",
+        "invalidpatch",
+        "willdestroy",
+        "singleton",
+        "norecipients",
+        "invalidemail",
+        "blobnotfound",
+        "toomanykeywords",
+        "toomanymailboxes",
+    }
+)
+"""The RFCs' other types: faults of the request, whatever their words say."""
+SMTP_PERMANENT: Final = 550
+SMTP_TRANSIENT: Final = 450
+"""The basic code an SMTP reply quoted without one is read with, by its enhanced class."""
+
+
+def jmap_reply(status: int, error_type: str, stage: JmapStage, words: str = "") -> Reason:
+    """Classify a JMAP refusal during ``stage``: the HTTP status (0 for a method error or a
+    SetError in a 200 answer), the error's ``type`` (a request-level problem type with or
+    without its ``urn:ietf:params:jmap:error:`` prefix, a method error, a SetError) and its
+    words (``description``, ``detail``).
+
+    Limits first (429, a ``limit`` on concurrent requests, ``rateLimit``), then the service
+    (5xx, ``server*``), the account and its storage, the sending, the credentials (401, a 403
+    answer). A type outside the RFCs whose words are an SMTP reply (Cyrus 3.6's
+    ``smtpProtocolError``: the relay's ``5.7.1 ... Relay access denied``) is read as that
+    reply to a submission. Any other type (``unknownMethod``, ``invalidArguments``,
+    ``notRequest``, ...) is a fault of the request, ``protocol_error``.
+    """
+    kind = error_type.strip().removeprefix(JMAP_ERROR_PREFIX).lower()
+    if status == HTTP_TOO_MANY_REQUESTS or kind in _JMAP_LIMITS:
+        return Reason.THROTTLED
+    if kind == "limit":
+        concurrent = _JMAP_CONCURRENCY.search(words.lower())
+        return Reason.THROTTLED if concurrent else Reason.PROTOCOL_ERROR
+    if status in HTTP_SERVER_ERRORS or kind in _JMAP_SERVER:
+        return Reason.UNAVAILABLE
+    if kind in _JMAP_MAILBOX or kind in _JMAP_RECIPIENT:
+        return Reason.MAILBOX_UNAVAILABLE
+    if kind in _JMAP_SEND_REFUSED or (stage == "send" and kind == "forbidden"):
+        return Reason.SEND_REJECTED
+    if status in (HTTP_UNAUTHORIZED, HTTP_FORBIDDEN):
+        return Reason.AUTH_REJECTED
+    if kind == "forbidden":
+        # An ACL forbids reading or changing the mailbox: logged in, the mailbox is closed.
+        return Reason.MAILBOX_UNAVAILABLE
+    enhanced = enhanced_code(words)
+    if enhanced is not None and kind not in _JMAP_KNOWN:
+        basic = SMTP_PERMANENT if enhanced.startswith("5") else SMTP_TRANSIENT
+        return smtp_reply(basic, words, "send")
+    return Reason.PROTOCOL_ERROR
+
+
 def os_error(exc: BaseException) -> Reason:
     """Classify a failure to reach or talk to a server at the socket level."""
     if isinstance(exc, socket.gaierror):

@@ -20,6 +20,7 @@ class Check(StrEnum):
     GMAIL_LOGIN = "gmail_login"
     POP3_LOGIN = "pop3_login"
     EWS_LOGIN = "ews_login"
+    JMAP_LOGIN = "jmap_login"
 
 
 class Phase(StrEnum):
@@ -38,6 +39,9 @@ class Phase(StrEnum):
     where OAuth2 is used and the first authenticated request (the Inbox's ``GetFolder``, with
     the NTLM handshake where NTLM is used); ``ews_fetch`` reads candidates' headers and
     ``ews_cleanup`` deletes them.
+    JMAP reads the session resource in ``jmap_auth`` (where the server checks the credentials),
+    the mailboxes in ``jmap_select``, creates and submits the probe in ``jmap_send``, reads
+    candidates in ``jmap_fetch`` and destroys probes in ``jmap_cleanup``.
     """
 
     SMTP_CONNECT = "smtp_connect"
@@ -75,6 +79,11 @@ class Phase(StrEnum):
     EWS_SEND = "ews_send"
     EWS_FETCH = "ews_fetch"
     EWS_CLEANUP = "ews_cleanup"
+    JMAP_AUTH = "jmap_auth"
+    JMAP_SELECT = "jmap_select"
+    JMAP_SEND = "jmap_send"
+    JMAP_FETCH = "jmap_fetch"
+    JMAP_CLEANUP = "jmap_cleanup"
 
 
 class Reason(StrEnum):

@@ -6,7 +6,8 @@ process), Prometheus evaluating the shipped rules, Alertmanager with the example
 webhook receiver in this process that prints each page. ``./scripts/demo break
 auth|delivery|imap|path|heal`` from another shell breaks (or heals) the mail stack, or the dc
 location's path to it, of the running demo. ``./scripts/demo --receiver pop3`` watches the
-mailbox over POP3 instead of IMAP.
+mailbox over POP3 instead of IMAP; ``--receiver jmap`` sends to a mailbox on a throwaway Cyrus
+(Postfix delivers to it over LMTP) and watches it over JMAP.
 Everything lives in a temporary directory and stops with Ctrl-C or SIGTERM.
 
 Only timings differ from the shipped files, so that a page arrives within a minute or two:
@@ -43,6 +44,7 @@ import aiohttp
 import yaml
 from aiohttp import web
 
+from testing.cyrus import CyrusServer, CyrusUser
 from testing.exporter_process import free_port
 from testing.mailstack import MailStack, MailUser
 from testing.proxy import Proxy
@@ -399,7 +401,7 @@ def _state_file(path: Path, control: str, token: str) -> Iterator[None]:
         path.unlink(missing_ok=True)
 
 
-RECEIVERS = ("imap", "pop3")
+RECEIVERS = ("imap", "pop3", "jmap")
 """What the demo's round trip watches the mailbox with (``--receiver``)."""
 
 
@@ -416,7 +418,15 @@ async def run(listen: str, state_file: Path, receiver: str = "imap") -> int:
         await asyncio.to_thread(stack.start)
         children: Children = []
         runner: web.AppRunner | None = None
+        cyrus: CyrusServer | None = None
         try:
+            jmap = None
+            if receiver == "jmap":
+                cyrus = CyrusServer(work / "cyrus")
+                await asyncio.to_thread(cyrus.start)
+                stack.route(cyrus.domain, cyrus.lmtp_port, protocol="lmtp")
+                jmap = (cyrus, cyrus.add_user(TARGET, secrets.token_urlsafe(12)))
+                say(f"Cyrus JMAP on {cyrus.url}, mailbox {jmap[1].address}")
             demo = Demo(stack, secrets.token_urlsafe(16))
             app = web.Application()
             app.router.add_post("/pager", demo.notified)
@@ -426,7 +436,9 @@ async def run(listen: str, state_file: Path, receiver: str = "imap") -> int:
             await runner.setup()
             receiver_port = free_port()
             await web.TCPSite(runner, "127.0.0.1", receiver_port).start()
-            children, urls = _start_children(work, stack, user, listen, receiver_port, receiver)
+            children, urls = _start_children(
+                work, stack, user, listen, receiver_port, receiver, jmap
+            )
             LocationPath.loop = asyncio.get_running_loop()
             for proxy in LocationPath.proxies:
                 await proxy.start()
@@ -439,8 +451,25 @@ async def run(listen: str, state_file: Path, receiver: str = "imap") -> int:
                 await runner.cleanup()
             for proxy in LocationPath.proxies:
                 await proxy.close()
+            if cyrus is not None:
+                await asyncio.to_thread(cyrus.cleanup)
             await asyncio.to_thread(stack.stop)
             stack.cleanup()
+
+
+def _watch_over_jmap(work: Path, text: str, cyrus: CyrusServer, account: CyrusUser) -> str:
+    """The configuration with a ``jmap`` section for ``account`` in place of the IMAP one: the
+    probe goes over SMTP to the account's address, which Postfix delivers to Cyrus."""
+    (work / "jmap-password").write_text(account.password)
+    os.chmod(work / "jmap-password", 0o600)
+    watch = re.search(r"^    jmap: \{.*?\}\n", text, re.M | re.S)
+    if watch is None:
+        raise RuntimeError("the demo configuration has no receiver section")
+    section = (
+        f"    jmap: {{url: 'http://127.0.0.1:{cyrus.http_port}', username: {account.login},\n"
+        f"      password_file: jmap-password}}\n    to: {account.address}\n"
+    )
+    return text[: watch.start()] + section + text[watch.end() :]
 
 
 def _start_children(
@@ -450,33 +479,36 @@ def _start_children(
     listen: str,
     receiver_port: int,
     receiver: str = "imap",
+    jmap: tuple[CyrusServer, CyrusUser] | None = None,
 ) -> tuple[Children, dict[str, str]]:
     """Alertmanager, the exporter and Prometheus, in that order; their URLs by name."""
     (work / "password").write_text(user.password)
     os.chmod(work / "password", 0o600)
     config = work / "mailbox-exporter.yml"
-    config.write_text(
-        CONFIG.format(
-            interval=PROBE_INTERVAL,
-            timeout=PROBE_TIMEOUT,
-            initial=BACKOFF_INITIAL,
-            maximum=BACKOFF_MAX,
-            target=TARGET,
-            smtp=stack.smtp_port,
-            watch=receiver,
-            watch_port=stack.pop3_port if receiver == "pop3" else stack.imap_port,
-            address=user.address,
-        )
+    text = CONFIG.format(
+        interval=PROBE_INTERVAL,
+        timeout=PROBE_TIMEOUT,
+        initial=BACKOFF_INITIAL,
+        maximum=BACKOFF_MAX,
+        target=TARGET,
+        smtp=stack.smtp_port,
+        watch=receiver,
+        watch_port=stack.pop3_port if receiver == "pop3" else stack.imap_port,
+        address=user.address,
     )
+    if jmap is not None:
+        text = _watch_over_jmap(work, text, *jmap)
+    config.write_text(text)
     # The dc location: the same mailbox, through proxies that `break path` cuts.
     LocationPath.proxies = [
         Proxy(stack.smtp_port),
-        Proxy(int(re.findall(r"port: (\d+)", config.read_text())[1])),
+        Proxy(int(re.findall(r"(?:port: |127\.0\.0\.1:)(\d+)", config.read_text())[1])),
     ]
     dc_config = work / "mailbox-exporter-dc.yml"
     dc_text = config.read_text()
     for proxy in LocationPath.proxies:
         dc_text = dc_text.replace(f"port: {proxy.upstream},", f"port: {proxy.port},")
+        dc_text = dc_text.replace(f"127.0.0.1:{proxy.upstream}'", f"127.0.0.1:{proxy.port}'")
     dc_config.write_text(dc_text)
     dc_listen = f"127.0.0.1:{free_port()}"
     rules = work / "mailbox.rules.yml"

@@ -1317,13 +1317,16 @@ class MailStack(Service):
         self._postconf(f"defer_transports={transport}")
         self._reload_postfix()
 
-    def route(self, domain: str, port: int, host: str = HOST) -> None:
-        """Relay mail for ``domain`` over SMTP to ``host:port`` (no MX lookup, no TLS)."""
+    def route(self, domain: str, port: int, host: str = HOST, protocol: str = "smtp") -> None:
+        """Relay mail for ``domain`` over SMTP (or ``protocol="lmtp"``: LMTP, as to Cyrus's
+        lmtpd) to ``host:port`` (no MX lookup, no TLS)."""
         if not _NAME.fullmatch(domain.lower()) or not host.replace(".", "").isdigit():
             raise ValueError(f"not a domain and an IPv4 address: {domain!r}, {host!r}")
-        self._routes[domain.lower()] = (host, port)
+        if protocol not in ("smtp", "lmtp"):
+            raise ValueError(f"expected smtp or lmtp, got {protocol!r}")
+        self._routes[domain.lower()] = (f"{protocol}:[{host}]", port)
         self._postconf("relay_domains=" + " ".join(sorted(self._routes)))
-        entries = ", ".join(f"{d}=smtp:[{h}]:{p}" for d, (h, p) in sorted(self._routes.items()))
+        entries = ", ".join(f"{d}={h}:{p}" for d, (h, p) in sorted(self._routes.items()))
         self._postconf(f"transport_maps=inline:{{{entries}}}")
         self._reload_postfix()
 

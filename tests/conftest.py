@@ -33,7 +33,7 @@ settings.load_profile("suite")
 SERVICE_FIXTURES = frozenset({"mailstack", "oauth_mailstack"})
 """Fixtures that start real servers: a test using one (directly or through another fixture,
 such as `user`) is not quick."""
-SERVICE_TYPES = ("MailStack", "DnsServer", "Milters")
+SERVICE_TYPES = ("MailStack", "DnsServer", "Milters", "CyrusServer")
 """Nor is a test using a fixture of its module that gives one of these (a stack of its own)."""
 LONGEST_FIRST = (
     "test_demo.py",

@@ -58,6 +58,10 @@ def _classify(entry: dict[str, Any]) -> Reason:
             return classify.token_reply(entry["status"], entry["error"], reply)
         case "pop3":
             return classify.pop3_reply(reply, cast(classify.Pop3Stage, stage))
+        case "jmap":
+            return classify.jmap_reply(
+                entry["status"], entry["error"], cast(classify.JmapStage, stage), reply
+            )
     raise AssertionError(f"unknown protocol {entry['protocol']!r}")
 
 
@@ -92,7 +96,14 @@ def test_corpus_is_large_sourced_and_covers_the_providers() -> None:
         "oauth_token",
         "tls",
     }
-    assert {entry["protocol"] for entry in CORPUS} == {"smtp", "imap", "http", "token", "pop3"}
+    assert {entry["protocol"] for entry in CORPUS} == {
+        "smtp",
+        "imap",
+        "http",
+        "token",
+        "pop3",
+        "jmap",
+    }
 
 
 def test_a_mislabelled_entry_names_the_reply_and_both_reasons() -> None:

@@ -281,3 +281,53 @@ def test_an_outage_pages_once_and_a_cut_path_only_warns(
         process.send_signal(signal.SIGTERM)
         process.wait(60)
         terminal.reader.join(10)
+
+
+def test_the_demo_watches_a_cyrus_mailbox_over_jmap(tmp_path: Path) -> None:
+    """``--receiver jmap``: the probe goes over SMTP to a mailbox on Cyrus, watched over JMAP;
+    everything stops with the demo."""
+    port = free_port()
+    state = tmp_path / "demo.json"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "scripts.demo",
+            "--receiver",
+            "jmap",
+            "--web.listen-address",
+            f"127.0.0.1:{port}",
+            "--state-file",
+            str(state),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    terminal = Terminal(process)
+    try:
+        terminal.wait_for(r"ready +all checks succeed", 90)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/status") as response:
+            status = json.load(response)
+        [target] = status["targets"]
+        checks = {check["check"]: check for check in target["checks"]}
+        assert {name: check["state"] for name, check in checks.items()} == {
+            "roundtrip": "up",
+            "smtp_login": "up",
+            "jmap_login": "up",
+        }, status
+        assert "jmap_cleanup" in checks["roundtrip"]["last"]["phases"], status
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(60)
+        terminal.reader.join(10)
+    assert code == 0, terminal.text()
+    screen = terminal.text()
+    jmap_port = re.search(r"Cyrus JMAP on http://127\.0\.0\.1:(\d+)", screen)
+    assert jmap_port, screen
+    assert _refused(int(jmap_port[1]))
+    work = re.search(r"Logs: +(\S+)/\{", screen)
+    assert work, screen
+    assert not Path(work[1]).exists() and _processes_using(work[1]) == []

@@ -49,4 +49,5 @@ CHECKS: Final[dict[Check, CheckSpec]] = {
     Check.GMAIL_LOGIN: CheckSpec(LOGIN, LOGGING_IN, login_of="gmail"),
     Check.POP3_LOGIN: CheckSpec(LOGIN, LOGGING_IN, login_of="pop3"),
     Check.EWS_LOGIN: CheckSpec(LOGIN, LOGGING_IN, login_of="ews"),
+    Check.JMAP_LOGIN: CheckSpec(LOGIN, LOGGING_IN, login_of="jmap"),
 }

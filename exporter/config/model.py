@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from exporter.config.sections.graph import GraphConfig as GraphConfig
     from exporter.config.sections.graph import NationalCloud as NationalCloud
     from exporter.config.sections.imap import ImapConfig as ImapConfig
+    from exporter.config.sections.jmap import JmapConfig as JmapConfig
     from exporter.config.sections.mx import DkimKey as DkimKey
     from exporter.config.sections.mx import MxConfig as MxConfig
     from exporter.config.sections.mx import MxTls as MxTls
@@ -230,6 +231,7 @@ class Target:
     mx: MxConfig | None = None
     pop3: Pop3Config | None = None
     ews: EwsConfig | None = None
+    jmap: JmapConfig | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     """Static labels of the target, such as ``provider``, exported on ``mailbox_target_info``."""
     authserv_id: str | None = None

@@ -19,10 +19,11 @@ from exporter.config.model import (
     TransportConfig,
 )
 from exporter.config.sections.ews import EwsConfig
+from exporter.config.sections.jmap import JmapConfig
 from exporter.config.sections.pop3 import Pop3Config
 from exporter.outcome import Phase
 from exporter.trace import Trace
-from exporter.transports import Receiver, Sender, ews, gmail, graph, imap, mx, pop3, smtp
+from exporter.transports import Receiver, Sender, ews, gmail, graph, imap, jmap, mx, pop3, smtp
 from exporter.transports.oauth import TokenCache
 
 LoginCheck = Callable[[TransportConfig, Trace, TokenCache], Awaitable[None]]
@@ -88,6 +89,12 @@ TRANSPORTS: Final[dict[str, Transport]] = {
         receiver=_taking(EwsConfig, ews.EwsReceiver),
         login=_taking(EwsConfig, ews.check_login),
         auth=Phase.EWS_AUTH,
+    ),
+    "jmap": Transport(
+        sender=_taking(JmapConfig, jmap.JmapSender),
+        receiver=_taking(JmapConfig, jmap.JmapReceiver),
+        login=_taking(JmapConfig, jmap.check_login),
+        auth=Phase.JMAP_AUTH,
     ),
 }
 

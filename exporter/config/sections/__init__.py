@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Final
 
 from exporter.config.reader import Section
-from exporter.config.sections import ews, gmail, graph, imap, mx, pop3, smtp
+from exporter.config.sections import ews, gmail, graph, imap, jmap, mx, pop3, smtp
 
 SECTIONS: Final[dict[str, Section]] = {
     "smtp": smtp.SECTION,
@@ -20,6 +20,7 @@ SECTIONS: Final[dict[str, Section]] = {
     "mx": mx.SECTION,
     "pop3": pop3.SECTION,
     "ews": ews.SECTION,
+    "jmap": jmap.SECTION,
 }
 """Every transport's configuration section, by the key it has in a target."""
 
