@@ -11,7 +11,7 @@ import ssl
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
@@ -47,6 +47,8 @@ def parse_duration(text: str) -> float:
 
 
 T = TypeVar("T")
+_CHECKS: Final[dict[str, Check]] = {check.value: check for check in Check}
+"""Each check by its name: looked up for every check of every target."""
 
 
 class Reader:
@@ -82,12 +84,12 @@ class Reader:
         kind: Callable[..., T],
         default: T | None = None,
     ) -> T:
-        child = join(path, key)
-        if key not in data or data[key] is None:
+        value = data.get(key)
+        if value is None:
             if default is None:
-                raise self.fail(child, "required")
+                raise self.fail(join(path, key), "required")
             return default
-        return kind(data[key], child)
+        return kind(value, join(path, key))
 
     def string(self, value: Any, path: str) -> str:
         if not isinstance(value, str) or not value.strip():
@@ -150,19 +152,20 @@ class Reader:
     def checks(self, value: Any, path: str) -> tuple[Check, ...]:
         if not isinstance(value, list) or not value:
             raise self.fail(path, f"expected a non-empty list of checks, got {kind(value)}")
-        known = [c.value for c in Check]
         result: list[Check] = []
         for index, item in enumerate(value):
-            item_path = f"{path}[{index}]"
-            if item not in known:
+            check = _CHECKS.get(item) if isinstance(item, str) else None
+            if check is None:
+                known = list(_CHECKS)
                 hint = difflib.get_close_matches(str(item), known, n=1)
                 suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
                 raise self.fail(
-                    item_path, f"unknown check {item!r}{suggestion}; known: {', '.join(known)}"
+                    f"{path}[{index}]",
+                    f"unknown check {item!r}{suggestion}; known: {', '.join(known)}",
                 )
-            if Check(item) in result:
-                raise self.fail(item_path, f"check {item!r} listed twice")
-            result.append(Check(item))
+            if check in result:
+                raise self.fail(f"{path}[{index}]", f"check {item!r} listed twice")
+            result.append(check)
         return tuple(result)
 
     def secret(
