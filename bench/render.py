@@ -10,6 +10,10 @@ a run, then times ``exporter.serve.metrics.render`` (the probes' part of a scrap
   ``--roundtrip-every`` (300 s): the scrapes of a running exporter;
 * ``cold_render_ms``: every target written, as at the first scrape (when the renderer keeps
   no text between scrapes, every scrape is this one);
+* ``scrape_ms`` and ``cold_scrape_ms``: the same two written as the web handler writes them
+  (``render_async``, in slices with the event loop free between them), from start to end;
+  ``loop_held_ms`` and ``cold_loop_held_ms``: the longest the event loop waited for it meanwhile,
+  which is how late a probe due during the scrape can start;
 
 median of ``--repeat``. ``--profile`` prints cProfile's top functions of one cold render.
 """
@@ -17,12 +21,14 @@ median of ``--repeat``. ``--profile`` prints cProfile's top functions of one col
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import json
 import pstats
 import random
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +113,56 @@ def cold(store: Any) -> str:
     return metrics.render(store)
 
 
+async def held(scrape: Callable[[], Awaitable[object]]) -> tuple[float, float]:
+    """How long one scrape took, and the longest the event loop waited for it meanwhile
+    (measured by a task that does nothing but yield)."""
+    done = False
+    longest = 0.0
+
+    async def ticker() -> None:
+        nonlocal longest
+        last = time.perf_counter()
+        while not done:
+            await asyncio.sleep(0)
+            now = time.perf_counter()
+            longest, last = max(longest, now - last), now
+
+    ticking = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    begin = time.perf_counter()
+    await scrape()
+    took = time.perf_counter() - begin
+    done = True
+    await ticking
+    return took, longest
+
+
+async def sliced(store: Any, rng: random.Random, args: argparse.Namespace) -> dict[str, object]:
+    """Cold and steady-state scrapes as the web handler writes them."""
+
+    async def cold_scrape() -> object:
+        cache = getattr(metrics, "_EXPOSITIONS", None)
+        if cache is not None:
+            cache.pop(store, None)
+        return await metrics.render_async(store)
+
+    times: dict[str, list[float]] = {k: [] for k in ("cold", "cold_held", "warm", "warm_held")}
+    for _ in range(args.repeat):
+        took, longest = await held(cold_scrape)
+        times["cold"].append(took)
+        times["cold_held"].append(longest)
+        record_interval(store, rng, args)
+        took, longest = await held(lambda: metrics.render_async(store))
+        times["warm"].append(took)
+        times["warm_held"].append(longest)
+    return {
+        "scrape_ms": summary(times["warm"], 1000, 1),
+        "loop_held_ms": summary(times["warm_held"], 1000, 1),
+        "cold_scrape_ms": summary(times["cold"], 1000, 1),
+        "cold_loop_held_ms": summary(times["cold_held"], 1000, 1),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -155,6 +211,8 @@ def main() -> int:
     results["series_per_target"] = round(
         sum(1 for line in text.splitlines() if 'target="t0"' in line and line[0] != "#"), 1
     )
+    if hasattr(metrics, "render_async"):
+        results.update(asyncio.run(sliced(store, rng, args)))
     if args.profile:
         profiler = cProfile.Profile()
         profiler.runcall(cold, store)

@@ -292,7 +292,7 @@ async def run_inprocess(args: argparse.Namespace, stack: MailStack | None, cfg: 
         while True:
             await asyncio.sleep(args.scrape_every)
             begin = time.perf_counter()
-            exporter.exposition()
+            await exporter.exposition()
             renders.append(time.perf_counter() - begin)
 
     scraper = asyncio.create_task(scrape()) if args.scrape_every > 0 else None

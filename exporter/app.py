@@ -223,9 +223,11 @@ class Exporter:
             self.store.refused_on_demand(target.name, check)
             raise
 
-    def exposition(self) -> bytes:
-        """Everything ``/metrics`` shows: the probes' metrics, then the process's own."""
-        return metrics.render(self.store).encode() + generate_latest(self.registry)
+    async def exposition(self) -> bytes:
+        """Everything ``/metrics`` shows: the probes' metrics, then the process's own. Written
+        in slices with the event loop free between them, so that probes keep their schedule."""
+        chunks = await metrics.render_async(self.store)
+        return b"".join([*chunks, generate_latest(self.registry)])
 
     async def stop(self) -> None:
         self._loader.shutdown(wait=False, cancel_futures=True)

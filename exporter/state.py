@@ -22,22 +22,11 @@ RECENT_PROBES = 20
 STRIP_LENGTH = 30
 """Outcomes kept per check for the status page's strip (a few numbers each)."""
 
-DELIVERY_BUCKETS: tuple[float, ...] = (
-    0.1,
-    0.25,
-    0.5,
-    1,
-    2,
-    5,
-    10,
-    15,
-    30,
-    60,
-    120,
-    180,
-    300,
-    600,
-)
+DELIVERY_BUCKETS: tuple[float, ...] = (0.25, 1, 2.5, 5, 10, 30, 60, 300)
+"""Upper bounds of the delivery-time histogram: eight, as each costs a series per target. Fine
+below ten seconds, where mail that works is delivered; 30 s is the round trip's default
+timeout, 60 s the threshold of ``MailboxDeliverySlow`` (a bound above it lets its 90th
+percentile cross it), 300 s for longer timeouts."""
 
 
 @dataclass
@@ -46,6 +35,8 @@ class CheckState:
     timeout: float
     last: ProbeResult | None = None
     probes: int = 0
+    failed: int = 0
+    """Failed probes, whatever their reason (``mailbox_probes_failed_total``)."""
     consecutive_failures: int = 0
     failures: dict[Reason, int] = field(default_factory=lambda: dict.fromkeys(Reason, 0))
     last_success: float | None = None
@@ -192,6 +183,7 @@ class Store:
             state.consecutive_failures = 0
         else:
             state.consecutive_failures += 1
+            state.failed += 1
             if result.reason is not None:
                 state.failures[result.reason] += 1
         found = result.found

@@ -367,8 +367,8 @@ def _check_series(
     since = _Series("mailbox_probe_failing_since_timestamp_seconds", dict(labels))
     success = _Series("mailbox_probe_success", dict(labels))
     total = _Series("mailbox_probes_total", dict(labels))
+    failed = _Series("mailbox_probes_failed_total", dict(labels))
     infos: dict[tuple[str, str], _Series] = {}
-    counters: dict[str, _Series] = {}
     index = 0
     state: dict[str, Any] = {
         "n": 0,
@@ -406,20 +406,11 @@ def _check_series(
             infos[key].values[step] = 1
         if check == "roundtrip" and step % COUNTER_EVERY == 0:
             total.values[step] = state["total"]
-            for reason, count in state["failed"].items():
-                if reason not in counters:
-                    counters[reason] = _Series(
-                        "mailbox_probe_failures_total", {**labels, "reason": reason}
-                    )
-                counters[reason].values[step] = count
+            failed.values[step] = sum(state["failed"].values())
     found = [failures, last, since, success, *infos.values()]
     if check == "roundtrip":
-        found += [total, *counters.values()]
-        for counter in counters.values():
-            first = next(i for i, v in enumerate(counter.values) if v is not None)
-            for i in range(first):
-                if total.values[i] is not None:
-                    counter.values[i] = 0
+        # The rules' error ratios read the count of all failures, present from the start.
+        found += [total, failed]
     return found
 
 

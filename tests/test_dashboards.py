@@ -295,7 +295,13 @@ LIVE_TIMES = {"__rate_interval": "10s", "__interval": "2s", "__range": "30s"}
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="needs promtool")
 def test_queries_parse(tmp_path: Path) -> None:
-    values = {"job": "mailbox-exporter", "instance": ".*", "target": ".*", **LIVE_TIMES}
+    values = {
+        "job": "mailbox-exporter",
+        "instance": ".*",
+        "target": ".*",
+        "location": ".*",
+        **LIVE_TIMES,
+    }
     rules = [
         {"record": f"dashboard:query:{n}", "expr": substitute(target["expr"], values)}
         for n, (_, _, target) in enumerate(all_queries())
@@ -335,6 +341,7 @@ async def test_every_panel_shows_data(mailstack: MailStack, user: MailUser, tmp_
                 "job": "mailbox-exporter",
                 "instance": instance,
                 "target": "local|broken",
+                "location": ".*",  # "All" when Prometheus adds no location label
                 **LIVE_TIMES,
             }
 

@@ -89,7 +89,7 @@ async def test_probe_reports_the_reason(
     [
         ("target=elsewhere.example.com", "unknown target 'elsewhere.example.com'"),
         ("check=imap_login", "the target parameter is missing"),
-        ("target=local&check=jmap_login", "unknown check 'jmap_login'"),
+        ("target=local&check=smtp_logout", "unknown check 'smtp_logout'"),
         ("target=local&check=pop3_login", "target 'local' does not run the pop3_login check"),
     ],
 )

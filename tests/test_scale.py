@@ -14,6 +14,7 @@ from typing import Any, Final, cast
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import classify, config
 from exporter.config.checks import CHECKS
@@ -234,9 +235,12 @@ def test_only_a_round_trip_counts_failures_of_sending_and_arrival() -> None:
 
 # --- the series each target costs ----------------------------------------------------------------
 
-SERIES_BUDGET: Final = 108
-"""Series of a target with the three default checks once each has run, every phase reached
-(docs/metrics.md, "Series per target")."""
+SERIES_BUDGET: Final = 60
+"""Series of a target with the three default checks once each has run, TLS to both servers
+and every phase reached (docs/metrics.md, "Series per target")."""
+WITHOUT_TLS: Final = 52
+"""The same without TLS: four phases and each server's certificate expiry and TLS version
+fewer."""
 PHASES_REACHED: Final = {
     Check.ROUNDTRIP: [
         p for p in Phase if p.value.startswith(("smtp", "imap")) or p == Phase.DELIVERY
@@ -281,30 +285,70 @@ def _series(text: str, target: str) -> list[str]:
     ]
 
 
-def test_a_target_with_the_default_checks_stays_within_its_series_budget() -> None:
+def _family(line: str) -> str:
+    return re.sub(r"_(bucket|sum|count)$", "", line.split("{", 1)[0])
+
+
+TLS: Final = {p: TlsSession("TLSv1.3", 1.9e9) for p in ("smtp", "imap")}
+
+
+def _healthy(tls: bool) -> list[str]:
+    """The series of a target whose three default checks have each run once, and succeeded."""
     store = _loaded(2)
     for check, phases in PHASES_REACHED.items():
-        store.record(_result("t0", check, True, phases, delivery_seconds=1.0, lookalikes=0))
-    series = _series(metrics.render(store), "t0")
+        if not tls:
+            phases = [p for p in phases if p not in (Phase.SMTP_TLS, Phase.IMAP_TLS)]
+        found: dict[str, Any] = {"tls": TLS} if tls else {}
+        store.record(
+            _result("t0", check, True, phases, delivery_seconds=1.0, lookalikes=0, **found)
+        )
+    return _series(metrics.render(store), "t0")
+
+
+def test_a_target_with_the_default_checks_stays_within_its_series_budget() -> None:
+    series = _healthy(tls=True)
     assert len(series) <= SERIES_BUDGET, len(series)
     assert sum(line.startswith("mailbox_probe_phase_duration_seconds") for line in series) == 18
-    login_failures = [
-        line
-        for line in series
-        if line.startswith("mailbox_probe_failures_total") and 'check="smtp_login"' in line
-    ]
-    assert len(login_failures) == len(CHECKS[Check.SMTP_LOGIN].reasons)
-    assert not any('reason="junk"' in line for line in login_failures)
+    assert not any(line.startswith("mailbox_probe_failures_total") for line in series)
+    assert sum(line.startswith("mailbox_probes_failed_total") for line in series) == 3
+    assert len(_healthy(tls=False)) <= WITHOUT_TLS
 
 
-def test_a_reason_outside_a_checks_set_is_still_counted() -> None:
+def test_the_series_per_target_table_counts_what_a_target_has() -> None:
+    """Each row of the table in docs/metrics.md names families and what they cost; the rows
+    with a number add up to what a healthy target has, and to the budget stated there."""
+    series = _healthy(tls=True)
+    text = (Path(__file__).parent.parent / "docs" / "metrics.md").read_text()
+    table = text[text.index("## Series per target") :]
+    table = table[: table.index("\n## ")]
+    counted = 0
+    named: set[str] = set()
+    for row in re.findall(r"^\| `mailbox_.*$", table, flags=re.MULTILINE):
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        if not re.fullmatch(r"(up to )?\d+", cells[1]):
+            continue  # what failures, OAuth2 and the like add
+        names = set(re.findall(r"`(mailbox_[a-z_]+)`", cells[0]))
+        cost = int(cells[1].removeprefix("up to "))
+        assert sum(_family(line) in names for line in series) == cost, row
+        counted, named = counted + cost, named | names
+    assert counted == len(series)
+    assert {_family(line) for line in series} <= named
+    assert f"**at most {SERIES_BUDGET} series**" in table
+    assert f"{WITHOUT_TLS} without TLS" in table
+
+
+def test_a_failure_adds_its_reason_and_no_more() -> None:
+    """A reason's counter appears at its first failure; the count of all failures was there
+    from the start, at 0."""
     store = _loaded(1)
-    store.record(_result("t0", Check.SMTP_LOGIN, False, reason=Reason.NOT_DELIVERED))
-    text = metrics.render(store)
-    assert (
-        'mailbox_probe_failures_total{target="t0",check="smtp_login",reason="not_delivered"} 1\n'
-        in text
-    )
+    before = set(_series(metrics.render(store), "t0"))
+    assert 'mailbox_probes_failed_total{target="t0",check="smtp_login"} 0' in before
+    store.record(_result("t0", Check.SMTP_LOGIN, False, reason=Reason.AUTH_REJECTED))
+    after = _series(metrics.render(store), "t0")
+    assert 'mailbox_probes_failed_total{target="t0",check="smtp_login"} 1' in after
+    assert [line for line in after if line.startswith("mailbox_probe_failures_total")] == [
+        'mailbox_probe_failures_total{target="t0",check="smtp_login",reason="auth_rejected"} 1'
+    ]
 
 
 # --- a scrape writes only what changed -----------------------------------------------------------
@@ -343,33 +387,84 @@ def _from_scratch(store: Store) -> str:
             metrics._EXPOSITIONS[store] = kept
 
 
+def _apply(store: Store, operation: Any) -> None:
+    kind = operation[0]
+    if kind == "record":
+        _, target, check, success, reason, roundtrip_found = operation
+        found: dict[str, Any] = {}
+        if roundtrip_found:
+            found = {
+                "delivery_seconds": 2.5,
+                "cleanup_deleted": 1,
+                "tls": {"imap": TlsSession("TLSv1.3", 1.9e9)},
+                "token_expiry": {"smtp": 1.8e9},
+            }
+        store.record(_result(target, check, success, reason=None if success else reason, **found))
+    elif kind == "refused":
+        store.refused_on_demand(operation[1], operation[2])
+    elif kind == "configure":
+        store.configure(config.parse(ALTERNATIVES[operation[1]]))
+    else:
+        metrics.render(store)
+
+
 @settings(derandomize=True, max_examples=150, deadline=None)
 @given(st.lists(OPERATIONS, max_size=30))
 def test_a_scrape_shows_what_writing_everything_again_would(operations: list[Any]) -> None:
     store = Store()
     store.configure(config.parse(ALTERNATIVES[0]))
     for operation in operations:
-        kind = operation[0]
-        if kind == "record":
-            _, target, check, success, reason, roundtrip_found = operation
-            found: dict[str, Any] = {}
-            if roundtrip_found:
-                found = {
-                    "delivery_seconds": 2.5,
-                    "cleanup_deleted": 1,
-                    "tls": {"imap": TlsSession("TLSv1.3", 1.9e9)},
-                    "token_expiry": {"smtp": 1.8e9},
-                }
-            store.record(
-                _result(target, check, success, reason=None if success else reason, **found)
-            )
-        elif kind == "refused":
-            store.refused_on_demand(operation[1], operation[2])
-        elif kind == "configure":
-            store.configure(config.parse(ALTERNATIVES[operation[1]]))
-        else:
-            metrics.render(store)
+        _apply(store, operation)
         assert metrics.render(store) == _from_scratch(store)
+
+
+@settings(derandomize=True, max_examples=150, deadline=None)
+@given(
+    st.lists(OPERATIONS.filter(lambda op: op[0] != "scrape"), max_size=6),
+    st.lists(st.tuples(st.integers(0, 40), OPERATIONS), max_size=8),
+)
+def test_what_happens_between_the_slices_of_a_scrape_comes_out_whole(
+    before: list[Any], during: list[tuple[int, Any]]
+) -> None:
+    """Results recorded, refusals and reloads between the slices of a scrape (where the web
+    handler lets the probes run): the scrape is a well-formed exposition of each series once,
+    and the next one is what writing everything again gives."""
+    store = Store()
+    store.configure(config.parse(ALTERNATIVES[0]))
+    for operation in before:
+        _apply(store, operation)
+    steps = metrics._render(store)
+    at = 0
+    while True:
+        for _, operation in (item for item in during if item[0] == at):
+            if operation[0] != "scrape":  # one scrape at a time (render_async's lock)
+                _apply(store, operation)
+        try:
+            next(steps)
+        except StopIteration as done:
+            text = "".join(done.value)
+            break
+        at += 1
+    families = list(text_string_to_metric_families(text))
+    keys = [(s.name, tuple(sorted(s.labels.items()))) for f in families for s in f.samples]
+    assert len(keys) == len(set(keys)), "a series written twice"
+    if not any(at >= index for index, _ in during):
+        assert text == _from_scratch(store)
+    assert metrics.render(store) == _from_scratch(store)
+
+
+def test_two_reloads_between_scrapes_leave_nothing_of_the_checks_they_replaced() -> None:
+    """A check dropped by one reload and back with the next starts afresh: its last failure,
+    written before, is gone from the next scrape."""
+    store = Store()
+    store.configure(config.parse(ALTERNATIVES[0]))
+    store.record(_result("t0", Check.ROUNDTRIP, False, reason=Reason.DNS))
+    metrics.render(store)
+    store.configure(config.parse(ALTERNATIVES[1]))
+    store.configure(config.parse(ALTERNATIVES[0]))
+    text = metrics.render(store)
+    assert 'mailbox_probe_failed_info{target="t0",check="roundtrip"' not in text
+    assert text == _from_scratch(store)
 
 
 def test_a_reload_that_changes_nothing_keeps_what_was_written() -> None:

@@ -118,7 +118,7 @@ async def test_four_shards_of_ten_thousand_targets_probe_each_target_exactly_onc
                 break
             await asyncio.sleep(0.1)
         for replica in replicas:
-            exposition = replica.exposition().decode()
+            exposition = (await replica.exposition()).decode()
             probed.append(
                 set(re.findall(r'mailbox_probes_total\{target="([^"]+)",[^}]*\} 1\n', exposition))
             )

@@ -5,8 +5,9 @@
     jobSelector: 'job="mailbox-exporter"',
 
     // The label that names where an exporter probes from (office, a data centre, a cloud
-    // region): a target label added at scrape time, an external label, or the exporter's
-    // global.location (docs/alerting.md#locations). Without it, all exporters are one location.
+    // region): a target label added at scrape time, or an external label
+    // (docs/alerting.md#locations). Without it, all exporters are one location. The overview
+    // dashboard repeats a row for each of its values.
     locationLabel: 'location',
 
     // How many locations must see a target failing for an outage (capped at the number of

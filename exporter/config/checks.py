@@ -15,8 +15,9 @@ class CheckSpec:
     schedule: Schedule
     """The default interval and timeout."""
     reasons: frozenset[Reason]
-    """The reasons its probes can fail with: ``mailbox_probe_failures_total`` is written at 0
-    for each of them from the start, so that ``rate()`` sees its first failure."""
+    """The reasons its probes can fail with (docs/metrics.md, "Reasons by check"). Their
+    ``mailbox_probe_failures_total`` series appear at their first failure; the rules take
+    ``rate()`` only of ``mailbox_probes_failed_total``, present from the start."""
     login_of: str | None = None
     """For a login check: the transport whose fresh login it checks."""
 

@@ -2,23 +2,26 @@
 
 Every metric family is declared once, in :data:`FAMILIES`; both exposition writers take their
 names, types and help from there. Written directly rather than through prometheus_client's
-collector objects: at a thousand targets that is ten times faster, and a scrape holds the
-event loop for its whole length. For the same reason ``/metrics`` keeps the text of every
-target's checks between scrapes and writes again only what changed since the last one
-(:class:`_Exposition`): at ten thousand targets, a quarter of writing everything.
+collector objects: at a thousand targets that is ten times faster. ``/metrics`` keeps the text
+of every target's checks between scrapes and writes again only what changed since the last one
+(:class:`_Exposition`): at ten thousand targets, a quarter of writing everything. The web
+handler writes it in slices of :data:`SLICE_SECONDS` that give the event loop back between
+them (:func:`render_async`), so that a scrape, even the first of a full store, never holds up
+the probes for longer than a slice. No I/O happens during a scrape: it reads the store only.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal, Protocol
+from typing import Final, Literal, Protocol, cast
 
 from exporter import __version__
 from exporter.authres import RESULTS
-from exporter.config.checks import CHECKS
 from exporter.outcome import Check
 from exporter.result import ProbeResult
 from exporter.state import DELIVERY_BUCKETS, CheckState, Store, TargetState
@@ -47,7 +50,12 @@ FAMILIES: Final[dict[str, Family]] = {
         "probe_phase_duration_seconds",
     ),
     "mailbox_probes_total": Family("counter", "Probes completed."),
-    "mailbox_probe_failures_total": Family("counter", "Failed probes by reason."),
+    "mailbox_probes_failed_total": Family(
+        "counter", "Failed probes, whatever the reason; present from the start, at 0."
+    ),
+    "mailbox_probe_failures_total": Family(
+        "counter", "Failed probes by reason; a reason's series appears at its first failure."
+    ),
     "mailbox_probe_consecutive_failures": Family(
         "gauge", "Failed probes in a row, up to the last one (0 after a success)."
     ),
@@ -57,7 +65,9 @@ FAMILIES: Final[dict[str, Family]] = {
         "probe_failed_info",
     ),
     "mailbox_probe_last_success_timestamp_seconds": Family(
-        "gauge", "When the last successful probe ended."
+        "gauge",
+        "Present while the check fails, once a probe has succeeded: when the last successful "
+        "probe ended. While it succeeds, that is mailbox_probe_last_timestamp_seconds.",
     ),
     "mailbox_probe_last_timestamp_seconds": Family(
         "gauge", "When the last probe, successful or not, ended."
@@ -78,10 +88,9 @@ FAMILIES: Final[dict[str, Family]] = {
     "mailbox_on_demand_refused_total": Family(
         "counter",
         "On-demand probes (GET /probe) refused with 429 because one of the same target and "
-        "check ran too recently.",
+        "check ran too recently; appears at the first refusal.",
     ),
     "mailbox_probe_interval_seconds": Family("gauge", "Configured probe interval."),
-    "mailbox_probe_timeout_seconds": Family("gauge", "Configured probe timeout."),
     "mailbox_roundtrip_delivery_seconds": Family(
         "histogram",
         "Time from the server accepting a probe message to its arrival in the mailbox.",
@@ -101,7 +110,8 @@ FAMILIES: Final[dict[str, Family]] = {
     "mailbox_cleanup_lookalikes": Family(
         "gauge",
         "Messages carrying this exporter's probe id prefix whose id did not "
-        "verify, seen by the last successful round trip; left alone.",
+        "verify, seen by the last successful round trip; left alone. Present while there are "
+        "any.",
     ),
     "mailbox_authentication_result": Family(
         "gauge",
@@ -188,9 +198,15 @@ class _Writer:
 
     def text(self, always: tuple[str, ...] = (), columns: Sequence[list[str]] = ()) -> str:
         """Every family with samples, and those in ``always`` even without. ``columns`` holds
-        more text of each family, in the order of :data:`FAMILIES`: joined once, with the
-        rest, as the exposition can be tens of megabytes."""
-        parts: list[str] = []
+        more text of each family, in the order of :data:`FAMILIES`."""
+        return "".join(part for part in self.parts(always, columns) if part is not None)
+
+    def parts(
+        self, always: tuple[str, ...] = (), columns: Sequence[list[str]] = ()
+    ) -> Iterator[str | None]:
+        """The text of :meth:`text` in parts, and ``None`` between them where the writer may
+        yield: a column is joined :data:`_JOIN_BATCH` cells at a time, as the exposition can
+        be tens of megabytes."""
         for index, (family, lines) in enumerate(self.samples.items()):
             column = columns[index] if columns else ()
             if not lines and family not in always and not any(column):
@@ -199,10 +215,15 @@ class _Writer:
             kind = "gauge" if self.on_demand else spec.kind
             help_text = spec.help.replace("\\", r"\\").replace("\n", r"\n")
             name = self._name(family)
-            parts.append(f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n")
-            parts.extend(column)
-            parts.extend(lines)
-        return "".join(parts)
+            yield f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n"
+            for start in range(0, len(column), _JOIN_BATCH):
+                yield "".join(column[start : start + _JOIN_BATCH])
+                yield None
+            yield "".join(lines)
+
+
+_JOIN_BATCH: Final = 5000
+"""Cells of a column joined between two chances to yield: a few milliseconds' work."""
 
 
 def _number(value: float) -> str:
@@ -269,43 +290,39 @@ Fragments = tuple[tuple[int, str], ...]
 
 @dataclass
 class _CheckText:
-    """A check's text, and what it was written from. Its settings and failure counters change
-    far less often than its last result: they are written again only when they change."""
+    """A check's text, and what it was written from. Its interval and its counters by reason
+    change far less often than its last result: they are written again only when they change."""
 
     state: CheckState
     version: int = -1
-    settings: tuple[float, float] = (math.nan, math.nan)
-    settings_text: Fragments = ()
+    interval: float = math.nan
+    interval_text: Fragments = ()
     counts: tuple[int, int] = (-1, -1)
     counts_text: Fragments = ()
     fragments: Fragments = ()
 
 
-def _check_text(tc: str, check: Check, state: CheckState, kept: _CheckText) -> None:
+def _check_text(tc: str, state: CheckState, kept: _CheckText) -> None:
     """Write again what changed of one check of a target; ``tc`` is its written labels."""
-    settings = (state.interval, state.timeout)
-    if settings != kept.settings:
+    if state.interval != kept.interval:
         out = _TargetWriter()
         out.add("mailbox_probe_interval_seconds", tc, state.interval)
-        out.add("mailbox_probe_timeout_seconds", tc, state.timeout)
-        kept.settings, kept.settings_text = settings, out.fragments()
-    failed = sum(state.failures.values())
-    counts = (failed, state.on_demand_refused)
+        kept.interval, kept.interval_text = state.interval, out.fragments()
+    counts = (state.failed, state.on_demand_refused)
     if counts != kept.counts:
+        # Written from their first increment: mailbox_probes_failed_total, present from the
+        # start, is the one for rate(); these say why, and no rule takes rate() of them.
         out = _TargetWriter()
-        out.add("mailbox_on_demand_refused_total", tc, state.on_demand_refused)
-        possible = CHECKS[check].reasons
+        if state.on_demand_refused:
+            out.add("mailbox_on_demand_refused_total", tc, state.on_demand_refused)
         for reason, count in state.failures.items():
-            # The reasons the check can fail with are written from the start; another one
-            # (none is expected) appears once counted rather than being lost.
-            if reason in possible or count:
+            if count:
                 out.add("mailbox_probe_failures_total", f'{tc},reason="{reason.value}"', count)
         kept.counts, kept.counts_text = counts, out.fragments()
     out = _TargetWriter()
     add = out.add
     add("mailbox_probes_total", tc, state.probes)
-    if state.last_success is not None:
-        add("mailbox_probe_last_success_timestamp_seconds", tc, state.last_success)
+    add("mailbox_probes_failed_total", tc, state.failed)
     last = state.last
     if last is not None:
         _result_samples(out, tc, last)
@@ -313,6 +330,9 @@ def _check_text(tc: str, check: Check, state: CheckState, kept: _CheckText) -> N
         add("mailbox_probe_last_timestamp_seconds", tc, last.ended)
         if not last.success and state.since is not None:
             add("mailbox_probe_failing_since_timestamp_seconds", tc, state.since)
+        if not last.success and state.last_success is not None:
+            # While the check succeeds it would repeat mailbox_probe_last_timestamp_seconds.
+            add("mailbox_probe_last_success_timestamp_seconds", tc, state.last_success)
         if last.found.backoff_since is not None:
             add("mailbox_login_backoff_since_timestamp_seconds", tc, last.found.backoff_since)
         if last.found.backoff_until is not None:
@@ -321,7 +341,7 @@ def _check_text(tc: str, check: Check, state: CheckState, kept: _CheckText) -> N
                 tc,
                 last.found.backoff_until,
             )
-    kept.fragments = kept.settings_text + kept.counts_text + out.fragments()
+    kept.fragments = kept.interval_text + kept.counts_text + out.fragments()
     kept.version = state.version
 
 
@@ -357,27 +377,36 @@ class _Exposition:
         """The store's targets when the cells were laid out (a reload replaces the dict)."""
         self.rendered: dict[str, _Rendered] = {}
         self.columns: list[list[str]] = []
+        self.lock = asyncio.Lock()
+        """Held by the scrape being written (:func:`render_async`)."""
 
-    def lay_out(self, targets: dict[str, TargetState]) -> None:
-        """Cells for every part of the targets, in their order; parts unchanged are kept."""
+    def lay_out(self, targets: dict[str, TargetState]) -> Iterator[None]:
+        """Cells for every part of the targets, in their order; parts unchanged are kept.
+        Yields between batches of targets; the layout is the page's once it has finished
+        (:attr:`targets`), so one left unfinished is done again by the next scrape."""
         slot = 0
         rendered: dict[str, _Rendered] = {}
-        for name, target in targets.items():
+        for count, (name, target) in enumerate(targets.items(), 1):
             kept = self.rendered.get(name)
             if kept is None or kept.state is not target:
                 kept = _Rendered(target)
             kept.slot = slot
             slot += len(target.checks) + _TARGET_PARTS
             rendered[name] = kept
-        self.targets, self.rendered = targets, rendered
-        self.columns = [[""] * slot for _ in FAMILIES]
-        for kept in rendered.values():
+            if count % _LAYOUT_BATCH == 0:
+                yield
+        columns = [[""] * slot for _ in FAMILIES]
+        for count, kept in enumerate(rendered.values(), 1):
             if list(kept.checks) != list(kept.state.checks):
                 # The checks changed: the target is written again, at its new cells.
                 kept.checks, kept.roundtrip, kept.own, kept.version = {}, (), (), -1
             parts = [text.fragments for text in kept.checks.values()]
             for offset, fragments in enumerate([*parts, kept.roundtrip, kept.own]):
-                self.place(kept.slot + offset, (), fragments)
+                for index, text in fragments:
+                    columns[index][kept.slot + offset] = text
+            if count % _LAYOUT_BATCH == 0:
+                yield
+        self.targets, self.rendered, self.columns = targets, rendered, columns
 
     def place(self, slot: int, old: Fragments, new: Fragments) -> None:
         """Put a part's new text in its cells, emptying those it no longer has."""
@@ -390,6 +419,8 @@ class _Exposition:
 
 _TARGET_PARTS: Final = 2
 """Parts of a target besides its checks: the round trip's counters, and the rest."""
+_LAYOUT_BATCH: Final = 500
+"""Targets laid out between two chances to yield: about a millisecond's work."""
 _INDEX: Final = {name: index for index, name in enumerate(FAMILIES)}
 _EXPOSITIONS: Final[weakref.WeakKeyDictionary[Store, _Exposition]] = weakref.WeakKeyDictionary()
 _BOUNDS: Final = tuple(f',le="{float(bound)}"' for bound in DELIVERY_BUCKETS)
@@ -425,7 +456,7 @@ def _roundtrip_fragments(t: str, target: TargetState) -> Fragments:
     add("mailbox_roundtrip_bounces_total", t, target.bounces)
     add("mailbox_cleanup_deleted_total", t, target.cleanup_deleted)
     add("mailbox_cleanup_failures_total", t, target.cleanup_failures)
-    if target.lookalikes is not None:
+    if target.lookalikes:
         add("mailbox_cleanup_lookalikes", t, target.lookalikes)
     return out.fragments()
 
@@ -467,11 +498,13 @@ def _update(
     checks = {}
     for offset, (check, state) in enumerate(target.checks.items()):
         text = kept.checks.get(check)
+        old = () if text is None else text.fragments
         if text is None or text.state is not state:
+            # A reload replaced the check's state (two reloads since the last scrape can
+            # leave the same checks): its cells still hold the text of the old one.
             text = _CheckText(state)
         if text.version != state.version:
-            old = text.fragments
-            _check_text(f'{t},check="{check.value}"', check, state, text)
+            _check_text(f'{t},check="{check.value}"', state, text)
             page.place(kept.slot + offset, old, text.fragments)
         checks[check] = text
     kept.checks = checks
@@ -501,24 +534,84 @@ def _update(
     kept.version, kept.info_names = target.version, info
 
 
+SLICE_SECONDS: Final = 0.01
+"""The longest :func:`render_async` writes before giving the event loop back: a probe due
+during a scrape starts at most about this late per slice."""
+
+
 def render(store: Store) -> str:
-    """The store in the Prometheus text format. Only what changed since the last call is
-    written again; label values are escaped once per target."""
-    out = _Writer()
-    add = out.add
+    """The store in the Prometheus text format, at once. Only what changed since the last
+    call is written again; label values are escaped once per target."""
+    steps = _render(store)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return "".join(cast(list[str], done.value))
+
+
+async def render_async(store: Store) -> list[bytes]:
+    """What :func:`render` writes, encoded, in chunks to be joined: written in slices of
+    :data:`SLICE_SECONDS` with the event loop free between them. One scrape of a store at a
+    time: a second waits for the first, then writes only what changed meanwhile."""
+    page = _page(store)
+    async with page.lock:
+        steps = _render(store)
+        began = time.perf_counter()
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                parts = cast(list[str], done.value)
+                break
+            if time.perf_counter() - began >= SLICE_SECONDS:
+                await asyncio.sleep(0)
+                began = time.perf_counter()
+        chunks: list[bytes] = []
+        for part in parts:
+            chunks.append(part.encode())
+            if time.perf_counter() - began >= SLICE_SECONDS:
+                await asyncio.sleep(0)
+                began = time.perf_counter()
+        return chunks
+
+
+def _page(store: Store) -> _Exposition:
     page = _EXPOSITIONS.get(store)
     if page is None:
         page = _EXPOSITIONS[store] = _Exposition()
-    if page.targets is not store.targets:
-        page.lay_out(store.targets)
-    names = {name for state in store.targets.values() for name in state.labels}
-    info = next(iter(page.rendered.values())).info_names if page.rendered else ()
-    if set(info) != names:
-        info = tuple(sorted(names))
-    # While the names stay, every target holds this same tuple and compares it by identity.
-    rendered = page.rendered
-    for name, target in store.targets.items():
-        _update(page, rendered[name], name, target, info)
+    return page
+
+
+def _render(store: Store) -> Generator[None, None, list[str]]:
+    """The steps of a render, ending with its text in parts: it yields between targets and
+    between parts of the text, where the caller may let other work run. That work can record
+    results (those of targets already written wait for the next scrape) or reload the
+    configuration: a reload replaces the store's targets, and the targets are then laid out
+    and written again, as a reload changes which cells each target has."""
+    page = _page(store)
+    while True:
+        targets = store.targets
+        if page.targets is not targets:
+            yield from page.lay_out(targets)
+            if store.targets is not targets:
+                continue
+        names = {name for state in targets.values() for name in state.labels}
+        info = next(iter(page.rendered.values())).info_names if page.rendered else ()
+        if set(info) != names:
+            info = tuple(sorted(names))
+        # While the names stay, every target holds this same tuple and compares it by identity.
+        rendered = page.rendered
+        for name, target in targets.items():
+            yield
+            if store.targets is not targets:
+                break
+            _update(page, rendered[name], name, target, info)
+        else:
+            break
+
+    out = _Writer()
+    add = out.add
 
     for provider, status in store.providers.items():
         p = _label("provider", provider)
@@ -552,14 +645,16 @@ def render(store: Store) -> str:
         )
     add("mailbox_exporter_probe_key_persistent", "", 1 if store.probe_key_persistent else 0)
     watched = bool(store.providers)
-    return out.text(
-        always=tuple(
-            n
-            for n in FAMILIES
-            if n != _RELOAD_TS and (watched or not n.startswith(_PROVIDER_STATUS))
-        ),
-        columns=page.columns,
+    parts: list[str] = []
+    always = tuple(
+        n for n in FAMILIES if n != _RELOAD_TS and (watched or not n.startswith(_PROVIDER_STATUS))
     )
+    for part in out.parts(always, page.columns):
+        if part is None:
+            yield
+        else:
+            parts.append(part)
+    return parts
 
 
 _RELOAD_TS: Final = "mailbox_exporter_config_last_reload_success_timestamp_seconds"

@@ -33,7 +33,7 @@ READY = web.AppKey("ready", dict[str, bool])
 
 
 def create_app(
-    exposition: Callable[[], bytes],
+    exposition: Callable[[], Awaitable[bytes]],
     reload: Reload,
     probe_now: ProbeNow,
     snapshot: Callable[[], dict[str, Any]],
@@ -48,7 +48,7 @@ def create_app(
         return web.json_response(snapshot())
 
     async def metrics(_: web.Request) -> web.Response:
-        response = web.Response(body=exposition())
+        response = web.Response(body=await exposition())
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
 

@@ -29,7 +29,7 @@ local yaml = import '../lib/yaml.libsonnet';
               labels, so an alert keeps its identity while they change.
             ||| % { span: $._config.failingForSeconds, outage: $._config.outageLocations, label: $._config.locationLabel },
             alert: 'MailboxLoginFailing',
-            expr: where.page('{check=~"(smtp|imap|pop3|graph|gmail)_login"}', '{reason=~"auth_rejected|auth_temporary|oauth_token"}'),
+            expr: where.page('{check=~".+_login"}', '{reason=~"auth_rejected|auth_temporary|oauth_token"}'),
             labels: { severity: 'critical' },
             annotations: {
               summary: 'Logins fail on {{ $labels.target }} ({{ $labels.check }}) while the server answers',
@@ -42,7 +42,7 @@ local yaml = import '../lib/yaml.libsonnet';
           },
           {
             alert: 'MailboxServerUnreachable',
-            expr: where.page('{check=~"(smtp|imap|pop3|graph|gmail)_login"}', '{reason!~"auth_rejected|auth_temporary|oauth_token"}'),
+            expr: where.page('{check=~".+_login"}', '{reason!~"auth_rejected|auth_temporary|oauth_token"}'),
             labels: { severity: 'critical' },
             annotations: {
               summary: '{{ $labels.check }} server of {{ $labels.target }} cannot be used',
@@ -82,8 +82,8 @@ local yaml = import '../lib/yaml.libsonnet';
                 )
                 and on (job, instance, <location>, target, protocol)
                 label_replace(
-                  mailbox_probe_success{check=~"(smtp|imap|pop3|graph|gmail)_login"},
-                  "protocol", "$1", "check", "(smtp|imap|pop3|graph|gmail)_login"
+                  mailbox_probe_success{check=~".+_login"},
+                  "protocol", "$1", "check", "(.+)_login"
                 )
               )
             |||)),
@@ -407,10 +407,14 @@ local yaml = import '../lib/yaml.libsonnet';
         name: 'mailbox-exporter',
         rules: [
           {
+            comment:: |||
+              Four intervals: three, and one more for the probe's own timeout, which is never
+              longer than its interval.
+            |||,
             alert: 'MailboxProbesStale',
             expr: |||
               time() - mailbox_probe_last_timestamp_seconds
-                > 3 * mailbox_probe_interval_seconds + mailbox_probe_timeout_seconds
+                > 4 * mailbox_probe_interval_seconds
             |||,
             'for': $._config.forDurations.MailboxProbesStale,
             labels: { severity: 'warning' },
@@ -419,7 +423,7 @@ local yaml = import '../lib/yaml.libsonnet';
               runbook_url: 'docs/runbook.md#mailboxprobesstale',
             } + yaml.folded(|||
               The last {{ $labels.check }} probe of target {{ $labels.target }} finished
-              {{ $value | humanizeDuration }} ago, more than three intervals: its results on
+              {{ $value | humanizeDuration }} ago, more than four intervals: its results on
               dashboards and alerts are stale.
             |||),
           },

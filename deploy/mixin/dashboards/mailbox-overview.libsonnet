@@ -1,5 +1,7 @@
 // The mailbox-overview dashboard.
 function(config) {
+  // A row per location, below the row "Locations" (which ends at y 94).
+  local locationRows = (import 'location-rows.libsonnet')(config, 94),
   __requires: [
     {
       type: 'grafana',
@@ -153,7 +155,7 @@ function(config) {
       type: 'stat',
       id: 3,
       title: 'Stale checks',
-      description: 'Checks with no finished probe for three intervals plus a timeout, the condition of the MailboxProbesStale alert: their other panels show old results.',
+      description: 'Checks with no finished probe for four intervals, the condition of the MailboxProbesStale alert: their other panels show old results.',
       datasource: {
         type: 'prometheus',
         uid: '${datasource}',
@@ -209,7 +211,7 @@ function(config) {
             uid: '${datasource}',
           },
           editorMode: 'code',
-          expr: 'sum((time() - mailbox_probe_last_timestamp_seconds{job=~"$job", instance=~"$instance", target=~"$target"}) > bool (3 * mailbox_probe_interval_seconds{job=~"$job", instance=~"$instance", target=~"$target"} + mailbox_probe_timeout_seconds{job=~"$job", instance=~"$instance", target=~"$target"}))',
+          expr: 'sum((time() - mailbox_probe_last_timestamp_seconds{job=~"$job", instance=~"$instance", target=~"$target"}) > bool (4 * mailbox_probe_interval_seconds{job=~"$job", instance=~"$instance", target=~"$target"}))',
           legendFormat: 'stale',
           range: false,
           instant: true,
@@ -742,7 +744,7 @@ function(config) {
             uid: '${datasource}',
           },
           editorMode: 'code',
-          expr: '1 - sum by (job, instance, target, check) (increase(mailbox_probe_failures_total{job=~"$job", instance=~"$instance", target=~"$target"}[$__rate_interval]))\n/ sum by (job, instance, target, check) (increase(mailbox_probes_total{job=~"$job", instance=~"$instance", target=~"$target"}[$__rate_interval]))',
+          expr: '1 - sum by (job, instance, target, check) (increase(mailbox_probes_failed_total{job=~"$job", instance=~"$instance", target=~"$target"}[$__rate_interval]))\n/ sum by (job, instance, target, check) (increase(mailbox_probes_total{job=~"$job", instance=~"$instance", target=~"$target"}[$__rate_interval]))',
           legendFormat: '{{target}} / {{check}}',
           range: true,
           instant: false,
@@ -1239,7 +1241,7 @@ function(config) {
       type: 'timeseries',
       id: 15,
       title: 'Failures by reason',
-      description: 'Failed probes per target, check and reason in each interval (mailbox_probe_failures_total); reasons with no failures are left out.',
+      description: 'Failed probes per target, check and reason in each interval (mailbox_probe_failures_total); reasons with no failures are left out. The series of a reason begins at its first failure, which the interval where it appears does not count.',
       datasource: {
         type: 'prometheus',
         uid: '${datasource}',
@@ -1677,7 +1679,7 @@ function(config) {
       type: 'state-timeline',
       id: 19,
       title: 'Login checks',
-      description: 'Outcome of the login checks (smtp_login, imap_login, pop3_login, graph_login, gmail_login): fresh sessions that connect, negotiate TLS and authenticate; for the mail APIs, a token and a read of the mailbox.',
+      description: 'Outcome of the login checks (smtp_login, imap_login and every other check named *_login): fresh sessions that connect, negotiate TLS and authenticate; for the mail APIs, a token and a read of the mailbox.',
       datasource: {
         type: 'prometheus',
         uid: '${datasource}',
@@ -1758,7 +1760,7 @@ function(config) {
             uid: '${datasource}',
           },
           editorMode: 'code',
-          expr: 'mailbox_probe_success{check=~"smtp_login|imap_login|pop3_login|graph_login|gmail_login", job=~"$job", instance=~"$instance", target=~"$target"}',
+          expr: 'mailbox_probe_success{check=~".+_login", job=~"$job", instance=~"$instance", target=~"$target"}',
           legendFormat: '{{target}} / {{check}}',
           range: true,
           instant: false,
@@ -1771,7 +1773,7 @@ function(config) {
       type: 'timeseries',
       id: 20,
       title: 'Login duration',
-      description: 'Duration of the last login probe (smtp_login, imap_login, pop3_login, graph_login, gmail_login), from connect to QUIT or LOGOUT (for the APIs: token and mailbox read).',
+      description: 'Duration of the last login probe (every check named *_login), from connect to QUIT or LOGOUT (for the APIs: token and mailbox read).',
       datasource: {
         type: 'prometheus',
         uid: '${datasource}',
@@ -1850,7 +1852,7 @@ function(config) {
             uid: '${datasource}',
           },
           editorMode: 'code',
-          expr: 'mailbox_probe_duration_seconds{check=~"smtp_login|imap_login|pop3_login|graph_login|gmail_login", job=~"$job", instance=~"$instance", target=~"$target"}',
+          expr: 'mailbox_probe_duration_seconds{check=~".+_login", job=~"$job", instance=~"$instance", target=~"$target"}',
           legendFormat: '{{target}} / {{check}}',
           range: true,
           instant: false,
@@ -1942,7 +1944,7 @@ function(config) {
             uid: '${datasource}',
           },
           editorMode: 'code',
-          expr: 'mailbox_probe_phase_duration_seconds{check=~"smtp_login|imap_login|pop3_login|graph_login|gmail_login", phase=~"smtp_auth|imap_auth|pop3_auth|graph_auth|gmail_auth", job=~"$job", instance=~"$instance", target=~"$target"}',
+          expr: 'mailbox_probe_phase_duration_seconds{check=~".+_login", phase=~".+_auth", job=~"$job", instance=~"$instance", target=~"$target"}',
           legendFormat: '{{target}} / {{check}}',
           range: true,
           instant: false,
@@ -2133,7 +2135,7 @@ function(config) {
       type: 'timeseries',
       id: 26,
       title: 'Probe age in intervals',
-      description: 'Time since the last probe of each check finished, divided by its configured interval (mailbox_probe_last_timestamp_seconds, mailbox_probe_interval_seconds). Around 1 is normal; MailboxProbesStale fires above 3 intervals plus a timeout.',
+      description: 'Time since the last probe of each check finished, divided by its configured interval (mailbox_probe_last_timestamp_seconds, mailbox_probe_interval_seconds). Around 1 is normal; MailboxProbesStale fires above 4 intervals.',
       datasource: {
         type: 'prometheus',
         uid: '${datasource}',
@@ -2865,7 +2867,7 @@ function(config) {
         },
       ],
     },
-  ],
+  ] + locationRows.panels,
   refresh: config.dashboardRefresh,
   schemaVersion: 39,
   tags: [
@@ -2976,7 +2978,7 @@ function(config) {
         options: [],
         hide: 0,
       },
-    ],
+    ] + [locationRows.variable],
   },
   time: {
     from: 'now-6h',

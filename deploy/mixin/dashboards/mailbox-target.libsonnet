@@ -227,7 +227,7 @@ function(config) {
       type: 'stat',
       id: 4,
       title: 'Time since last success',
-      description: 'How long ago the last successful probe of each check ended (mailbox_probe_last_success_timestamp_seconds). No value: no probe has succeeded since the exporter started.',
+      description: 'How long ago the last successful probe of each check ended: while the check fails, mailbox_probe_last_success_timestamp_seconds; while it succeeds, its last probe (mailbox_probe_last_timestamp_seconds). No value: no probe has succeeded since the exporter started.',
       datasource: {
         type: 'prometheus',
         uid: '${datasource}',
@@ -279,7 +279,7 @@ function(config) {
             uid: '${datasource}',
           },
           editorMode: 'code',
-          expr: 'time() - mailbox_probe_last_success_timestamp_seconds{job=~"$job", instance=~"$instance", target=~"$target"}',
+          expr: 'time() - (\n  mailbox_probe_last_success_timestamp_seconds{job=~"$job", instance=~"$instance", target=~"$target"}\n  or (mailbox_probe_last_timestamp_seconds{job=~"$job", instance=~"$instance", target=~"$target"} and mailbox_probe_success{job=~"$job", instance=~"$instance", target=~"$target"} == 1)\n)',
           legendFormat: '{{check}}',
           range: false,
           instant: true,
@@ -555,7 +555,7 @@ function(config) {
             uid: '${datasource}',
           },
           editorMode: 'code',
-          expr: 'mailbox_probe_phase_duration_seconds{check=~"smtp_login|imap_login|pop3_login|graph_login|gmail_login", job=~"$job", instance=~"$instance", target=~"$target"}',
+          expr: 'mailbox_probe_phase_duration_seconds{check=~".+_login", job=~"$job", instance=~"$instance", target=~"$target"}',
           legendFormat: '{{check}} {{phase}}',
           range: true,
           instant: false,
@@ -568,7 +568,7 @@ function(config) {
       type: 'timeseries',
       id: 9,
       title: 'Probe duration',
-      description: 'Duration of the last probe of each check (mailbox_probe_duration_seconds), with the configured timeout (dashed) for comparison.',
+      description: 'Duration of the last probe of each check (mailbox_probe_duration_seconds), with the configured interval (dashed), which its timeout never exceeds, for comparison.',
       datasource: {
         type: 'prometheus',
         uid: '${datasource}',
@@ -627,7 +627,7 @@ function(config) {
           {
             matcher: {
               id: 'byRegexp',
-              options: '.* timeout',
+              options: '.* interval',
             },
             properties: [
               {
@@ -683,8 +683,8 @@ function(config) {
             uid: '${datasource}',
           },
           editorMode: 'code',
-          expr: 'mailbox_probe_timeout_seconds{job=~"$job", instance=~"$instance", target=~"$target"}',
-          legendFormat: '{{check}} timeout',
+          expr: 'mailbox_probe_interval_seconds{job=~"$job", instance=~"$instance", target=~"$target"}',
+          legendFormat: '{{check}} interval',
           range: true,
           instant: false,
           format: 'time_series',
@@ -937,7 +937,7 @@ function(config) {
       type: 'timeseries',
       id: 13,
       title: 'Failures by reason',
-      description: 'Failed probes per check and reason in each interval (mailbox_probe_failures_total); reasons with no failures are left out.',
+      description: 'Failed probes per check and reason in each interval (mailbox_probe_failures_total); reasons with no failures are left out. The series of a reason begins at its first failure, which the interval where it appears does not count.',
       datasource: {
         type: 'prometheus',
         uid: '${datasource}',

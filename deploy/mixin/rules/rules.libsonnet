@@ -116,11 +116,13 @@ local everywhere(window, factor) =
           },
           {
             comment:: |||
-              The share of round trips failing over each window the burn-rate alerts use.
+              The share of round trips failing over each window the burn-rate alerts use. Read
+              from mailbox_probes_failed_total, present at 0 from the start: the counters by reason
+              appear at their first failure, which rate() and increase() would not see.
             |||,
             record: 'mailbox:roundtrip_error_ratio:rate5m',
             expr: |||
-              sum by (job, instance, %(location)s, target) (rate(mailbox_probe_failures_total{check="roundtrip"}[5m]))
+              sum by (job, instance, %(location)s, target) (rate(mailbox_probes_failed_total{check="roundtrip"}[5m]))
               /
               sum by (job, instance, %(location)s, target) (rate(mailbox_probes_total{check="roundtrip"}[5m]))
             ||| % { location: $._config.locationLabel },
@@ -128,7 +130,7 @@ local everywhere(window, factor) =
           {
             record: 'mailbox:roundtrip_error_ratio:rate30m',
             expr: |||
-              sum by (job, instance, %(location)s, target) (rate(mailbox_probe_failures_total{check="roundtrip"}[30m]))
+              sum by (job, instance, %(location)s, target) (rate(mailbox_probes_failed_total{check="roundtrip"}[30m]))
               /
               sum by (job, instance, %(location)s, target) (rate(mailbox_probes_total{check="roundtrip"}[30m]))
             ||| % { location: $._config.locationLabel },
@@ -136,7 +138,7 @@ local everywhere(window, factor) =
           {
             record: 'mailbox:roundtrip_error_ratio:rate1h',
             expr: |||
-              sum by (job, instance, %(location)s, target) (rate(mailbox_probe_failures_total{check="roundtrip"}[1h]))
+              sum by (job, instance, %(location)s, target) (rate(mailbox_probes_failed_total{check="roundtrip"}[1h]))
               /
               sum by (job, instance, %(location)s, target) (rate(mailbox_probes_total{check="roundtrip"}[1h]))
             ||| % { location: $._config.locationLabel },
@@ -144,7 +146,7 @@ local everywhere(window, factor) =
           {
             record: 'mailbox:roundtrip_error_ratio:rate6h',
             expr: |||
-              sum by (job, instance, %(location)s, target) (rate(mailbox_probe_failures_total{check="roundtrip"}[6h]))
+              sum by (job, instance, %(location)s, target) (rate(mailbox_probes_failed_total{check="roundtrip"}[6h]))
               /
               sum by (job, instance, %(location)s, target) (rate(mailbox_probes_total{check="roundtrip"}[6h]))
             ||| % { location: $._config.locationLabel },
@@ -152,7 +154,7 @@ local everywhere(window, factor) =
           {
             record: 'mailbox:roundtrip_error_ratio:rate3d',
             expr: |||
-              sum by (job, instance, %(location)s, target) (rate(mailbox_probe_failures_total{check="roundtrip"}[3d]))
+              sum by (job, instance, %(location)s, target) (rate(mailbox_probes_failed_total{check="roundtrip"}[3d]))
               /
               sum by (job, instance, %(location)s, target) (rate(mailbox_probes_total{check="roundtrip"}[3d]))
             ||| % { location: $._config.locationLabel },
@@ -164,7 +166,7 @@ local everywhere(window, factor) =
             record: 'mailbox:roundtrip_availability:ratio_rate30d',
             expr: |||
               1 - (
-                sum by (job, instance, %(location)s, target) (increase(mailbox_probe_failures_total{check="roundtrip"}[30d]))
+                sum by (job, instance, %(location)s, target) (increase(mailbox_probes_failed_total{check="roundtrip"}[30d]))
                 /
                 sum by (job, instance, %(location)s, target) (increase(mailbox_probes_total{check="roundtrip"}[30d]))
               )
