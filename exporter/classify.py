@@ -468,6 +468,11 @@ _EWS_UNAVAILABLE = frozenset(
         "errorconnectionfailed",
     }
 )
+# EWS ResponseCodes of a request the server cannot read: invalid against the schema, or of a
+# schema version it does not speak (Exchange 2010 and older); SOAP faults, sent as HTTP 500.
+_EWS_REQUEST_REFUSED = frozenset(
+    {"errorschemavalidation", "errorinvalidserverversion", "errorinvalidrequest"}
+)
 # Graph: the mailbox is not there (unknown user: ErrorInvalidUser; unlicensed, on-premises,
 # soft-deleted) or full; Gmail API: "Mail service not enabled" (failedPrecondition).
 _HTTP_MAILBOX = frozenset(
@@ -524,6 +529,11 @@ _HTTP_RULES: Final[tuple[tuple[Callable[[_Http], bool], Reason], ...]] = (
         lambda r: r.error in _HTTP_MAILBOX or r.status == HTTP_INSUFFICIENT_STORAGE,
         Reason.MAILBOX_UNAVAILABLE,
     ),
+    # Access refused by its own code, whatever the status: EWS refuses impersonation with a
+    # SOAP fault, which SOAP 1.1 sends as HTTP 500.
+    (lambda r: r.error in _HTTP_ACCESS_DENIED, Reason.AUTH_REJECTED),
+    # EWS refusing the request itself (a SOAP fault, HTTP 500): not the service failing.
+    (lambda r: r.error in _EWS_REQUEST_REFUSED, Reason.PROTOCOL_ERROR),
     # The service: 500, 502, 503, 504 (Gmail backendError, Graph ServiceUnavailable).
     # EWS: ErrorMailboxStoreUnavailable and its kin, in a response message (HTTP 200).
     (lambda r: r.status in HTTP_SERVER_ERRORS or r.error in _EWS_UNAVAILABLE, Reason.UNAVAILABLE),

@@ -16,12 +16,14 @@ import socket
 import ssl
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import spnego
 import trustme
+from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -35,9 +37,11 @@ from exporter.config import ConfigError, Target, parse
 from exporter.config.sections.ews import EwsConfig
 from exporter.message import PROBE_HEADER
 from exporter.outcome import Check, Phase, ProbeFailure, Reason
+from exporter.probes import roundtrip
 from exporter.probes.context import ProbeContext
 from exporter.serve import metrics, ondemand
 from exporter.trace import Trace
+from exporter.transports import ProbeMessage
 from exporter.transports import ews as transport
 from testing.mailstack import MailStack, MailUser
 from testing.simulators._base import build_message
@@ -188,6 +192,63 @@ async def test_send_only_keeps_no_copy(ews: EwsSimulator, context: ProbeContext)
     assert ews.items(probe_target.mail_to) == []
 
 
+def _sent_elsewhere(sim: EwsSimulator, context: ProbeContext) -> tuple[EwsConfig, ProbeMessage]:
+    """A sending section and a probe to another mailbox (its copy in Sent Items is the
+    sender's to delete)."""
+    probe_target = ews_target(sim)
+    _, _, elsewhere = account(sim)
+    probe_id = fixed_ids(context).new(probe_target.name)
+    return ews_section(probe_target), roundtrip.compose(
+        replace(probe_target, mail_to=elsewhere), probe_id
+    )
+
+
+async def test_the_sent_copy_is_deleted_by_its_exact_message_id_only(
+    ews: EwsSimulator, context: ProbeContext
+) -> None:
+    """A stranger's item in Sent Items whose Message-ID differs from the probe's only in case
+    matches the search (the simulator compares strings as the store's collation does) and
+    stays; the probe's own copy goes."""
+    sending, probe = _sent_elsewhere(ews, context)
+    own = dict(probe.headers)["Message-ID"]
+    stranger = ews.put(
+        sending.username,
+        build_message(
+            sender=sending.username,
+            to=f"someone@{DOMAIN}",
+            subject="a stranger's message",
+            date=datetime.now(UTC),
+            message_id=own.upper(),
+            headers=[],
+            body="hello",
+        ),
+        "sentitems",
+    )
+    trace = Trace(deadline=time.monotonic() + 10)
+    await transport.EwsSender(sending, trace, context.tokens).send(probe)
+    assert [item.id for item in ews.items(sending.username, "sentitems")] == [stranger.id]
+    assert not trace.found.cleanup_failed
+
+
+async def test_a_probe_without_its_message_id_is_not_sent(
+    ews: EwsSimulator, context: ProbeContext
+) -> None:
+    """Its copy could not be told from any other item: nothing is sent, nothing deleted."""
+    sending, probe = _sent_elsewhere(ews, context)
+    stranger = ews.put(
+        sending.username,
+        b"From: someone@exchange.example\r\nSubject: no Message-ID\r\n\r\nhello\r\n",
+        "sentitems",
+    )
+    ews.clear_requests()
+    headless = replace(probe, headers=tuple(h for h in probe.headers if h[0] != "Message-ID"))
+    trace = Trace(deadline=time.monotonic() + 10)
+    with pytest.raises(ValueError, match="Message-ID"):
+        await transport.EwsSender(sending, trace, context.tokens).send(headless)
+    assert ews.requests == []
+    assert [item.id for item in ews.items(sending.username)] == [stranger.id]
+
+
 async def test_login_check_reads_the_inbox(ews: EwsSimulator, context: ProbeContext) -> None:
     probe_target = ews_target(ews)
     result = await probes.run(probe_target, Check.EWS_LOGIN, context)
@@ -299,6 +360,26 @@ async def test_a_real_bounce_in_the_inbox_fails_the_probe_and_is_deleted(
     assert "5.1.1" in result.detail
     assert result.found.bounces == 1
     assert ews.items(address) == []
+
+
+async def test_a_report_too_large_to_read_is_skipped(
+    ews: EwsSimulator, context: ProbeContext
+) -> None:
+    """A stranger's report returning a 3.5 MB message (its MIME over MAX_ANSWER once in
+    base64) arrived just before: it is skipped and left, and the probe succeeds."""
+    probe_target = ews_target(ews, extra="      send_mode: send_only\n")
+    address = probe_target.mail_to
+    returned = b"x" * (transport.MAX_ANSWER * 5 // 6)
+    large = ews.put(
+        address,
+        b"From: postmaster@exchange.example\r\nSubject: Undeliverable: holiday photos\r\n"
+        b"Message-ID: <ndr-large@exchange.example>\r\n\r\n" + returned,
+        item_class="REPORT.IPM.Note.NDR",
+    )
+    with ews.reading(delivery_delay=roundtrip.EXTRA_LOOKS + 0.5):  # reports are looked for
+        result = await probes.run(probe_target, Check.ROUNDTRIP, context)
+    assert result.success, result
+    assert [item.id for item in ews.items(address)] == [large.id]
 
 
 async def test_a_relay_refusal_comes_back_as_exchanges_own_report(
@@ -439,6 +520,50 @@ async def test_a_server_that_is_down_is_connect_refused(context: ProbeContext) -
     ).targets[0]
     result = await probes.run(probe_target, Check.EWS_LOGIN, context)
     assert (result.reason, result.phase) == (Reason.CONNECT_REFUSED, Phase.EWS_AUTH), result
+
+
+async def test_a_redirect_is_not_followed_and_names_where_it_points(
+    context: ProbeContext,
+) -> None:
+    """A front end sending EWS to a sign-in page: the POST is not repeated as a GET there;
+    the detail names the page, not its query."""
+    seen: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(request.method)
+        raise web.HTTPFound(f"http://127.0.0.1:{port}/owa/auth/logon.aspx?url=Query-Text-31")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    port = listening.getsockname()[1]
+    await web.SockSite(runner, listening).start()
+    try:
+        probe_target = parse(
+            "targets:\n  - name: t\n    ews:\n"
+            f"      url: http://127.0.0.1:{port}/EWS/Exchange.asmx\n      mailbox: a@{DOMAIN}\n"
+            "      auth: basic\n      username: 'CORP\\a'\n      password: x\n"
+        ).targets[0]
+        result = await probes.run(probe_target, Check.EWS_LOGIN, context)
+    finally:
+        await runner.cleanup()
+    assert (result.reason, result.phase) == (Reason.PROTOCOL_ERROR, Phase.EWS_AUTH), result
+    assert f"a redirect to http://127.0.0.1:{port}/owa/auth/logon.aspx" in result.detail
+    assert "Query-Text-31" not in result.detail
+    assert seen == ["POST"]
+
+
+@PROPERTY
+@given(st.text(max_size=400), st.sampled_from(["", "https://", "//", "http://a:"]))
+def test_any_location_is_shown_without_account_or_query(location: str, scheme: str) -> None:
+    secret = "Loc-Secret-5"
+    for value in (scheme + location, f"{scheme}u:{secret}@h{location}?{secret}#{secret}"):
+        shown = transport.redirect_target(value)
+        assert shown.isprintable() and len(shown) <= transport.MAX_LOCATION
+        assert secret not in shown or secret in location
 
 
 async def test_server_busy_is_throttled_with_its_back_off(
@@ -612,6 +737,16 @@ def test_basic_needs_https_and_oauth2_takes_no_password() -> None:
         )
 
 
+def test_a_url_naming_an_account_is_refused_without_repeating_it() -> None:
+    with pytest.raises(ConfigError, match="use username and password") as refused:
+        parse(
+            "targets:\n  - name: t\n    ews:\n      mailbox: a@example.com\n"
+            "      url: https://CORP%5Ca:Url-Secret-77@mail.example.com/EWS/Exchange.asmx?x=1\n"
+            "      username: a\n      password: x\n"
+        )
+    assert "Url-Secret-77" not in str(refused.value)
+
+
 def test_oauth2_scope_defaults_to_the_servers_origin() -> None:
     probe_target = parse(
         "targets:\n  - name: t\n    ews:\n      mailbox: a@example.com\n      auth: oauth2\n"
@@ -715,13 +850,31 @@ def test_a_deeply_nested_answer_is_read_within_its_bound() -> None:
     )
     answer = transport.parse(raw)
     assert isinstance(answer, transport.Answer)
-    assert answer.messages[0].items[0].subject == "x"
+    assert answer.messages[0].items[0].subject == ""  # a value's own text, not its subtree's
     long_tag = (
         f'<s:Envelope xmlns:s="{transport.SOAP}"><s:Body><{"R" * 5000}/></s:Body></s:Envelope>'
     )
     with pytest.raises(transport.Malformed) as refused:
         transport.parse(long_tag.encode())
     assert len(str(refused.value)) < 100
+
+
+def test_nested_items_are_read_in_linear_time() -> None:
+    """Items nested in each other's subjects, 20,000 deep (1.4 MB, within MAX_ANSWER): each
+    value is read once, not once for every element above it."""
+    depth = 20_000
+    level = b'<Items><Message><ItemId Id="a"/><Subject>'
+    raw = (
+        f'<s:Envelope xmlns:s="{transport.SOAP}"><s:Body><R><ResponseMessages>'
+        '<M ResponseClass="Success">'
+    ).encode()
+    raw += level * depth + b"x" + b"</Subject></Message></Items>" * depth
+    raw += b"</M></ResponseMessages></R></s:Body></s:Envelope>"
+    assert len(raw) < transport.MAX_ANSWER
+    started = time.perf_counter()
+    answer = transport.parse(raw)
+    assert time.perf_counter() - started < 2.0
+    assert isinstance(answer, transport.Answer) and len(answer.messages[0].items) == depth
 
 
 def test_entities_are_never_expanded() -> None:

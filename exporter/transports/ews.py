@@ -38,7 +38,9 @@ mailbox in ``ExchangeImpersonation``. No credential, and nothing derived from on
 in a detail, the transcript or a log line.
 
 Answers are parsed with defusedxml with document type declarations forbidden, so no entity
-can be expanded; at most :data:`MAX_ANSWER` bytes of an answer are read.
+can be expanded; at most :data:`MAX_ANSWER` bytes of an answer are read, each value once.
+Redirects are not followed (a POST would come back as a GET, to a sign-in page): the failure
+names where they point.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
+from urllib.parse import urlsplit
 from xml.etree.ElementTree import Element, ParseError
 from xml.sax.saxutils import escape, quoteattr
 
@@ -128,6 +131,9 @@ PROPERTIES: Final = (
 ITEM_NOT_FOUND: Final = "ErrorItemNotFound"
 """An item already gone: no error when deleting, or reading what a look found a moment ago."""
 HTTP_UNAUTHORIZED: Final = 401
+HTTP_REDIRECTS: Final = range(300, 400)
+MAX_LOCATION: Final = 300
+"""Characters of a redirect's ``Location`` read (its query and fragment are not shown)."""
 FOLDERS: Final = frozenset({"inbox", "junkemail", "sentitems"})
 """The distinguished folders looked into (MS-OXWSCDATA DistinguishedFolderIdNameType)."""
 
@@ -137,6 +143,13 @@ FOLDERS: Final = frozenset({"inbox", "junkemail", "sentitems"})
 
 class Malformed(ValueError):
     """An answer that is not the SOAP the request asks for."""
+
+
+class TooLarge(ProbeFailure):
+    """An answer longer than :data:`MAX_ANSWER` (its rest is not read)."""
+
+    def __init__(self) -> None:
+        super().__init__(Reason.PROTOCOL_ERROR, f"EWS answered more than {MAX_ANSWER:,} bytes")
 
 
 @dataclass(frozen=True)
@@ -199,7 +212,10 @@ def _local(tag: str) -> str:
 
 
 def _text(element: Element | None) -> str:
-    return "" if element is None else "".join(element.itertext()).strip()
+    """The element's own text. Every value read here is a simple type (no child elements);
+    the text of a whole subtree would be read again for each element above it, quadratic in
+    an answer's depth."""
+    return "" if element is None or element.text is None else element.text.strip()
 
 
 def _child(element: Element, name: str) -> Element | None:
@@ -307,6 +323,18 @@ def schemes(header: str) -> list[str]:
         if word.isalpha() and len(word) <= MAX_SCHEME:
             found.append(word)
     return found
+
+
+def redirect_target(location: str) -> str:
+    """Where a ``Location`` header points, as shown in a detail: scheme, host and path, never
+    an account, a query or a fragment (a sign-in page's query may carry anything)."""
+    try:
+        parts = urlsplit(location[:MAX_LOCATION].strip())
+    except ValueError:
+        return "an unreadable location"
+    host, path = parts.netloc.rpartition("@")[2], parts.path.rpartition("@")[2]
+    shown = f"{parts.scheme}://{host}{path}" if host else path
+    return "".join(c if c.isprintable() else "?" for c in shown) or "nowhere"
 
 
 def ntlm_challenge(header: str) -> bytes | None:
@@ -591,6 +619,11 @@ class EwsSession:
                 headers,
                 stage,
             )
+        if status in HTTP_REDIRECTS:
+            # Not followed: a POST redirected becomes a GET (301, 302, 303), and a sign-in
+            # page (OWA's forms) is no EWS. The url to configure is named instead.
+            shown = redirect_target(headers.get("Location", ""))
+            raise self._failure(status, Fault("", f"a redirect to {shown}"), headers, stage)
         raise self._failure(status, Fault("", ""), headers, stage)
 
     async def _authenticated(
@@ -650,15 +683,14 @@ class EwsSession:
                 data=body,
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=max(MIN_WAIT, self.trace.remaining())),
+                allow_redirects=False,
             ) as response:
                 raw = await read_bounded(response, MAX_ANSWER)
                 if raw is None:
-                    raise ProbeFailure(
-                        Reason.PROTOCOL_ERROR, f"EWS answered more than {MAX_ANSWER:,} bytes"
-                    )
+                    raise TooLarge()
                 kept = {
                     name: ", ".join(response.headers.getall(name, ()))
-                    for name in ("WWW-Authenticate", "Retry-After", "request-id")
+                    for name in ("WWW-Authenticate", "Retry-After", "request-id", "Location")
                 }
                 return response.status, kept, raw
         except aiohttp.ClientError as exc:
@@ -758,6 +790,15 @@ class Poller:
         return time.monotonic()
 
 
+def _own_message_id(probe: ProbeMessage) -> str:
+    """The probe's Message-ID, which names its id: its Sent Items copy is found by it. A
+    message without one is refused before it is sent (nothing could tell its copy apart)."""
+    message_id = dict(probe.headers).get("Message-ID", "")
+    if not message_id or from_message_id(message_id) != probe.probe_id:
+        raise ValueError("a probe message without a Message-ID naming its probe id")
+    return message_id
+
+
 def _one_per_ref(answer: Answer) -> list[Item]:
     return [item for message in answer.messages if message.fault is None for item in message.items]
 
@@ -774,6 +815,7 @@ class EwsSender:
     tokens: TokenCache
 
     async def send(self, probe: ProbeMessage) -> float:
+        _own_message_id(probe)
         session = EwsSession(self.section, self.trace, self.tokens)
         try:
             if self.section.oauth2 is not None:
@@ -784,14 +826,19 @@ class EwsSender:
             accepted = time.monotonic()
             elsewhere = probe.mail_to.lower() != self.section.username.lower()
             if elsewhere and self.section.send_mode == "SendAndSaveCopy":
-                await self._forget(session, dict(probe.headers).get("Message-ID", ""))
+                await self._forget(session, probe)
             return accepted
         finally:
             await asyncio.shield(session.close())
 
-    async def _forget(self, session: EwsSession, message_id: str) -> None:
+    async def _forget(self, session: EwsSession, probe: ProbeMessage) -> None:
         """Delete the copy in Sent Items; one that cannot be found or deleted within
-        :data:`SENT_COPY_WAIT` stays, a cleanup failure rather than a failed probe."""
+        :data:`SENT_COPY_WAIT` stays, a cleanup failure rather than a failed probe.
+
+        Only an item whose Message-ID is this probe's, character for character, and names
+        this probe's id is deleted: the reference does not say how ``IsEqualTo`` compares
+        strings (a server comparing without case would match a stranger's message too)."""
+        message_id = _own_message_id(probe)
         poller = Poller(SENT_COPY_WAIT)
         give_up = time.monotonic() + min(SENT_COPY_WAIT, self.trace.remaining() * TOKEN_SHARE)
         since = datetime.now(UTC) - CLOCK_SKEW
@@ -804,7 +851,12 @@ class EwsSender:
                         "FindItem",
                         "mailbox",
                     )
-                    refs = [item.id for item in _one_per_ref(found)]
+                    refs = [
+                        item.id
+                        for item in _one_per_ref(found)
+                        if item.message_id == message_id
+                        and from_message_id(item.message_id) == probe.probe_id
+                    ]
                     if refs:
                         await session.call(
                             delete_items(refs), "DeleteItem", "mailbox", missing_ok=True
@@ -889,11 +941,17 @@ class EwsReceiver:
         return {ref: self._items.get(ref, Item(ref)).envelope() for ref in refs}
 
     async def raw(self, ref: str, limit: int) -> bytes:
-        """The item's MIME (``IncludeMimeContent``), cut to ``limit`` bytes."""
+        """The item's MIME (``IncludeMimeContent``), cut to ``limit`` bytes. EWS sends the
+        whole MIME: a report larger than :data:`MAX_ANSWER` (Exchange's reports carry the
+        returned message) is no report on a probe, and reads as nothing."""
         with self.trace.phase(Phase.EWS_FETCH):
-            answer = await self.session.call(
-                get_items([ref], mime=True), "GetItem", "mailbox", missing_ok=True
-            )
+            try:
+                answer = await self.session.call(
+                    get_items([ref], mime=True), "GetItem", "mailbox", missing_ok=True
+                )
+            except TooLarge:
+                self.trace.say("a report too large to quote a probe: not read")
+                return b""
         items = _one_per_ref(answer)
         return (items[0].mime or b"")[:limit] if items else b""
 

@@ -32,11 +32,13 @@ Operations (``POST /EWS/Exchange.asmx``, ``text/xml``; the operation is the firs
   Offset, BasePoint), ``Restriction`` and ``SortOrder`` (MS-OXWSSRCH 2.2.4): ``And``, ``Or``,
   ``Not``, ``Contains`` (``ContainmentMode`` FullString / Prefixed / Substring /
   PrefixOnWords / ExactPhrase, ``ContainmentComparison`` Exact / IgnoreCase, ...),
-  ``IsEqualTo``, ``IsNotEqualTo``, ``IsGreaterThan(OrEqualTo)``, ``IsLessThan(OrEqualTo)``,
-  ``Exists``, over ``FieldURI`` item:Subject, item:ItemClass, item:DateTimeReceived,
-  message:InternetMessageId, and ``ExtendedFieldURI`` of the ``InternetHeaders`` property
-  set. Other paths: ``ErrorUnsupportedPathForQuery``. ``RootFolder`` answers
-  ``TotalItemsInView``, ``IncludesLastItemInRange``, ``IndexedPagingOffset``.
+  ``IsEqualTo``, ``IsNotEqualTo``, ``IsGreaterThan(OrEqualTo)``, ``IsLessThan(OrEqualTo)``
+  (strings compared without case: the reference does not say how, and a client that deletes
+  what a search finds must withstand the looser reading), ``Exists``, over ``FieldURI``
+  item:Subject, item:ItemClass, item:DateTimeReceived, message:InternetMessageId, and
+  ``ExtendedFieldURI`` of the ``InternetHeaders`` property set. Other paths:
+  ``ErrorUnsupportedPathForQuery``. ``RootFolder`` answers ``TotalItemsInView``,
+  ``IncludesLastItemInRange``, ``IndexedPagingOffset``.
 - ``GetItem`` with ``BaseShape`` IdOnly/Default/AllProperties, ``AdditionalProperties``
   (item:InternetMessageHeaders gives ``InternetMessageHeader HeaderName=...``) and
   ``IncludeMimeContent``; an unknown id: ``ErrorItemNotFound`` "The specified object was not
@@ -68,7 +70,9 @@ Authentication:
   secret; scope must be ``{url}/.default``); an app acts for a mailbox only through
   ``ExchangeImpersonation`` with ``PrimarySmtpAddress`` and the ApplicationImpersonation
   role for it ("Configure impersonation"), else ``ErrorImpersonateUserDenied``; without the
-  header, ``ErrorAccessDenied``. Basic/NTLM accounts reach their own mailbox only.
+  header, ``ErrorAccessDenied``. These, and ``ErrorNonExistentMailbox`` for an impersonated
+  address without a mailbox, are SOAP faults (HTTP 500), as published answers show.
+  Basic/NTLM accounts reach their own mailbox only.
 
 Modes:
 - ``strict`` (default True): custom x-headers are NOT searchable properties (Exchange team
@@ -741,6 +745,12 @@ class EwsSimulator(SimulatorBase):
             return self._soap_fault("ErrorInvalidRequest", f"{operation} is not simulated.")
         try:
             box = self._mailbox_for(who, header)
+        except _SoapError as exc:
+            # A refused ExchangeImpersonation header fails the request, not an operation: a
+            # SOAP fault (OfficeDev/ews-managed-api#223, ErrorImpersonateUserDenied;
+            # ecederstrand/exchangelib#968, ErrorNonExistentMailbox).
+            return self._soap_fault(exc.code, exc.text)
+        try:
             with self._lock:
                 failing = self._failing.get(operation)
                 if failing is not None:
@@ -941,6 +951,10 @@ class EwsSimulator(SimulatorBase):
             raise _SoapError("ErrorInvalidRestriction", f"{kind} is not simulated.")
         if isinstance(compared, datetime):
             compared = compared.replace(microsecond=0)
+        else:
+            # "IsEqualTo" and its kin do not say how strings compare: the looser reading,
+            # which a client that deletes what it finds must withstand.
+            compared, other = str(compared).casefold(), str(other).casefold()
         return comparisons[kind](compared, other)
 
     def _find_item(self, operation: Element, box: EwsMailbox) -> list[str]:

@@ -105,8 +105,24 @@ def _send_mode(r: Reader, data: dict[str, Any], path: str) -> Disposition:
     return SEND_MODES[value]
 
 
+def _without_userinfo(r: Reader, data: dict[str, Any], path: str) -> None:
+    """A url naming an account (``https://user:password@host/...``) is refused, before anything
+    would repeat it: its password would be no secret the exporter knows to hide, and the
+    HTTP client would send it as Basic authentication besides the configured one."""
+    value = data.get("url")
+    try:
+        named = isinstance(value, str) and "@" in urlsplit(value).netloc
+    except ValueError:
+        return  # the url reader says what is wrong with it
+    if named:
+        raise r.fail(
+            join(path, "url"), "the url names no account or password: use username and password"
+        )
+
+
 def read_section(r: Reader, data: dict[str, Any], path: str) -> EwsConfig:
     tls_config = r.tls_config(data.get("tls_config"), join(path, "tls_config"))
+    _without_userinfo(r, data, path)
     endpoint = url(r, data, "url", path, r.get(data, "url", path, r.string))
     auth = _auth(r, data, path)
     if auth == "basic" and urlsplit(endpoint).scheme != "https" and not _loopback(endpoint):
