@@ -73,6 +73,10 @@ def account(sim: EwsSimulator) -> tuple[str, str, str]:
     return login, password, address
 
 
+SAVE_COPY = "      send_mode: send_and_save_copy\n"
+"""Exchange keeps a copy in Sent Items, which the probe must delete (not the default)."""
+
+
 def section(
     sim: EwsSimulator,
     address: str,
@@ -169,7 +173,7 @@ def lookalikes(sim: EwsSimulator, address: str, context: ProbeContext, count: in
 async def test_roundtrip_ews_to_ews_deletes_only_its_probe_and_its_sent_copy(
     ews: EwsSimulator, context: ProbeContext, auth: str
 ) -> None:
-    probe_target = ews_target(ews, auth)
+    probe_target = ews_target(ews, auth, extra=SAVE_COPY)
     address = probe_target.mail_to
     ordinary(ews, address, 50)
     forged = lookalikes(ews, address, context, 5)
@@ -322,7 +326,7 @@ async def test_ews_through_postfix_to_an_imap_mailbox(
         f"    to: {user.address}\n"
         f"    imap: {{host: 127.0.0.1, port: {mailstack.imap_port}, tls: none, "
         f"username: {user.address}, password: '{user.password}'}}\n"
-        + section(ews, address, "basic", login, password)
+        + section(ews, address, "basic", login, password, SAVE_COPY)
     ).targets[0]
     with ews.reading(
         relay=("127.0.0.1", mailstack.smtp_port), relay_auth=(user.address, user.password)

@@ -77,7 +77,7 @@ class EwsConfig(ApiEndpoint, TransportConfig):
     password: Secret | None
     oauth2: OAuth2Config | None
     tls_config: TlsConfig
-    send_mode: Disposition = "SendAndSaveCopy"
+    send_mode: Disposition = "SendOnly"
     poll_interval: float = POLL_INTERVAL
 
     def _base(self) -> str:
@@ -97,8 +97,9 @@ def _auth(r: Reader, data: dict[str, Any], path: str) -> EwsAuth:
 
 
 def _send_mode(r: Reader, data: dict[str, Any], path: str) -> Disposition:
-    """``send_mode``: one of :data:`SEND_MODES`, a copy in Sent Items by default."""
-    value = data.get("send_mode", "send_and_save_copy")
+    """``send_mode``: one of :data:`SEND_MODES`; by default no copy in Sent Items, as the
+    Graph sender keeps none: nothing is left to clean up if a copy is slow to appear."""
+    value = data.get("send_mode", "send_only")
     if value not in SEND_MODES:
         known = ", ".join(SEND_MODES)
         raise r.fail(join(path, "send_mode"), f"expected one of {known}, got {value!r}")
