@@ -77,7 +77,7 @@ from exporter.outcome import Phase, ProbeFailure, Reason
 from exporter.trace import Trace, recorder
 from exporter.transports import Envelope, ProbeMessage, net
 from exporter.transports.graph import from_message_id
-from exporter.transports.http import TOKEN_LIMIT, TOKEN_SHARE, _client_failure
+from exporter.transports.http import TOKEN_LIMIT, TOKEN_SHARE, client_failure
 from exporter.transports.imap import FIRST_POLL
 from exporter.transports.oauth import TokenCache, read_bounded
 from exporter.transports.retry import MAX_RETRY_AFTER, retry_after
@@ -694,7 +694,7 @@ class EwsSession:
                 }
                 return response.status, kept, raw
         except aiohttp.ClientError as exc:
-            raise _client_failure(exc) from None
+            raise client_failure(exc) from None
         except TimeoutError:
             raise ProbeFailure(Reason.TIMEOUT, "no answer from EWS in time") from None
 

@@ -200,10 +200,10 @@ class ApiSession:
                 text = await _bounded_text(response)
                 headers = response.headers
         except aiohttp.ClientError as exc:
-            raise _client_failure(exc) from None
+            raise client_failure(exc) from None
         except TimeoutError:
             raise ProbeFailure(Reason.TIMEOUT, "no answer from the API in time") from None
-        body = _json(text)
+        body = json_object(text)
         trace.say(f"S: {status}")
         if active is not None:
             answer = f"{status}\n\n{text[:MAX_RECORDED_BODY]}" if text else str(status)
@@ -343,7 +343,7 @@ async def _bounded_text(response: aiohttp.ClientResponse) -> str:
         return raw.decode("utf-8", errors="replace")
 
 
-def _json(text: str) -> dict[str, Any] | None:
+def json_object(text: str) -> dict[str, Any] | None:
     """The JSON object of an answer; None for anything else, nesting beyond the parser's
     depth included."""
     try:
@@ -353,7 +353,8 @@ def _json(text: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _client_failure(exc: aiohttp.ClientError) -> ProbeFailure:
+def client_failure(exc: aiohttp.ClientError, server: str = "the API") -> ProbeFailure:
+    """What a failed HTTP request means, naming ``server`` in the detail."""
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return net.tls_failure(exc.certificate_error)
     if isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError):
@@ -364,7 +365,7 @@ def _client_failure(exc: aiohttp.ClientError) -> ProbeFailure:
             f"cannot connect to {exc.host} port {exc.port}: {exc.os_error.strerror or exc}",
         )
     if isinstance(exc, aiohttp.ServerTimeoutError):
-        return ProbeFailure(Reason.TIMEOUT, "no answer from the API in time")
+        return ProbeFailure(Reason.TIMEOUT, f"no answer from {server} in time")
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
-        return ProbeFailure(Reason.NETWORK, "the API closed the connection")
+        return ProbeFailure(Reason.NETWORK, f"{server} closed the connection")
     return ProbeFailure(Reason.PROTOCOL_ERROR, f"{type(exc).__name__}: {exc}"[:300])

@@ -45,11 +45,13 @@ from exporter.message import PROBE_HEADER
 from exporter.outcome import Phase, ProbeFailure, Reason
 from exporter.trace import Trace, recorder
 from exporter.transports import Envelope, ProbeMessage, net
-from exporter.transports.http import MAX_ANSWER
+from exporter.transports.http import MAX_ANSWER, client_failure, json_object
 from exporter.transports.oauth import TokenCache, read_bounded
 from exporter.transports.retry import retry_after
 
 NAME: Final = "jmap"
+JMAP_SERVER: Final = "the JMAP server"
+"""How details name the server."""
 CORE: Final = "urn:ietf:params:jmap:core"
 MAIL: Final = "urn:ietf:params:jmap:mail"
 SUBMISSION: Final = "urn:ietf:params:jmap:submission"
@@ -460,7 +462,7 @@ class JmapClient:
                     size += len(chunk)
                 return b"".join(chunks)[:limit]
         except aiohttp.ClientError as exc:
-            raise _client_failure(exc) from None
+            raise client_failure(exc, JMAP_SERVER) from None
         except TimeoutError:
             raise ProbeFailure(Reason.TIMEOUT, "no answer from the JMAP server in time") from None
 
@@ -501,7 +503,7 @@ class JmapClient:
                 text = raw.decode("utf-8", errors="replace")
                 status, answer_headers = response.status, response.headers
         except aiohttp.ClientError as exc:
-            raise _client_failure(exc) from None
+            raise client_failure(exc, JMAP_SERVER) from None
         except TimeoutError:
             raise ProbeFailure(Reason.TIMEOUT, "no answer from the JMAP server in time") from None
         self.trace.say(f"S: {status}")
@@ -513,7 +515,7 @@ class JmapClient:
         self, status: int, headers: Mapping[str, str], text: str, stage: JmapStage
     ) -> dict[str, Any]:
         """The JSON object of a 2xx answer; any other answer as a failure with its reason."""
-        body = _json(text)
+        body = json_object(text)
         if 200 <= status < 300:
             if body is None:
                 raise ProbeFailure(
@@ -553,31 +555,6 @@ class JmapClient:
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=PING, sock_read=3 * PING),
             allow_redirects=False,
         )
-
-
-def _json(text: str) -> dict[str, Any] | None:
-    try:
-        value = json.loads(text) if text.strip() else None
-    except (ValueError, RecursionError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _client_failure(exc: aiohttp.ClientError) -> ProbeFailure:
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return net.tls_failure(exc.certificate_error)
-    if isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError):
-        return ProbeFailure(Reason.TLS, f"TLS handshake failed: {exc}"[:300])
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return ProbeFailure(
-            classify.os_error(exc.os_error),
-            f"cannot connect to {exc.host} port {exc.port}: {exc.os_error.strerror or exc}",
-        )
-    if isinstance(exc, aiohttp.ServerTimeoutError):
-        return ProbeFailure(Reason.TIMEOUT, "no answer from the JMAP server in time")
-    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
-        return ProbeFailure(Reason.NETWORK, "the JMAP server closed the connection")
-    return ProbeFailure(Reason.PROTOCOL_ERROR, f"{type(exc).__name__}: {exc}"[:300])
 
 
 def _mailbox_calls(account: str) -> list[Call]:
