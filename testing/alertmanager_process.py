@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import shutil
 import subprocess
@@ -16,6 +15,7 @@ import bcrypt
 import yaml
 
 from testing.exporter_process import free_port
+from testing.service import stop, until_ready
 
 NO_ROUTING = {"route": {"receiver": "none"}, "receivers": [{"name": "none"}]}
 """A configuration that notifies nobody: silences need no receivers."""
@@ -101,24 +101,10 @@ async def start(
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     alertmanager = Alertmanager(process, f"http://127.0.0.1:{port}", log, headers)
     try:
-        for _ in range(150):
-            if process.poll() is not None:
-                raise AssertionError(f"alertmanager exited:\n{log.read_text()[-3000:]}")
-            try:
-                async with alertmanager.session.get(f"{alertmanager.url}/-/ready") as response:
-                    if response.status == 200:
-                        break
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-        else:
-            raise AssertionError(f"alertmanager never became ready:\n{log.read_text()[-3000:]}")
+        await until_ready(
+            "alertmanager", process, alertmanager.session, f"{alertmanager.url}/-/ready", log
+        )
         yield alertmanager
     finally:
         await alertmanager.session.close()
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)

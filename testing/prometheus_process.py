@@ -14,6 +14,7 @@ import aiohttp
 import yaml
 
 from testing.exporter_process import free_port
+from testing.service import stop, until_ready
 
 
 class Prometheus:
@@ -95,24 +96,10 @@ async def start(
         )
     prometheus = Prometheus(process, f"http://127.0.0.1:{port}", log)
     try:
-        for _ in range(150):
-            if process.poll() is not None:
-                raise AssertionError(f"prometheus exited:\n{log.read_text()[-3000:]}")
-            try:
-                async with prometheus.session.get(f"{prometheus.url}/-/ready") as response:
-                    if response.status == 200:
-                        break
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-        else:
-            raise AssertionError(f"prometheus never became ready:\n{log.read_text()[-3000:]}")
+        await until_ready(
+            "prometheus", process, prometheus.session, f"{prometheus.url}/-/ready", log
+        )
         yield prometheus
     finally:
         await prometheus.session.close()
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
