@@ -635,12 +635,20 @@ class SimulatorBase:
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
 
+    relay_auth: tuple[str, str] | None = None
+    """The user and password to log in to ``relay`` with, if any."""
+
     async def _relay(self, item: PendingDelivery) -> None:
+        """Outbound SMTP to ``relay``; each attempt is recorded, and a refusal handed to
+        :meth:`_relay_refused`."""
         error: str | None = None
         if self.relay is None:
             error = "no relay configured"
         else:
             host, port = self.relay
+            login = {}
+            if self.relay_auth is not None:
+                login = {"username": self.relay_auth[0], "password": self.relay_auth[1]}
             try:
                 await aiosmtplib.send(
                     item.raw,
@@ -651,11 +659,17 @@ class SimulatorBase:
                     local_hostname=f"{self.name}.invalid",
                     start_tls=False,
                     timeout=10,
+                    **login,
                 )
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
         with self._lock:
             self._relayed.append(RelayAttempt(item.sender, tuple(item.recipients), item.raw, error))
+        if error is not None:
+            self._relay_refused(item, error)
+
+    def _relay_refused(self, item: PendingDelivery, error: str) -> None:
+        """What the service does when its relay refuses mail: by default, nothing more."""
 
     def flush(self) -> None:
         """Make every queued item due now (deferred mailboxes still hold theirs)."""

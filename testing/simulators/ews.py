@@ -116,7 +116,6 @@ from typing import Any
 from xml.etree.ElementTree import Element, ParseError
 from xml.sax.saxutils import escape, quoteattr
 
-import aiosmtplib
 import spnego
 from aiohttp import web
 from cryptography import x509
@@ -130,7 +129,6 @@ from ._base import (
     RAW_BODY,
     Fault,
     PendingDelivery,
-    RelayAttempt,
     SimulatorBase,
     addresses,
     parse_rfc822,
@@ -471,34 +469,9 @@ class EwsSimulator(SimulatorBase):
         stamp = email.utils.format_datetime(datetime.now(UTC))
         return f"Received: from {via} by {self.name}.invalid; {stamp}\r\n".encode()
 
-    async def _relay(self, item: PendingDelivery) -> None:
-        """Outbound SMTP, authenticated with ``relay_auth``; a refusal becomes an NDR in the
-        sender's Inbox."""
-        error: str | None = None
-        if self.relay is None:
-            error = "no relay configured"
-        else:
-            host, port = self.relay
-            login = {}
-            if self.relay_auth is not None:
-                login = {"username": self.relay_auth[0], "password": self.relay_auth[1]}
-            try:
-                await aiosmtplib.send(
-                    item.raw,
-                    sender=item.sender,
-                    recipients=item.recipients,
-                    hostname=host,
-                    port=port,
-                    local_hostname=f"{self.name}.invalid",
-                    start_tls=False,
-                    timeout=10,
-                    **login,
-                )
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
-        with self._lock:
-            self._relayed.append(RelayAttempt(item.sender, tuple(item.recipients), item.raw, error))
-        if error is not None and item.sender.lower() in self._mailboxes:
+    def _relay_refused(self, item: PendingDelivery, error: str) -> None:
+        """Exchange puts a non-delivery report in the sender's Inbox."""
+        if item.sender.lower() in self._mailboxes:
             self._queue_local(item.sender.lower(), self._ndr(item, error), "")
 
     def _ndr(self, item: PendingDelivery, error: str) -> bytes:
