@@ -46,6 +46,9 @@ from exporter.transports import ews as transport
 from testing.mailstack import MailStack, MailUser
 from testing.simulators._base import build_message
 from testing.simulators.ews import EWS_PATH, EwsSimulator
+from testing.targets import ews_account as account
+from testing.targets import ews_lines as section
+from testing.targets import ews_probe_items as probe_items
 from testing.targets import fixed_ids
 
 DOMAIN = "exchange.example"
@@ -64,42 +67,8 @@ def ews() -> Iterator[EwsSimulator]:
         sim.stop()
 
 
-def account(sim: EwsSimulator) -> tuple[str, str, str]:
-    """A new account and its mailbox: (login, password, address)."""
-    number = next(_numbers)
-    login, password = f"CORP\\probe{number}", f"Pw-{number:04d}-e1f7"
-    address = f"probe{number}@{DOMAIN}"
-    sim.add_account(login, password, address)
-    return login, password, address
-
-
 SAVE_COPY = "      send_mode: send_and_save_copy\n"
 """Exchange keeps a copy in Sent Items, which the probe must delete (not the default)."""
-
-
-def section(
-    sim: EwsSimulator,
-    address: str,
-    auth: str = "ntlm",
-    login: str = "",
-    password: str = "",
-    extra: str = "",
-) -> str:
-    lines = (
-        f"    ews:\n      url: {sim.ews_url}\n      mailbox: {address}\n      auth: {auth}\n"
-        "      poll_interval: 200ms\n"
-    )
-    if auth == "oauth2":
-        number = next(_numbers)
-        secret = f"ews-Secret-{number:04d}-a9c1"
-        sim.add_app(f"app-{number}", secret, [address])
-        lines += (
-            f"      oauth2:\n        tenant: {sim.tenant}\n        client_id: app-{number}\n"
-            f"        client_secret: {secret}\n        login_url: {sim.url}\n"
-        )
-    else:
-        lines += f"      username: '{login}'\n      password: '{password}'\n"
-    return lines + extra
 
 
 def ews_target(sim: EwsSimulator, auth: str = "ntlm", extra: str = "", top: str = "") -> Target:
@@ -115,16 +84,6 @@ def ews_section(probe_target: Target) -> EwsConfig:
     found = probe_target.ews
     assert found is not None
     return found
-
-
-def probe_items(sim: EwsSimulator, address: str) -> list[tuple[str, str]]:
-    """Items that carry a probe id, by header or Message-ID, in any folder."""
-    return [
-        (item.folder, item.subject)
-        for item in sim.items(address)
-        if any(n.lower() == PROBE_HEADER.lower() for n, _ in item.headers)
-        or transport.from_message_id(item.message_id)
-    ]
 
 
 def ordinary(sim: EwsSimulator, address: str, count: int) -> None:

@@ -31,7 +31,9 @@ from exporter.transports import gmail as transport
 from exporter.transports import registry
 from exporter.transports.oauth import request_form
 from testing.simulators.gmail import FULL_SCOPE, MODIFY_SCOPE, GmailSimulator, google_error
-from testing.targets import fixed_ids, probe_context
+from testing.targets import fixed_ids, gmail_section, probe_context
+from testing.targets import gmail_mailbox as mailbox
+from testing.targets import gmail_refresh_token as refresh_token
 
 DOMAIN = "gmail.example"
 _numbers = itertools.count(1)
@@ -47,12 +49,6 @@ def gmail() -> Iterator[GmailSimulator]:
         sim.stop()
 
 
-def mailbox(sim: GmailSimulator) -> str:
-    address = f"probe{next(_numbers)}@{DOMAIN}"
-    sim.add_mailbox(address)
-    return address
-
-
 def service_account(
     sim: GmailSimulator, address: str, directory: Path, scopes: tuple[str, ...] = (FULL_SCOPE,)
 ) -> str:
@@ -64,22 +60,8 @@ def service_account(
     return f"      service_account_file: {path}\n"
 
 
-def refresh_token(sim: GmailSimulator, address: str) -> str:
-    number = next(_numbers)
-    sim.add_oauth_client(f"client-{number}", f"cs-Gmail-{number:04d}-77ab")
-    sim.add_refresh_token(f"rt-Gmail-{number:04d}-c3d9", f"client-{number}", address)
-    return (
-        f"      oauth2:\n        token_url: {sim.token_url}\n        client_id: client-{number}\n"
-        f"        client_secret: cs-Gmail-{number:04d}-77ab\n"
-        f"        refresh_token: rt-Gmail-{number:04d}-c3d9\n"
-    )
-
-
 def gmail_target(sim: GmailSimulator, address: str, credentials: str, extra: str = "") -> Target:
-    text = (
-        f"targets:\n  - name: t\n{extra}    gmail:\n      mailbox: {address}\n{credentials}"
-        f"      api_url: {sim.url}\n      poll_interval: 200ms\n"
-    )
+    text = f"targets:\n  - name: t\n{extra}" + gmail_section(sim, address, credentials)
     return parse(text).targets[0]
 
 

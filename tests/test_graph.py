@@ -29,7 +29,10 @@ from exporter.serve import metrics, ondemand
 from exporter.transports import graph as transport
 from exporter.transports.oauth import request_form
 from testing.simulators.graph import CLOUD_GRAPH, GraphSimulator, self_signed_certificate
-from testing.targets import fixed_ids, probe_context
+from testing.targets import fixed_ids, graph_section, probe_context
+from testing.targets import graph_mailbox as mailbox
+from testing.targets import graph_probe_copies as probe_copies
+from testing.targets import graph_secret_app as secret_app
 
 TENANT = "00000000-0000-0000-0000-0000000000aa"
 DOMAIN = "contoso.example"
@@ -44,22 +47,6 @@ def graph() -> Iterator[GraphSimulator]:
         yield sim
     finally:
         sim.stop()
-
-
-def graph_section(sim: GraphSimulator, mailbox: str, credentials: str) -> str:
-    return (
-        f"    graph:\n      mailbox: {mailbox}\n      tenant: {TENANT}\n{credentials}"
-        f"      graph_url: {sim.graph_url}\n      login_url: {sim.url}\n"
-        "      poll_interval: 200ms\n"
-    )
-
-
-def secret_app(sim: GraphSimulator, mailbox: str, **app: Any) -> str:
-    """Register an app with a client secret for ``mailbox``; its configuration lines."""
-    number = next(_numbers)
-    secret = f"gs-Secret-{number:04d}-d81f"
-    sim.add_app(f"app-{number}", secret=secret, mailboxes=[mailbox], **app)
-    return f"      client_id: app-{number}\n      client_secret: {secret}\n"
 
 
 def certificate_app(
@@ -78,12 +65,6 @@ def certificate_app(
     )
 
 
-def mailbox(sim: GraphSimulator) -> str:
-    address = f"probe{next(_numbers)}@{DOMAIN}"
-    sim.add_mailbox(address)
-    return address
-
-
 def target(sections: str, extra: str = "", base_dir: Path | None = None) -> Target:
     text = f"targets:\n  - name: t\n{extra}{sections}"
     return parse(text, base_dir=base_dir).targets[0]
@@ -97,16 +78,6 @@ def graph_target(sim: GraphSimulator, address: str | None = None, extra: str = "
 def lookalike_headers(context: ProbeContext) -> list[tuple[str, str]]:
     return [
         ("X-Mailbox-Probe-Id", f"{fixed_ids(context).prefix}.{n:016x}.{'0' * 24}") for n in range(5)
-    ]
-
-
-def probe_copies(sim: GraphSimulator, address: str) -> list[tuple[str, str]]:
-    """Messages that carry a probe id, in any folder (Deleted Items too), by header or by
-    Message-ID."""
-    return [
-        (sim.folder_name(address, m), m.subject)
-        for m in sim.messages(address)
-        if m.header(PROBE_HEADER) or transport.from_message_id(m.internet_message_id)
     ]
 
 
@@ -703,9 +674,7 @@ async def test_a_restored_permission_takes_effect_at_the_next_probe(
     assert (await probes.run(probe_target, Check.GRAPH_LOGIN, context)).success
 
 
-@pytest.mark.parametrize(
-    ("status", "reason"), [(429, Reason.THROTTLED), (503, Reason.UNAVAILABLE)]
-)
+@pytest.mark.parametrize(("status", "reason"), [(429, Reason.THROTTLED), (503, Reason.UNAVAILABLE)])
 async def test_a_token_endpoint_asking_to_wait_is_heard(
     graph: GraphSimulator, context: ProbeContext, status: int, reason: Reason
 ) -> None:

@@ -25,9 +25,13 @@ from exporter.config.sections.jmap import JmapConfig, basic
 from exporter.outcome import Check, Phase, ProbeFailure, Reason
 from exporter.probes.context import ProbeContext
 from exporter.transports import http, jmap
-from testing.cyrus import DOMAIN, CyrusServer, CyrusUser
+from testing.cyrus import CyrusServer, CyrusUser
 from testing.mailstack import HOST, MailStack, MailUser, _free_ports
-from testing.targets import fixed_ids
+from testing.targets import cyrus_behind, fixed_ids
+from testing.targets import imap_section as _imap
+from testing.targets import jmap_probe_messages as _probe_messages
+from testing.targets import jmap_section as _jmap
+from testing.targets import smtp_section as _smtp
 
 _users = itertools.count(1)
 SETTINGS = settings(derandomize=True, max_examples=300, deadline=None)
@@ -46,13 +50,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailStack]:
 @pytest.fixture(scope="module")
 def cyrus(stack: MailStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CyrusServer]:
     """Cyrus with JMAP; Postfix delivers mail for its domain to its lmtpd."""
-    server = CyrusServer(tmp_path_factory.mktemp("cyrus"), smtp_relay=stack.mx_port)
-    server.start()
-    try:
-        stack.route(DOMAIN, server.lmtp_port, protocol="lmtp")
+    with cyrus_behind(stack, tmp_path_factory.mktemp("cyrus")) as server:
         yield server
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture
@@ -65,14 +64,6 @@ def account(cyrus: CyrusServer) -> CyrusUser:
 def mailbox(stack: MailStack) -> MailUser:
     """An IMAP mailbox of its own for each test."""
     return stack.add_user(f"im{next(_users)}", f"pw-imap-{next(_users)}-secret")
-
-
-def _jmap(cyrus: CyrusServer, user: CyrusUser, password: str | None = None, url: str = "") -> str:
-    secret = user.password if password is None else password
-    return (
-        f"{{url: '{url or cyrus.url}', username: {user.login}, password: '{secret}', "
-        "poll_interval: 500ms}"
-    )
 
 
 def _target(
@@ -91,20 +82,6 @@ def _target(
     ).targets[0]
 
 
-def _smtp(stack: MailStack, user: MailUser) -> str:
-    return (
-        f"{{host: 127.0.0.1, port: {stack.smtp_port}, tls: none, username: {user.address}, "
-        f"password: '{user.password}'}}"
-    )
-
-
-def _imap(stack: MailStack, user: MailUser) -> str:
-    return (
-        f"{{host: 127.0.0.1, port: {stack.imap_port}, tls: none, username: {user.address}, "
-        f"password: '{user.password}'}}"
-    )
-
-
 def jmap_to_jmap(cyrus: CyrusServer, user: CyrusUser, **kwargs: Any) -> Target:
     return _target(sender="jmap", receiver="jmap", sections={"jmap": _jmap(cyrus, user)}, **kwargs)
 
@@ -115,14 +92,6 @@ def _ordinary(index: int) -> bytes:
     mail["Subject"] = f"ordinary {index}"
     mail.set_content(f"an ordinary message, {index}")
     return mail.as_bytes(policy=SMTP)
-
-
-def _probe_messages(cyrus: CyrusServer, user: CyrusUser) -> list[dict[str, Any]]:
-    return [
-        item
-        for item in cyrus.all_messages(user)
-        if item.get(f"header:{message.PROBE_HEADER}:asText")
-    ]
 
 
 def _no_secret(result: Any, *secrets: str) -> None:

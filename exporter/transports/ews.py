@@ -11,7 +11,9 @@ probe's deadline.
   ``MessageDisposition`` is ``SendAndSaveCopy`` (a copy in Sent Items, which the round trip
   deletes) or ``SendOnly``, as configured.
 - Probes are found by a ``Contains`` restriction on ``message:InternetMessageId``: the
-  probe's Message-ID carries its id (:func:`exporter.message.headers`). Not by the
+  probe's Message-ID carries its id (:func:`exporter.message.headers`); or on
+  ``item:Subject``, which carries it too, for probes sent through a service that replaces
+  the Message-ID with its own (Microsoft Graph's ``sendMail``, Gmail). Not by the
   ``X-Mailbox-Probe-Id`` header as an extended property: Exchange promotes an x-header to a
   searchable named property only once a client mapped it, and keeps no value on the first
   message that carries it ("Provision x-headers by using EWS in Exchange"; Exchange team
@@ -73,6 +75,7 @@ from exporter import classify
 from exporter.classify import HttpStage
 from exporter.config.sections.ews import EwsConfig
 from exporter.message import PROBE_HEADER
+from exporter.message import subject as probe_subject
 from exporter.outcome import Phase, ProbeFailure, Reason
 from exporter.trace import Trace, recorder
 from exporter.transports import Envelope, ProbeMessage, net
@@ -461,6 +464,22 @@ def message_id_contains(text: str) -> str:
         '<t:Contains ContainmentMode="Substring" ContainmentComparison="IgnoreCase">'
         '<t:FieldURI FieldURI="message:InternetMessageId"/>'
         f"<t:Constant Value={quoteattr(text)}/></t:Contains>"
+    )
+
+
+def subject_contains(text: str) -> str:
+    return (
+        '<t:Contains ContainmentMode="Substring" ContainmentComparison="IgnoreCase">'
+        '<t:FieldURI FieldURI="item:Subject"/>'
+        f"<t:Constant Value={quoteattr(text)}/></t:Contains>"
+    )
+
+
+def _arrived(prefix: str) -> str:
+    """Mail whose Message-ID or subject carries an id starting with ``prefix``: a probe
+    keeps its subject through every sender, its Message-ID only through some."""
+    return (
+        f"<t:Or>{message_id_contains('<' + prefix)}{subject_contains(probe_subject(prefix))}</t:Or>"
     )
 
 
@@ -893,15 +912,15 @@ class EwsReceiver:
         return await self.poller.wait(deadline)
 
     async def find(self, prefix: str) -> list[str]:
-        return await self._look("inbox", prefix)
+        return await self._look("inbox", _arrived(prefix))
 
     async def junk(self, prefix: str) -> list[str]:
-        return await self._look("junkemail", prefix)
+        return await self._look("junkemail", _arrived(prefix))
 
     async def sent_copies(self, prefix: str) -> list[str]:
         """Copies kept by ``SendAndSaveCopy`` (and by Exchange for mail the account submits
-        over SMTP)."""
-        return await self._look("sentitems", prefix)
+        over SMTP): this sender's own, which keep the probe's Message-ID."""
+        return await self._look("sentitems", message_id_contains("<" + prefix))
 
     async def reports(self, prefix: str) -> list[str]:
         """Report items (``REPORT.*``) that arrived in the Inbox since the round trip began:
@@ -919,9 +938,8 @@ class EwsReceiver:
             return self._began - CLOCK_SKEW
         return self._began - LOOKBACK
 
-    async def _look(self, folder: str, prefix: str) -> list[str]:
-        """Items of ``folder`` whose Message-ID carries an id starting with ``prefix``."""
-        condition = message_id_contains("<" + prefix)
+    async def _look(self, folder: str, condition: str) -> list[str]:
+        """Items of ``folder`` that meet ``condition``, received since the look-back."""
         answer = await self.session.call(
             find_items(folder, self._since(folder), condition), "FindItem", "mailbox"
         )
