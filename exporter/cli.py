@@ -15,7 +15,8 @@ from typing import Any
 from exporter import __version__, logs, message, probekey
 from exporter import config as configuration
 from exporter import shard as shards
-from exporter.config import Config, ConfigError, ServerConfig, budget, format_duration
+from exporter.config import Config, ConfigError, Schedule, ServerConfig, budget, format_duration
+from exporter.config.load import without_cycle_collection
 from exporter.outcome import Check
 
 DEFAULT_LISTEN = ":10025"
@@ -125,16 +126,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@without_cycle_collection()
 def summary(config: Config) -> str:
     lines = [
         f"{len(config.targets)} target(s), at most {config.max_concurrent_probes} probes at once"
     ]
+    # The words for each set of checks and schedules, written once for all targets sharing it.
+    described: dict[tuple[tuple[Check, ...], tuple[tuple[Check, Schedule], ...]], str] = {}
     for target in config.targets:
-        checks = ", ".join(
-            f"{check} every {format_duration(target.interval(check))} "
-            f"(timeout {format_duration(target.timeout(check))})"
-            for check in target.checks
-        )
+        key = (target.checks, tuple(target.schedules.items()))
+        checks = described.get(key)
+        if checks is None:
+            checks = described[key] = ", ".join(
+                f"{check} every {format_duration(target.interval(check))} "
+                f"(timeout {format_duration(target.timeout(check))})"
+                for check in target.checks
+            )
         servers = ", ".join(
             f"{name} {section.host}:{section.port} ({section.tls})"
             if isinstance(section, ServerConfig)

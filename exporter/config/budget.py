@@ -11,7 +11,7 @@ of its cap. Pure: reads a configuration, does no I/O.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -116,42 +116,67 @@ class Account:
         return None
 
 
-def _sending(config: Config) -> Iterator[tuple[str, Target]]:
+def _sending(config: Config) -> Iterator[tuple[str, Target, TransportConfig]]:
+    """Each target that sends round trips, with its path and its sender's section."""
     for index, target in enumerate(config.targets):
-        if Check.ROUNDTRIP in target.checks and target.sender in target.sections():
-            yield f"targets[{index}]", target
+        if Check.ROUNDTRIP in target.checks:
+            section = target.sections().get(target.sender)
+            if section is not None:
+                yield f"targets[{index}]", target, section
 
 
-def accounts(config: Config) -> list[Account]:
+@dataclass
+class _Tally:
+    """One account's volume, added up target by target."""
+
+    provider: str
+    username: str
+    cap: Cap | None
+    per_day: float = 0.0
+    per_minute: float = 0.0
+    targets: list[str] = field(default_factory=list)
+
+
+def accounts(config: Config, *, capped: bool = False) -> list[Account]:
     """Every account probe mail is sent as, with its volume: a round trip per interval and an
-    on-demand one per ``global.on_demand.roundtrip_every``, for each target sending as it."""
-    found: dict[tuple[str, str], Account] = {}
+    on-demand one per ``global.on_demand.roundtrip_every``, for each target sending as it.
+    ``capped``: only the accounts whose provider publishes a cap."""
+    found: dict[tuple[str, str], _Tally] = {}
     on_demand = config.on_demand.roundtrip_every
-    for path, target in _sending(config):
-        section = target.section(target.sender)
+    for path, target, section in _sending(config):
         if not section.username:
             continue
         cap = cap_of(section)
+        if capped and cap is None:
+            continue
         provider = cap.provider if cap else target.sender
         key = (provider, section.username.lower())
         interval = target.interval(Check.ROUNDTRIP)
-        before = found.get(key)
-        found[key] = Account(
-            provider=provider,
-            username=section.username,
-            cap=cap,
-            per_day=(before.per_day if before else 0.0) + DAY / interval + DAY / on_demand,
-            per_minute=(before.per_minute if before else 0.0)
-            + max(1.0, MINUTE / interval)
-            + max(1.0, MINUTE / on_demand),
-            targets=(*(before.targets if before else ()), path),
+        tally = found.get(key)
+        if tally is None:
+            tally = found[key] = _Tally(provider, section.username, cap)
+        tally.username = section.username  # as the last target spells it
+        tally.per_day = tally.per_day + DAY / interval + DAY / on_demand
+        tally.per_minute = (
+            tally.per_minute + max(1.0, MINUTE / interval) + max(1.0, MINUTE / on_demand)
         )
-    return list(found.values())
+        tally.targets.append(path)
+    return [
+        Account(
+            provider=tally.provider,
+            username=tally.username,
+            cap=tally.cap,
+            per_day=tally.per_day,
+            per_minute=tally.per_minute,
+            targets=tuple(tally.targets),
+        )
+        for tally in found.values()
+    ]
 
 
 def problem(config: Config) -> tuple[str, str] | None:
     """The key path to change and why, for the first account over its share; else None."""
-    for account in accounts(config):
+    for account in accounts(config, capped=True):  # an account without a cap is never over
         words = account.over()
         if words is not None:
             where = f"{account.targets[0]}.interval.roundtrip"

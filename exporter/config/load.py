@@ -8,12 +8,14 @@ Secrets are read when the file is loaded (a reload picks up rotated ones) and ar
 
 from __future__ import annotations
 
+import gc
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from exporter.config import budget
 from exporter.config.checks import CHECKS
@@ -191,9 +193,16 @@ TARGET_KEYS = (
 DEFAULT_KEYS = tuple(k for k in TARGET_KEYS if k != "name")
 
 
+ROLES: Final[dict[str, tuple[str, ...]]] = {
+    "sender": tuple(name for name, section in SECTIONS.items() if section.sends),
+    "receiver": tuple(name for name, section in SECTIONS.items() if section.receives),
+}
+"""The transports that can play each role in a round trip."""
+
+
 def _role(r: Reader, data: dict[str, Any], path: str, key: str, default: str) -> str:
     """``sender`` or ``receiver``: the name of a transport that can play that role."""
-    able = [name for name, s in SECTIONS.items() if (s.sends if key == "sender" else s.receives)]
+    able = ROLES[key]
     value = data.get(key, default)
     if value not in able:
         raise r.fail(join(path, key), f"expected one of {', '.join(able)}, got {value!r}")
@@ -208,29 +217,99 @@ def _default_role(sections: Mapping[str, TransportConfig], usual: str, *, sends:
     return usual if usual in sections or len(able) != 1 else able[0]
 
 
-def _target(r: Reader, raw: Any, defaults: dict[str, Any], path: str) -> Target:
+class _Shared:
+    """What is worked out once per configuration and then holds for many targets: each
+    transport's ``defaults`` section, checked once and built once for the targets that set no
+    such section of their own; the ``defaults`` labels; the checks a target runs by default,
+    by its transports; its schedules, by its checks. Each is worked out when the first target
+    needs it, so that the errors, and their order, are those of reading every target alone."""
+
+    def __init__(self, r: Reader, defaults: dict[str, Any]) -> None:
+        self.r = r
+        self.defaults = defaults
+        self._mappings: dict[str, dict[str, Any]] = {}
+        self._inherited: dict[str, TransportConfig] = {}
+        self._labels: dict[str, str] | None = None
+        self._checks: dict[tuple[tuple[str, ...], str, str], tuple[Check, ...]] = {}
+        self._schedules: dict[tuple[Any, ...], dict[Check, Schedule]] = {}
+
+    def mapping(self, key: str) -> dict[str, Any]:
+        """``defaults.<key>``, a transport's section, checked for unknown keys."""
+        if key not in self._mappings:
+            self._mappings[key] = self.r.mapping(
+                self.defaults.get(key), join("defaults", key), SECTIONS[key].keys
+            )
+        return self._mappings[key]
+
+    def inherited(self, key: str, path: str) -> TransportConfig:
+        """Section ``key`` of a target that sets none of its own (``path``, named by errors):
+        the ``defaults`` one, the same for every such target."""
+        if key not in self._inherited:
+            self._inherited[key] = SECTIONS[key].read(self.r, dict(self.mapping(key)), path)
+        return self._inherited[key]
+
+    def labels(self) -> dict[str, str]:
+        """``defaults.labels``, checked."""
+        if self._labels is None:
+            self._labels = _label_values(self.r, self.defaults.get("labels"), "defaults.labels")
+        return self._labels
+
+    def default_checks(
+        self, target: Target, sections: Mapping[str, TransportConfig]
+    ) -> tuple[Check, ...]:
+        """Every check whose transports the target has: smtp + imap run all three. What a
+        check needs depends on the target's sender and receiver only."""
+        key = (tuple(sections), target.sender, target.receiver)
+        if key not in self._checks:
+            self._checks[key] = tuple(
+                check
+                for check, spec in CHECKS.items()
+                if all(needed in sections for needed in spec.needs(target))
+            )
+        return self._checks[key]
+
+    def schedules(
+        self, data: dict[str, Any], path: str, checks: tuple[Check, ...], hosted: bool
+    ) -> dict[Check, Schedule]:
+        """The target's schedules (:func:`_schedules`): the same for every target with the
+        same checks and the same ``interval`` and ``timeout``, each unset or one duration."""
+        interval, timeout = data.get("interval"), data.get("timeout")
+        if not all(value is None or isinstance(value, str) for value in (interval, timeout)):
+            return _schedules(self.r, data, path, checks, hosted)
+        key = (checks, hosted, interval, timeout)
+        if key not in self._schedules:
+            self._schedules[key] = _schedules(self.r, data, path, checks, hosted)
+        return dict(self._schedules[key])
+
+
+def _target(r: Reader, raw: Any, shared: _Shared, path: str) -> Target:
     data = r.mapping(raw, path, TARGET_KEYS)
+    defaults = shared.defaults
     merged = {**defaults, **data}
     name = r.get(merged, "name", path, r.name)
     sections: dict[str, TransportConfig] = {}
     for key, spec in SECTIONS.items():
-        base = r.mapping(defaults.get(key), join("defaults", key), spec.keys)
-        values = {**base, **r.mapping(data.get(key), join(path, key), spec.keys)}
-        if values or isinstance(data.get(key), dict) or isinstance(defaults.get(key), dict):
+        own = data.get(key)
+        if own is not None:
+            values = {**shared.mapping(key), **r.mapping(own, join(path, key), spec.keys)}
             sections[key] = spec.read(r, values, join(path, key))
-    probe = Target(
-        name=name,
-        checks=(),
-        schedules={},
-        mail_from="",
-        mail_to="",
-        sender=_role(r, merged, path, "sender", _default_role(sections, "smtp", sends=True)),
-        receiver=_role(r, merged, path, "receiver", _default_role(sections, "imap", sends=False)),
-        labels=_labels(r, defaults.get("labels"), data.get("labels"), path),
-        authserv_id=r.get(merged, "authserv_id", path, r.string, "") or None,
-        **sections,  # type: ignore[arg-type]
-    )
-    checks = r.get(merged, "checks", path, r.checks, _default_checks(probe, sections))
+        elif defaults.get(key) is not None:
+            sections[key] = shared.inherited(key, join(path, key))
+    common: dict[str, Any] = {
+        "name": name,
+        "sender": _role(r, merged, path, "sender", _default_role(sections, "smtp", sends=True)),
+        "receiver": _role(
+            r, merged, path, "receiver", _default_role(sections, "imap", sends=False)
+        ),
+        "labels": {
+            **shared.labels(),
+            **_label_values(r, data.get("labels"), join(path, "labels")),
+        },
+        "authserv_id": r.get(merged, "authserv_id", path, r.string, "") or None,
+        **sections,
+    }
+    probe = Target(checks=(), schedules={}, mail_from="", mail_to="", **common)
+    checks = r.get(merged, "checks", path, r.checks, shared.default_checks(probe, sections))
     if not checks:
         raise r.fail(path, f"configure at least one of {', '.join(SECTIONS)}")
     for index, check in enumerate(checks):
@@ -250,58 +329,49 @@ def _target(r: Reader, raw: Any, defaults: dict[str, Any], path: str) -> Target:
         r, merged, path, "to", receiver.username if receiver else "", needs_mail
     )
     hosted = sender is not None and budget.cap_of(sender) is not None
-    return replace(
-        probe,
+    return Target(
         checks=checks,
-        schedules=_schedules(r, merged, path, checks, hosted),
+        schedules=shared.schedules(merged, path, checks, hosted),
         mail_from=mail_from,
         mail_to=mail_to,
+        **common,
     )
 
 
-def _default_checks(target: Target, sections: Mapping[str, TransportConfig]) -> tuple[Check, ...]:
-    """Every check whose transports the target has: smtp + imap run all three."""
-    return tuple(
-        check
-        for check, spec in CHECKS.items()
-        if all(needed in sections for needed in spec.needs(target))
-    )
-
-
-def _labels(r: Reader, defaults: Any, own: Any, path: str) -> dict[str, str]:
-    """``labels``: static label names and values, the defaults' merged with the target's.
+def _label_values(r: Reader, value: Any, where: str) -> dict[str, str]:
+    """``labels`` at ``where``: static label names and values (a target's are merged over
+    the defaults').
 
     Names as Prometheus takes them (not ``__``-prefixed, none of the exporter's own); values
     any text that UTF-8 can carry (the exposition escapes backslashes, quotes and line
     breaks), so that no configuration can break ``/metrics``.
     """
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise r.fail(where, f"expected a mapping of label names to values, got {kind(value)}")
     labels: dict[str, str] = {}
-    for where, value in (("defaults.labels", defaults), (join(path, "labels"), own)):
-        if value is None:
-            continue
-        if not isinstance(value, dict):
-            raise r.fail(where, f"expected a mapping of label names to values, got {kind(value)}")
-        for key, item in value.items():
-            name = str(key)
-            key_path = join(where, name)
-            if not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
-                raise r.fail(
-                    key_path,
-                    "expected a Prometheus label name: up to 63 of [a-zA-Z0-9_], not starting "
-                    "with a digit or __",
-                )
-            if name in RESERVED_LABELS:
-                raise r.fail(key_path, f"{name} is a label of the exporter's own metrics")
-            if not isinstance(item, str | int | float) or isinstance(item, bool) or not str(item):
-                raise r.fail(key_path, "expected a non-empty string")
-            text = str(item)
-            if len(text) > MAX_LABEL_VALUE:
-                raise r.fail(key_path, f"longer than {MAX_LABEL_VALUE} characters")
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                raise r.fail(key_path, "not valid Unicode text (a lone surrogate escape)") from None
-            labels[name] = text
+    for key, item in value.items():
+        name = str(key)
+        key_path = join(where, name)
+        if not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
+            raise r.fail(
+                key_path,
+                "expected a Prometheus label name: up to 63 of [a-zA-Z0-9_], not starting "
+                "with a digit or __",
+            )
+        if name in RESERVED_LABELS:
+            raise r.fail(key_path, f"{name} is a label of the exporter's own metrics")
+        if not isinstance(item, str | int | float) or isinstance(item, bool) or not str(item):
+            raise r.fail(key_path, "expected a non-empty string")
+        text = str(item)
+        if len(text) > MAX_LABEL_VALUE:
+            raise r.fail(key_path, f"longer than {MAX_LABEL_VALUE} characters")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise r.fail(key_path, "not valid Unicode text (a lone surrogate escape)") from None
+        labels[name] = text
     return labels
 
 
@@ -355,6 +425,23 @@ def _mail_address(
     )
 
 
+@contextmanager
+def without_cycle_collection() -> Iterator[None]:
+    """Reading a large configuration, or writing its summary, builds millions of containers
+    and no reference cycles: the cycle collector, run each time enough containers have piled
+    up, would walk all those built so far again and again (a third of the time of a
+    50,000-target check). Reference counting frees them as ever; afterwards the collector is
+    as it was."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@without_cycle_collection()
 def parse(
     text: str,
     *,
@@ -371,10 +458,11 @@ def parse(
     raw_targets = top.get("targets")
     if not isinstance(raw_targets, list) or not raw_targets:
         raise r.fail("targets", "expected a non-empty list of targets")
+    shared = _Shared(r, defaults)
     targets: list[Target] = []
     seen: dict[str, int] = {}
     for index, raw in enumerate(raw_targets):
-        target = _target(r, raw, defaults, f"targets[{index}]")
+        target = _target(r, raw, shared, f"targets[{index}]")
         if target.name in seen:
             raise r.fail(
                 f"targets[{index}].name",

@@ -247,9 +247,9 @@ class Target:
     def sections(self) -> dict[str, TransportConfig]:
         """The transports configured for this target, by name."""
         return {
-            item.name: value
-            for item in fields(self)
-            if isinstance(value := getattr(self, item.name), TransportConfig)
+            name: value
+            for name in _TARGET_FIELDS
+            if isinstance(value := getattr(self, name), TransportConfig)
         }
 
     def section(self, name: str) -> TransportConfig:
@@ -262,6 +262,11 @@ class Target:
     def secrets(self) -> tuple[str, ...]:
         """Every credential of the target, to keep out of anything shown."""
         return tuple(set().union(*(s.secrets() for s in self.sections().values())))
+
+
+_TARGET_FIELDS: tuple[str, ...] = tuple(item.name for item in fields(Target))
+"""Worked out once: :meth:`Target.sections` is asked of every target several times when a
+configuration is checked."""
 
 
 @dataclass(frozen=True)

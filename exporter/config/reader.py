@@ -33,6 +33,7 @@ from exporter.outcome import Check
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}")
 ADDRESS = re.compile(r"[^@\s<>\"]+@[^@\s<>\"]+")
 _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?")
+_BREAKS = re.compile("[\r\n\0]")
 MAX_KEY_FILE = 64 * 1024
 """Largest secret, certificate, private key or service-account file read."""
 
@@ -94,7 +95,7 @@ class Reader:
     def string(self, value: Any, path: str) -> str:
         if not isinstance(value, str) or not value.strip():
             raise self.fail(path, f"expected a non-empty string, got {kind(value)}")
-        if any(ch in value for ch in "\r\n\0"):
+        if _BREAKS.search(value):
             raise self.fail(path, "must not contain line breaks or NUL")
         return value
 
@@ -210,6 +211,8 @@ class Reader:
         return Path(value) if Path(value).is_absolute() else self.base_dir / value
 
     def tls_config(self, value: Any, path: str) -> TlsConfig:
+        if value is None:
+            return NO_TLS_CONFIG
         data = self.mapping(value, path, TLS_CONFIG_KEYS)
         ca_file = None
         if data.get("ca_file") is not None:
@@ -275,6 +278,9 @@ class Reader:
 
 
 TLS_CONFIG_KEYS = ("ca_file", "server_name", "min_version", "insecure_skip_verify")
+NO_TLS_CONFIG: Final = TlsConfig()
+"""A section without ``tls_config``: the system's CA certificates, TLS 1.2 or later (one
+object for every such section)."""
 OAUTH2_KEYS = (
     "provider",
     "tenant",
