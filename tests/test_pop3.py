@@ -490,3 +490,22 @@ def test_the_demo_can_watch_over_pop3(tmp_path: Path) -> None:
     [target] = config.parse(text, base_dir=tmp_path).targets
     assert target.receiver == "pop3" and target.section("pop3").port == 2110
     assert Check.POP3_LOGIN in target.checks
+
+
+async def test_a_delivery_slower_than_the_look_for_reports_is_still_seen(
+    stack: MailStack, mailbox: MailUser, ca_file: Path, context: ProbeContext
+) -> None:
+    """The round trip also looks for reports and junk every few seconds, waiting on the
+    receiver only until then: the polls go on past that look, so mail delivered 4.5 s late is
+    seen (it used to stop polling about 3.6 s after sending, and fail as not delivered)."""
+    target = _target(stack, mailbox, ca_file, timeout="12s")
+    stack.defer_delivery()
+    try:
+        running = asyncio.create_task(probes.run(target, Check.ROUNDTRIP, context))
+        await asyncio.sleep(4.5)
+        await asyncio.to_thread(stack.resume_delivery)
+        result = await running
+    finally:
+        stack.resume_delivery()
+    assert result.success, result
+    assert result.delivery_seconds is not None and result.delivery_seconds >= 4.0

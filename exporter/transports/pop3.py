@@ -470,6 +470,9 @@ class Pop3Receiver:
         self._reports: dict[str, bytes] = {}
         self._first_look: float | None = None
         self._pause = FIRST_POLL
+        self._next_poll = 0.0
+        """When the next new session looks (monotonic): kept across calls to :meth:`wait`,
+        which the round trip also makes with an earlier ``deadline`` for its other looks."""
 
     async def _log_in(self, phases: LoginPhases) -> Pop3Session:
         if self.session is not None:
@@ -491,16 +494,18 @@ class Pop3Receiver:
         self._at_open = set(self._numbers)
 
     async def wait(self, deadline: float) -> float | None:
+        now = time.monotonic()
         if self._first_look is None:
-            self._first_look = time.monotonic()
-            return self._first_look
-        remaining = deadline - time.monotonic()
-        if remaining <= self._pause:
-            # No new session so near the end: a login cut off by the probe's timeout would be
-            # reported as a timeout of the server rather than as mail not delivered.
-            await asyncio.sleep(max(0.0, remaining))
+            self._first_look = now
+            self._next_poll = now + self._pause
+            return now
+        # No new session so near the probe's end that a login cut off by its timeout would be
+        # reported as a timeout of the server rather than as mail not delivered.
+        too_late = self.trace.deadline - self._next_poll <= self._pause
+        if self._next_poll > deadline or too_late:
+            await asyncio.sleep(max(0.0, deadline - now))
             return None
-        await asyncio.sleep(self._pause)
+        await asyncio.sleep(max(0.0, self._next_poll - now))
         self._pause = min(self._pause * 2, self.server.poll_interval)
         before = set(self._numbers)
         if self.session is not None:
@@ -508,6 +513,7 @@ class Pop3Receiver:
             with contextlib.suppress(ProbeFailure):
                 await self.session.quit()
         await self._log_in(RELOGIN)
+        self._next_poll = time.monotonic() + self._pause
         return time.monotonic() if set(self._numbers) - before else None
 
     def _newest(self) -> list[str]:
