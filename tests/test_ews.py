@@ -41,7 +41,7 @@ from exporter.probes import roundtrip
 from exporter.probes.context import ProbeContext
 from exporter.serve import metrics, ondemand
 from exporter.trace import Trace
-from exporter.transports import ProbeMessage
+from exporter.transports import ProbeMessage, http
 from exporter.transports import ews as transport
 from testing.mailstack import MailStack, MailUser
 from testing.simulators._base import build_message
@@ -941,12 +941,12 @@ async def test_polling_backs_off_as_imap_does_without_idle(
     async def sleep(seconds: float) -> None:
         pauses.append(round(seconds, 3))
 
-    monkeypatch.setattr(transport.asyncio, "sleep", sleep)
-    poller = transport.Poller(0.3)
+    monkeypatch.setattr(http.asyncio, "sleep", sleep)
+    poller = transport.Poller(0.3, transport.FIRST_POLL)
     deadline = time.monotonic() + 60
     for _ in range(6):
         await poller.wait(deadline)
-    assert pauses == [0.025, 0.05, 0.1, 0.2, 0.3]
+    assert pauses == [0.0, 0.025, 0.05, 0.1, 0.2, 0.3]
 
 
 def test_a_probes_item_is_named_by_its_header_else_its_message_id() -> None:

@@ -80,7 +80,7 @@ from exporter.outcome import Phase, ProbeFailure, Reason
 from exporter.trace import Trace, recorder
 from exporter.transports import Envelope, ProbeMessage, net
 from exporter.transports.graph import from_message_id
-from exporter.transports.http import TOKEN_LIMIT, TOKEN_SHARE, client_failure
+from exporter.transports.http import TOKEN_LIMIT, TOKEN_SHARE, Poller, client_failure
 from exporter.transports.imap import FIRST_POLL
 from exporter.transports.oauth import TokenCache, read_bounded
 from exporter.transports.retry import MAX_RETRY_AFTER, retry_after
@@ -789,26 +789,6 @@ def _recording(seen: Callable[[ssl.SSLObject], None]) -> type[ssl.SSLObject]:
     return Recording
 
 
-class Poller:
-    """When to look again: at once, then :data:`~exporter.transports.imap.FIRST_POLL` later,
-    each next pause twice as long up to ``interval``, as the IMAP receiver polls without IDLE:
-    a delivery on the same server is seen within tens of milliseconds, a slow one costs a
-    request every ``interval``."""
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self._pause: float | None = None
-
-    async def wait(self, deadline: float) -> float:
-        """Sleep until the next look (never past ``deadline``); the time of the look."""
-        if self._pause is None:
-            self._pause = FIRST_POLL
-        else:
-            await asyncio.sleep(max(0.0, min(self._pause, deadline - time.monotonic())))
-            self._pause = min(self._pause * 2, self.interval)
-        return time.monotonic()
-
-
 def _own_message_id(probe: ProbeMessage) -> str:
     """The probe's Message-ID, which names its id: its Sent Items copy is found by it. A
     message without one is refused before it is sent (nothing could tell its copy apart)."""
@@ -858,7 +838,7 @@ class EwsSender:
         this probe's id is deleted: the reference does not say how ``IsEqualTo`` compares
         strings (a server comparing without case would match a stranger's message too)."""
         message_id = _own_message_id(probe)
-        poller = Poller(SENT_COPY_WAIT)
+        poller = Poller(SENT_COPY_WAIT, FIRST_POLL)
         give_up = time.monotonic() + min(SENT_COPY_WAIT, self.trace.remaining() * TOKEN_SHARE)
         since = datetime.now(UTC) - CLOCK_SKEW
         try:
@@ -898,7 +878,7 @@ class EwsReceiver:
         self.section = section
         self.trace = trace
         self.session = EwsSession(section, trace, tokens)
-        self.poller = Poller(section.poll_interval)
+        self.poller = Poller(section.poll_interval, FIRST_POLL)
         self._began = datetime.now(UTC)
         self._swept: set[str] = set()
         """Folders already read back over :data:`LOOKBACK` in this round trip."""

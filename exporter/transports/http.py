@@ -299,10 +299,11 @@ class ApiReceiver:
 
 
 class Poller:
-    """When to look again: at once, then after ``FIRST_POLL``, doubling to ``interval``."""
+    """When to look again: at once, then after ``first``, doubling to ``interval``."""
 
-    def __init__(self, interval: float) -> None:
+    def __init__(self, interval: float, first: float = FIRST_POLL) -> None:
         self.interval = interval
+        self.first = first
         self._pause = 0.0
         self.deadline: float | None = None
 
@@ -310,7 +311,7 @@ class Poller:
         """Sleep until the next look (never past ``deadline``); the time of the look."""
         self.deadline = deadline
         await asyncio.sleep(max(0.0, min(self._pause, deadline - time.monotonic())))
-        self._pause = min(max(self._pause * 2, FIRST_POLL), self.interval)
+        self._pause = min(max(self._pause * 2, self.first), self.interval)
         return time.monotonic()
 
     def last_look(self) -> bool:
