@@ -69,10 +69,10 @@ def cpu_seconds(pid: int, children: bool = True) -> float:
     return ticks / CLK_TCK
 
 
-def rss_mib(pid: int) -> float:
-    """Resident memory (VmRSS) in MiB."""
+def rss_mib(pid: int, name: str = "VmRSS") -> float:
+    """Resident memory (VmRSS; VmHWM for its peak so far) in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{name}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -217,6 +217,17 @@ class MaildirWatcher:
                 if arrival.wall >= since:
                     return arrival
         return None
+
+    def first_new_after(self, maildir: Path, since: float) -> Arrival | None:
+        """The first message file seen at or after ``since`` that was not seen before it: a
+        message left from earlier, moved from new/ to cur/ (as a POP3 login does), is none."""
+        with self._lock:
+            arrivals = list(self.arrivals.get(maildir, []))
+        before = {a.name.split(":", 1)[0] for a in arrivals if a.wall < since}
+        return next(
+            (a for a in arrivals if a.wall >= since and a.name.split(":", 1)[0] not in before),
+            None,
+        )
 
     def close(self) -> None:
         os.write(self._stop_w, b"x")

@@ -12,6 +12,9 @@ Run side by side on one Postfix + Dovecot, each with a mailbox of its own:
   from 25 ms after sending, backing off, for 2 s, then IMAP IDLE);
 * the same with ``imap.idle: true`` (IDLE only) and with ``imap.idle: false`` (NOOP + UID
   SEARCH, backing off to a ``poll_interval`` of 1 s);
+* the round trip with the POP3 receiver on Dovecot's POP3 service (the same maildir): POP3
+  has no push, so it polls, logging in afresh each time, from 25 ms after sending, the pause
+  doubling up to its ``poll_interval`` (2 s by default);
 * ``mailexporter`` (Debian ``prometheus-mailexporter``), which watches the maildir with
   inotify; it is sent through a small TCP relay here that stamps the 250 reply, and its
   per-message duration is read from ``mail_last_deliver_duration_seconds`` as the histogram
@@ -20,6 +23,11 @@ Run side by side on one Postfix + Dovecot, each with a mailbox of its own:
 Then variants, one at a time on a fresh stack: IDLE with the default Dovecot settings again,
 with ``imap_idle_notify_interval`` and ``mailbox_idle_check_interval`` changed (does either
 move IDLE's delay?), and polling with shorter ``poll_interval`` values.
+
+Last, slow delivery (``--slow-roundtrips``): a relay between Postfix and Dovecot's LMTP holds
+each message's final dot for a random time (uniform up to ``--slow-delay``), and the default
+IMAP wait and POP3 polling run side by side on a fresh stack: how far behind a delivery that
+takes seconds each of them sees it.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import asyncio
 import contextlib
 import contextvars
 import json
+import random
 import shutil
 import subprocess
 import tempfile
@@ -36,7 +45,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Final
 
 import aiohttp
 
@@ -57,6 +66,9 @@ from testing.targets import probe_context
 
 _accepts: contextvars.ContextVar[list[float]] = contextvars.ContextVar("accepts")
 
+RELAY_WAIT: Final = 30.0
+"""Longest wait of the delaying relay for a connection, a read or a write (its own delays
+apart); Postfix opens a new connection after one it kept idle is closed."""
 POLL_1S = ", idle: false, poll_interval: 1s"
 IDLE_ONLY = ", idle: true"
 VARIANTS: dict[str, tuple[str, str]] = {
@@ -111,6 +123,21 @@ class Series:
         }
 
 
+def pop3_entry(stack: MailStack, user: MailUser, name: str, pop3_extra: str = "") -> str:
+    """A round-trip target that sends over SMTP and watches the mailbox over POP3."""
+    return (
+        f"  - name: {name}\n"
+        "    checks: [roundtrip]\n"
+        "    interval: 10s\n"
+        "    timeout: 10s\n"
+        "    receiver: pop3\n"
+        f"    smtp: {{host: 127.0.0.1, port: {stack.smtp_port}, tls: none, "
+        f"username: {user.address}, password: '{user.password}'}}\n"
+        f"    pop3: {{host: 127.0.0.1, port: {stack.pop3_port}, tls: none, "
+        f"username: {user.address}, password: '{user.password}'{pop3_extra}}}\n"
+    )
+
+
 async def exporter_series(
     stack: MailStack,
     user: MailUser,
@@ -119,12 +146,16 @@ async def exporter_series(
     imap_extra: str,
     name: str,
     pause: float = 0.2,
+    *,
+    pop3: bool = False,
 ) -> Series:
-    """Run ``count`` round trips one after another and compare with inotify's arrivals."""
-    extra = imap_extra
-    target = config.parse("targets:\n" + target_entry(stack, user, name, imap_extra=extra)).targets[
-        0
-    ]
+    """Run ``count`` round trips one after another and compare with inotify's arrivals; with
+    ``pop3``, received over POP3 (``imap_extra`` then holds extra keys of the pop3 section)."""
+    if pop3:
+        entry = pop3_entry(stack, user, name, imap_extra)
+    else:
+        entry = target_entry(stack, user, name, imap_extra=imap_extra)
+    target = config.parse("targets:\n" + entry).targets[0]
     accepts: list[float] = []
     _accepts.set(accepts)
     context = probe_context()
@@ -138,7 +169,7 @@ async def exporter_series(
             series.failures += 1
             continue
         accepted = accepts[-1]
-        arrival = watcher.first_after(maildir, begin)
+        arrival = watcher.first_new_after(maildir, begin)
         if arrival is None:
             series.unmatched += 1
             continue
@@ -188,6 +219,47 @@ class StampingRelay:
                     dst.close()
 
         await asyncio.gather(pump(reader, up_w, False), pump(up_r, writer, True))
+
+
+class DelayingRelay:
+    """A TCP relay in front of Dovecot's LMTP that holds back the end of each message's data
+    (the final dot, after which Dovecot delivers) for a random time: a slow delivery."""
+
+    def __init__(self, upstream: int, most: float, rng: random.Random) -> None:
+        self.upstream = upstream
+        self.most = most
+        self.rng = rng
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_r, up_w = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", self.upstream), RELAY_WAIT
+        )
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, hold: bool) -> None:
+            tail = b""
+            try:
+                while data := await asyncio.wait_for(src.read(65536), RELAY_WAIT):
+                    seen, tail = tail + data, (tail + data)[-4:]
+                    if hold and b"\r\n.\r\n" in seen:  # Postfix pipelines QUIT after it
+                        await asyncio.sleep(self.rng.uniform(0, self.most))
+                    dst.write(data)
+                    await asyncio.wait_for(dst.drain(), RELAY_WAIT)
+            except (ConnectionError, OSError, TimeoutError):
+                pass
+            finally:
+                with contextlib.suppress(Exception):
+                    dst.close()
+
+        await asyncio.gather(pump(reader, up_w, True), pump(up_r, writer, False))
 
 
 async def scrape_mailexporter(
@@ -318,7 +390,8 @@ async def with_mailexporter(
 
 async def main_run(workdir: Path, roundtrips: int, me_interval: str) -> dict[str, Any]:
     stack = TunedStack(workdir / "stack")
-    users = {n: stack.add_user(n, f"pw-{n}-acc") for n in ("default", "idle", "poll", "mailexp")}
+    names = ("default", "idle", "poll", "pop3", "mailexp")
+    users = {n: stack.add_user(n, f"pw-{n}-acc") for n in names}
     watcher = MaildirWatcher()
     for user in users.values():
         watcher.watch(stack.maildir(user))
@@ -327,15 +400,19 @@ async def main_run(workdir: Path, roundtrips: int, me_interval: str) -> dict[str
         with stack:
 
             async def ours() -> dict[str, Series]:
-                default, idle, poll = await asyncio.gather(
+                default, idle, poll, pop3 = await asyncio.gather(
                     exporter_series(stack, users["default"], watcher, roundtrips, "", "default"),
                     exporter_series(stack, users["idle"], watcher, roundtrips, IDLE_ONLY, "idle"),
                     exporter_series(stack, users["poll"], watcher, roundtrips, POLL_1S, "poll"),
+                    exporter_series(
+                        stack, users["pop3"], watcher, roundtrips, "", "pop3", pop3=True
+                    ),
                 )
                 return {
                     "exporter (default: polls 2 s, then IDLE)": default,
                     "exporter (idle: true)": idle,
                     "exporter (idle: false, poll_interval 1s)": poll,
+                    "exporter, POP3 (polls, poll_interval 2s)": pop3,
                 }
 
             results, me, extra = await with_mailexporter(
@@ -370,6 +447,34 @@ async def variant_run(
     } | series.report()
 
 
+async def slow_run(workdir: Path, roundtrips: int, most: float, seed: int) -> dict[str, Any]:
+    """The default IMAP wait and POP3 side by side, each delivery delayed by up to ``most``."""
+    stack = TunedStack(workdir / "slow")
+    users = {n: stack.add_user(n, f"pw-{n}-slow") for n in ("default", "pop3")}
+    watcher = MaildirWatcher()
+    for user in users.values():
+        watcher.watch(stack.maildir(user))
+    watcher.start()
+    relay = DelayingRelay(stack.lmtp_port, most, random.Random(seed))
+    try:
+        with stack:
+            await relay.start()
+            stack._postconf(f"virtual_transport=lmtp:inet:127.0.0.1:{relay.port}")
+            stack._reload_postfix()
+            default, pop3 = await asyncio.gather(
+                exporter_series(stack, users["default"], watcher, roundtrips, "", "default"),
+                exporter_series(stack, users["pop3"], watcher, roundtrips, "", "pop3", pop3=True),
+            )
+            await relay.close()
+    finally:
+        watcher.close()
+    return {
+        "delay": f"uniform 0 to {most} s between Postfix and Dovecot's LMTP",
+        "exporter (default: polls 2 s, then IDLE)": default.report(),
+        "exporter, POP3 (polls, poll_interval 2s)": pop3.report(),
+    }
+
+
 def render(report: dict[str, Any]) -> str:
     """A compact Markdown table of the errors."""
     lines = [
@@ -379,6 +484,8 @@ def render(report: dict[str, Any]) -> str:
     ]
     rows = dict(report["main"])
     rows.update({f"variant: {k}": v for k, v in report.get("variants", {}).items()})
+    slow = report.get("slow", {})
+    rows.update({f"slow delivery: {k}": v for k, v in slow.items() if isinstance(v, dict)})
     for name, data in rows.items():
         err = data.get("error_ms", {})
         if not err or not err.get("n"):
@@ -409,6 +516,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 report["variants"][name] = await variant_run(
                     Path(tmp), index, extra, imap_extra, args.variant_roundtrips
                 )
+        if args.slow_roundtrips > 0:
+            report["slow"] = await slow_run(
+                Path(tmp), args.slow_roundtrips, args.slow_delay, args.seed
+            )
     return report
 
 
@@ -426,6 +537,16 @@ def main() -> int:
     parser.add_argument(
         "--mailexporter-interval", default="1s", help="mailexporter's monitoringinterval"
     )
+    parser.add_argument(
+        "--slow-roundtrips",
+        type=int,
+        default=0,
+        help="round trips of the default IMAP wait and of POP3 with delivery delayed (0 skips)",
+    )
+    parser.add_argument(
+        "--slow-delay", type=float, default=4.0, help="most seconds a delivery is held back"
+    )
+    parser.add_argument("--seed", type=int, default=1, help="of the delays")
     parser.add_argument("--json", type=Path, help="also write the full report here")
     args = parser.parse_args()
     report = asyncio.run(run(args))

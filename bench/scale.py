@@ -19,13 +19,14 @@ planned time, learnt by wrapping the scheduler's ``random.uniform`` (first plan)
 ``probes.run`` (starts). ``--loop uvloop`` runs the same on uvloop. ``--scrape-every 15``
 renders ``/metrics`` on the event loop as often, as a Prometheus scraping it would.
 
-``--servers fast`` (in-process mode, login checks only) runs against
-:mod:`bench.fastservers`, scripted servers that accept every login at once, instead of
-Postfix and Dovecot, which saturate two cores long before ten thousand targets:
+``--servers fast`` (in-process mode) runs against :mod:`bench.fastservers`, scripted servers
+that accept every login at once and deliver in memory, instead of Postfix and Dovecot, which
+saturate two cores long before ten thousand targets. ``--roundtrip-interval`` gives round
+trips a schedule of their own; the warm-up must cover the longest interval:
 
     python -m bench.scale --mode inprocess --servers fast --targets 10000 \
-        --checks smtp_login,imap_login --interval 60s --timeout 15s --warmup 65 --window 60 \
-        --scrape-every 15
+        --checks smtp_login,imap_login,roundtrip --interval 60s --roundtrip-interval 5m \
+        --timeout 15s --warmup 310 --window 300 --scrape-every 15
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import random
@@ -41,8 +43,9 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Final
 
 import aiohttp
 
@@ -67,6 +70,19 @@ from exporter.result import ProbeResult
 from exporter.shard import ALL
 from testing.mailstack import MailStack, MailUser
 from testing.targets import probe_context
+
+
+def intervals(checks: list[str], interval: str, roundtrip: str | None) -> str:
+    """Every check's interval as YAML: one duration, or a mapping where round trips differ."""
+    if roundtrip is None or "roundtrip" not in checks:
+        return interval
+    return (
+        "{"
+        + ", ".join(
+            f"{check}: {roundtrip if check == 'roundtrip' else interval}" for check in checks
+        )
+        + "}"
+    )
 
 
 def write_config(
@@ -244,8 +260,26 @@ async def run_process(args: argparse.Namespace, stack: MailStack, cfg: Path, tmp
     }
 
 
+TICK: Final = 0.05
+"""Seconds the loop-stall probe sleeps between looks."""
 FAST_SERVERS: list[int] = []
 """The process id of the scripted servers, while they run."""
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What the benchmark keeps of a probe that ended in the window (not the whole result)."""
+
+    at: float
+    check: str
+    success: bool
+    reason: str | None
+    duration: float
+
+    @classmethod
+    def of(cls, at: float, result: ProbeResult) -> Finished:
+        reason = result.reason.value if result.reason is not None else None
+        return cls(at, result.check.value, result.success, reason, result.duration)
 
 
 async def run_inprocess(args: argparse.Namespace, stack: MailStack | None, cfg: Path) -> Any:
@@ -253,7 +287,10 @@ async def run_inprocess(args: argparse.Namespace, stack: MailStack | None, cfg: 
 
     first_plan: dict[str, float] = {}
     starts: dict[str, list[float]] = defaultdict(list)
-    finished: list[tuple[float, ProbeResult]] = []
+    finished: list[Finished] = []
+    measuring = asyncio.Event()
+    """Set when the window starts: only then are starts and results kept, so that what the
+    benchmark keeps does not grow its own resident memory over a long warm-up."""
 
     class Planned(random.Random):
         """The scheduler's source of randomness: notes each task's first planned start."""
@@ -270,10 +307,11 @@ async def run_inprocess(args: argparse.Namespace, stack: MailStack | None, cfg: 
 
         async def run_scheduled(self, target: config_model.Target, check: Check) -> ProbeResult:
             task = asyncio.current_task()
-            if task is not None:
+            if task is not None and measuring.is_set():
                 starts[task.get_name()].append(time.monotonic())
             result = await super().run_scheduled(target, check)
-            finished.append((time.monotonic(), result))
+            if measuring.is_set():
+                finished.append(Finished.of(time.monotonic(), result))
             return result
 
     loaded = configuration.load(cfg)
@@ -295,20 +333,49 @@ async def run_inprocess(args: argparse.Namespace, stack: MailStack | None, cfg: 
             await exporter.exposition()
             renders.append(time.perf_counter() - begin)
 
+    stalls: list[float] = []
+
+    async def tick() -> None:
+        """How late the event loop wakes a task that sleeps :data:`TICK` s: what every probe
+        due at that moment waits on top of its plan (a render, a collection, a busy loop)."""
+        while True:
+            begin = time.perf_counter()
+            await asyncio.sleep(TICK)
+            if measuring.is_set():
+                stalls.append(time.perf_counter() - begin - TICK)
+
+    collections: dict[int, list[float]] = defaultdict(list)
+    collecting: list[float] = []
+
+    def timed_gc(phase: str, info: dict[str, int]) -> None:
+        """The garbage collector's pauses in the window, by generation."""
+        if phase == "start":
+            collecting[:] = [time.perf_counter()]
+        elif collecting and measuring.is_set():
+            collections[info["generation"]].append(time.perf_counter() - collecting[0])
+
+    gc.callbacks.append(timed_gc)
+    ticker = asyncio.create_task(tick())
     scraper = asyncio.create_task(scrape()) if args.scrape_every > 0 else None
     try:
         await asyncio.sleep(args.warmup)
+        if args.gc_freeze:
+            gc.freeze()
         window_start = time.monotonic()
+        measuring.set()
         window = Window(os.getpid(), stack)
         await asyncio.sleep(args.window)
         measured = window.close()
         window_end = time.monotonic()
+        rss, rss_peak = rss_mib(os.getpid()), rss_mib(os.getpid(), "VmHWM")
     finally:
         if scraper is not None:
             scraper.cancel()
+        ticker.cancel()
+        gc.callbacks.remove(timed_gc)
         await exporter.stop()
     intervals = {f"probe {t.name} {c}": t.interval(c) for t in loaded.targets for c in t.checks}
-    lags: list[float] = []
+    lags: dict[str, list[float]] = defaultdict(list)
     for name, times in starts.items():
         planned0, interval = first_plan.get(name), intervals.get(name)
         if planned0 is None or interval is None:
@@ -316,22 +383,38 @@ async def run_inprocess(args: argparse.Namespace, stack: MailStack | None, cfg: 
         for start in times:
             if window_start <= start <= window_end:
                 k = round((start - planned0) / interval)
-                lags.append(start - (planned0 + k * interval))
-    in_window = [r for t, r in finished if window_start <= t <= window_end]
-    done = Counter(r.check.value for r in in_window)
-    failed = Counter(r.reason.value for r in in_window if r.reason is not None)
-    durations = [r.duration for r in in_window if r.success]
+                lags[name.rsplit(" ", 1)[1]].append(start - (planned0 + k * interval))
+    in_window = [r for r in finished if window_start <= r.at <= window_end]
+    done = Counter(r.check for r in in_window)
+    failed = Counter(f"{r.check} {r.reason}" for r in in_window if not r.success)
+    durations: dict[str, list[float]] = defaultdict(list)
+    for r in in_window:
+        if r.success:
+            durations[r.check].append(r.duration)
+    due: dict[str, float] = defaultdict(float)
+    for name, interval in intervals.items():
+        due[name.rsplit(" ", 1)[1]] += (window_end - window_start) / interval
     return {
         "loop": args.loop,
         "window": measured,
+        # Runs due in the window by the schedule: when fewer start, the scheduler skipped the
+        # slots it had missed, and the lag below (to the nearest slot) no longer shows it.
+        "due": {check: round(count) for check, count in sorted(due.items())},
         "completed": dict(done),
         "failures": dict(failed),
         "cpu": per_probe(measured, len(in_window)),
-        "schedule_lag_ms": summary(lags, 1000, 1),
-        "probe_duration_ms": summary(durations, 1000, 1),
-        "rss_mib_bench_process": round(rss_mib(os.getpid()), 1),
+        "schedule_lag_ms": summary([lag for each in lags.values() for lag in each], 1000, 1),
+        "schedule_lag_ms_by_check": {c: summary(v, 1000, 1) for c, v in sorted(lags.items())},
+        "probe_duration_ms": {c: summary(v, 1000, 1) for c, v in sorted(durations.items())},
+        "rss_mib_bench_process": round(rss, 1),
+        "rss_peak_mib_bench_process": round(rss_peak, 1),
         "scrape_every_s": args.scrape_every,
         "render_on_loop_ms": summary(renders, 1000, 1) if renders else None,
+        "loop_stall_ms": summary(stalls, 1000, 1),
+        "gc_pause_ms_by_generation": {
+            str(generation): summary(pauses, 1000, 1) | {"total_s": round(sum(pauses), 2)}
+            for generation, pauses in sorted(collections.items())
+        },
     }
 
 
@@ -360,7 +443,8 @@ async def run_fast(args: argparse.Namespace, checks: list[str], tmp: Path) -> di
         cfg = tmp / "mailbox-exporter.yml"
         cfg.write_text(
             f"global:\n  max_concurrent_probes: {args.concurrency}\n"
-            f"defaults:\n  interval: {args.interval}\n  timeout: {args.timeout}\n"
+            f"defaults:\n  interval: {intervals(checks, args.interval, args.roundtrip_interval)}\n"
+            f"  timeout: {args.timeout}\n"
             f"  smtp: {{host: 127.0.0.1, port: {smtp_port}, tls: none, password: p}}\n"
             f"  imap: {{host: 127.0.0.1, port: {imap_port}, tls: none, password: p}}\n"
             "targets:\n"
@@ -389,11 +473,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "machine": machine(),
                 "settings": vars(args) | {"json": str(args.json), "checks": checks},
             }
-            return fast | await run_fast(args, checks, tmp)
+            measured: dict[str, Any] = await run_fast(args, checks, tmp)
+            return fast | measured
         stack = TunedStack(tmp / "stack")
         users = [stack.add_user(f"u{i}", f"pw-scale-{i}") for i in range(args.targets)]
         cfg = tmp / "mailbox-exporter.yml"
-        write_config(cfg, stack, users, checks, args.interval, args.timeout, args.concurrency)
+        interval = intervals(checks, args.interval, args.roundtrip_interval)
+        write_config(cfg, stack, users, checks, interval, args.timeout, args.concurrency)
+        result: dict[str, Any]
         with stack:
             if args.mode == "process":
                 result = await run_process(args, stack, cfg, tmp)
@@ -406,6 +493,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "targets": args.targets,
             "checks": checks,
             "interval": args.interval,
+            "roundtrip_interval": args.roundtrip_interval,
             "timeout": args.timeout,
             "max_concurrent_probes": args.concurrency,
             "warmup_s": args.warmup,
@@ -423,11 +511,14 @@ def main() -> int:
         "--servers",
         choices=["stack", "fast"],
         default="stack",
-        help="Postfix and Dovecot, or scripted servers (inprocess, login checks only)",
+        help="Postfix and Dovecot, or scripted servers that deliver in memory (inprocess)",
     )
     parser.add_argument("--targets", type=int, default=100)
     parser.add_argument("--checks", default="roundtrip", help="comma-separated (default roundtrip)")
     parser.add_argument("--interval", default="30s", help="every check's interval")
+    parser.add_argument(
+        "--roundtrip-interval", help="the round trip's interval, if not --interval (e.g. 5m)"
+    )
     parser.add_argument("--timeout", default="20s")
     parser.add_argument("--concurrency", type=int, default=32, help="max_concurrent_probes")
     parser.add_argument(
@@ -444,12 +535,17 @@ def main() -> int:
         default=0.0,
         help="inprocess: render /metrics on the loop this often (s), as a scrape would",
     )
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="inprocess: gc.freeze() after the warm-up (what is alive then is never scanned again)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args()
     random.seed(args.seed)
     if args.loop == "uvloop":
-        import uvloop
+        import uvloop  # type: ignore[import-not-found, unused-ignore]
 
         result = uvloop.run(run(args))
     else:
