@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import re
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,15 +17,19 @@ from collections.abc import AsyncIterator
 from email import message_from_bytes
 from email.policy import default
 from pathlib import Path
+from random import Random
 
 import pytest
 
+from exporter.app import Exporter
+from exporter.config import load
 from exporter.config.checks import CHECKS
 from exporter.message import PROBE_HEADER
 from exporter.outcome import Check
+from exporter.shard import ALL
 from testing.exporter_process import Running, Samples, start, value
 from testing.mailstack import MailStack, MailUser
-from testing.targets import probe_files, target_yaml
+from testing.targets import probe_context, probe_files, target_yaml
 
 
 @pytest.fixture
@@ -358,3 +364,33 @@ def test_a_log_value_ending_in_a_line_break_is_quoted() -> None:
     record.fields = {"detail": "closing\n", "target": "a"}
     line = logs._Formatter("logfmt").format(record)
     assert "\n" not in line and 'detail="closing\\n"' in line
+
+
+async def test_what_is_alive_after_every_check_ran_is_frozen_out_of_collections(
+    tmp_path: Path,
+) -> None:
+    """An interval and a timeout after a load, every check has run: what is alive then is
+    handed to ``gc.freeze()`` (a full collection at 10,000 targets held the loop for 1.5 s);
+    a reload starts the wait afresh."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    config_file = tmp_path / "config.yml"
+    config_file.write_text(
+        "targets:\n  - name: t\n    checks: [smtp_login]\n    interval: 1s\n    timeout: 500ms\n"
+        f"    smtp: {{host: 127.0.0.1, port: {port}, tls: none, username: u, password: p}}\n"
+    )
+    gc.unfreeze()
+    exporter = Exporter(config_file, ALL, probe_context(), Random(1), key_persistent=False)
+    try:
+        exporter.start(load(config_file))
+        await asyncio.sleep(1.0)
+        assert await exporter.reload() is None
+        await asyncio.sleep(1.0)
+        assert gc.get_freeze_count() == 0, "the reload started the wait afresh"
+        await asyncio.sleep(1.0)
+        assert gc.get_freeze_count() > 0
+    finally:
+        await exporter.stop()
+        gc.unfreeze()

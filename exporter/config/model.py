@@ -341,6 +341,12 @@ class Config:
     def target(self, name: str) -> Target | None:
         return next((t for t in self.targets if t.name == name), None)
 
+    def longest_interval(self) -> float:
+        """The longest interval of any check (0 with no targets)."""
+        return max(
+            (s.interval for t in self.targets for s in t.schedules.values()), default=0.0
+        )
+
     def longest_timeout(self) -> float:
         """The longest any probe of this configuration may take (0 with no targets)."""
         return max(
