@@ -6,7 +6,6 @@ scraping one exporter as two locations and as none."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -62,7 +61,7 @@ def test_the_overview_repeats_a_row_per_location() -> None:
     _rows(json.loads(OVERVIEW.read_text()), "location")
 
 
-@pytest.mark.skipif(shutil.which("jsonnet") is None, reason="needs jsonnet")
+@pytest.mark.services  # jsonnet: not in the quick tier
 def test_the_rows_follow_the_mixins_location_label(tmp_path: Path) -> None:
     subprocess.run(
         [str(ROOT / "deploy/mixin/generate"), str(tmp_path), "{locationLabel: 'site'}"],

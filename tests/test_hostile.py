@@ -143,6 +143,7 @@ def _open_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+@pytest.mark.services  # seconds of CPU: not in the quick tier
 async def test_a_thousand_failing_probes_leak_nothing(context: ProbeContext) -> None:
     behaviours = [("reset", "LOGIN"), ("bye", "SELECT"), ("garbage", "LOGIN"), ("silent", "")]
     async with AsyncExitStack() as stack:
