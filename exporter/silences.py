@@ -20,10 +20,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Final, Protocol, cast
 
 import re2
+
+from exporter.times import timestamp as timestamp
 
 MAX_SILENCES: Final = 1000
 """Active silences kept from one answer; more are left out and counted."""
@@ -111,26 +112,6 @@ class Silences:
     silences: tuple[Silence, ...]
     left_out: int = 0
     why_left_out: str = ""
-
-
-def timestamp(value: object) -> float | None:
-    """Seconds since 1970 of an RFC 3339 time as Alertmanager writes it (``Z`` or an offset,
-    up to nanoseconds); None for anything else."""
-    if not isinstance(value, str) or not 0 < len(value) <= 64:
-        return None
-    text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
-    if "." in text:
-        head, _, rest = text.partition(".")
-        digits = len(rest) - len(rest.lstrip("0123456789"))
-        fraction, zone = rest[:digits], rest[digits:]
-        text = f"{head}.{fraction[:6]}{zone}" if fraction else f"{head}{zone}"
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 def _text(value: object, limit: int) -> str:

@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -37,6 +35,7 @@ from exporter import classify
 from exporter.config.model import GoogleStatus, MicrosoftStatus, TlsConfig
 from exporter.incidents.model import Incident, label_value
 from exporter.outcome import ProbeFailure, Reason
+from exporter.times import timestamp as timestamp
 from exporter.transports import net
 from exporter.transports.http import api_error
 from exporter.transports.oauth import TokenCache, read_bounded
@@ -50,7 +49,6 @@ MAX_FEED_BYTES: Final = 32 * 1024 * 1024
 """Largest status feed read."""
 ADVISORY_IMPACTS: Final = frozenset({"SERVICE_INFORMATION"})
 """Google feed impacts that make an entry an advisory rather than an incident."""
-_FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
 class FetchFailure(Exception):
@@ -61,20 +59,6 @@ class FetchFailure(Exception):
         self.reason = reason
         self.detail = detail[:300]
         self.wait = wait
-
-
-def timestamp(value: object) -> float | None:
-    """Seconds since the epoch of an ISO 8601 time (``Z``, offsets, up to 7 decimals)."""
-    if not isinstance(value, str) or not value.strip():
-        return None
-    text = _FRACTION.sub(r"\1", value.strip()).replace("Z", "+00:00").replace("z", "+00:00")
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 def _camel(value: object) -> str:

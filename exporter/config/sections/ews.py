@@ -17,7 +17,7 @@ from exporter.config.model import (
     revealed,
 )
 from exporter.config.reader import Reader, Section, join, url
-from exporter.config.sections.graph import microsoft_app
+from exporter.config.sections.graph import MICROSOFT_APP_KEYS, microsoft_app
 
 EwsAuth = Literal["ntlm", "basic", "oauth2"]
 AUTH_KINDS: Final[tuple[EwsAuth, ...]] = ("ntlm", "basic", "oauth2")
@@ -32,20 +32,11 @@ SEND_MODES: Final[Mapping[str, Disposition]] = {
 (MS-OXWSCORE): with a copy kept in Sent Items (deleted by the round trip), or none."""
 POLL_INTERVAL: Final = 2.0
 """Default longest pause between two looks into the Inbox."""
-OAUTH2_KEYS: Final = (
-    "tenant",
-    "client_id",
-    "client_secret",
-    "client_secret_file",
-    "client_secret_env",
-    "client_secret_expires",
-    "certificate_file",
-    "private_key_file",
-    "assertion_algorithm",
-    "login_url",
-    "scope",
+OAUTH2_KEYS: Final = tuple(
+    key for key in MICROSOFT_APP_KEYS if key not in ("graph_url", "tls_config")
 )
-"""An Entra app's settings, read as the ``graph`` section reads them."""
+"""An Entra app's settings, read as the ``graph`` section reads them; the section's own
+``url`` and ``tls_config`` stand for Graph's."""
 KEYS: Final = (
     "mailbox",
     "url",
