@@ -17,7 +17,7 @@ import contextlib
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Final
 
 from exporter import bounce, classify
@@ -349,21 +349,15 @@ class Pop3Session:
 
     async def _multiline(self, stage: Pop3Stage, limit: int, *, strict: bool) -> list[bytes]:
         reader = self._stream()[0]
-        try:
+        with self._reading():
             lines = await read_answer(reader, limit, strict=strict)
-            if self._recorder is not None:
-                # As it was on the wire: dot-stuffed, and ended by its dot.
-                for line in lines:
-                    stuffed = b"." + line if line.startswith(b".") else line
-                    self._recorder.received(self._conn, stuffed.rstrip(b"\r\n") + b"\r\n")
-                self._recorder.received(self._conn, b".\r\n")
-            return lines
-        except ProbeFailure as failure:
-            self.abort()
-            raise self._failed(failure) from None
-        except (ssl.SSLError, ConnectionError, OSError) as exc:
-            self.abort()
-            raise self._connection_failure(exc) from None
+        if self._recorder is not None:
+            # As it was on the wire: dot-stuffed, and ended by its dot.
+            for line in lines:
+                stuffed = b"." + line if line.startswith(b".") else line
+                self._recorder.received(self._conn, stuffed.rstrip(b"\r\n") + b"\r\n")
+            self._recorder.received(self._conn, b".\r\n")
+        return lines
 
     async def _send(self, line: str, shown: str) -> None:
         writer = self._stream()[1]
@@ -379,11 +373,17 @@ class Pop3Session:
 
     async def _line(self, stage: Pop3Stage) -> bytes:
         reader = self._stream()[0]
-        try:
+        with self._reading():
             line = await read_line(reader)
-            if self._recorder is not None:
-                self._recorder.received(self._conn, line.rstrip(b"\r\n") + b"\r\n")
-            return line
+        if self._recorder is not None:
+            self._recorder.received(self._conn, line.rstrip(b"\r\n") + b"\r\n")
+        return line
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """A read that fails ends the session, the failure said in the session's terms."""
+        try:
+            yield
         except ProbeFailure as failure:
             self.abort()
             raise self._failed(failure) from None
