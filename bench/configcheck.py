@@ -33,35 +33,9 @@ from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
+from testing.targets import full_config, short_config
+
 ROOT = Path(__file__).resolve().parent.parent
-
-SERVERS = (
-    "    smtp: {{host: 127.0.0.1, port: 25, tls: none, username: u{i}@x.test, password: p}}\n"
-    "    imap: {{host: 127.0.0.1, port: 143, tls: none, username: u{i}@x.test, password: p}}\n"
-)
-
-
-def full_config(targets: int) -> str:
-    """Every target written out in full."""
-    return "targets:\n" + "".join(
-        f"  - name: t{i}\n    checks: [roundtrip, smtp_login, imap_login]\n" + SERVERS.format(i=i)
-        for i in range(targets)
-    )
-
-
-def short_config(targets: int) -> str:
-    """Servers in ``defaults``, one short line per target."""
-    return (
-        "defaults:\n"
-        "  smtp: {host: 127.0.0.1, port: 25, tls: none, password: p}\n"
-        "  imap: {host: 127.0.0.1, port: 143, tls: none, password: p}\n"
-        "targets:\n"
-        + "".join(
-            f"  - {{name: t{i}, smtp: {{username: u{i}@x.test}}, "
-            f"imap: {{username: u{i}@x.test}}}}\n"
-            for i in range(targets)
-        )
-    )
 
 
 def alias_bomb() -> str:

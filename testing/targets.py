@@ -231,3 +231,34 @@ def ews_probe_items(sim: EwsSimulator, address: str) -> list[tuple[str, str]]:
         if any(n.lower() == PROBE_HEADER.lower() for n, _ in item.headers)
         or graph.from_message_id(item.message_id)
     ]
+
+
+LARGE_CONFIG_SERVERS = (
+    "    smtp: {{host: 127.0.0.1, port: 25, tls: none, username: u{i}@x.test, password: p}}\n"
+    "    imap: {{host: 127.0.0.1, port: 143, tls: none, username: u{i}@x.test, password: p}}\n"
+)
+"""The servers of target number ``{i}`` of a large configuration."""
+
+
+def full_config(targets: int) -> str:
+    """Every target written out in full, as a generated configuration would be."""
+    return "targets:\n" + "".join(
+        f"  - name: t{i}\n    checks: [roundtrip, smtp_login, imap_login]\n"
+        + LARGE_CONFIG_SERVERS.format(i=i)
+        for i in range(targets)
+    )
+
+
+def short_config(targets: int) -> str:
+    """Servers in ``defaults``, one short line per target."""
+    return (
+        "defaults:\n"
+        "  smtp: {host: 127.0.0.1, port: 25, tls: none, password: p}\n"
+        "  imap: {host: 127.0.0.1, port: 143, tls: none, password: p}\n"
+        "targets:\n"
+        + "".join(
+            f"  - {{name: t{i}, smtp: {{username: u{i}@x.test}}, "
+            f"imap: {{username: u{i}@x.test}}}}\n"
+            for i in range(targets)
+        )
+    )

@@ -14,23 +14,10 @@ import pytest
 
 from exporter import cli, config
 from exporter.config.model import ConfigError
+from testing.targets import short_config
 
 TARGETS = 2_000
 """Enough containers for the collector to run many times over without the pause."""
-
-
-def _config(targets: int) -> str:
-    return (
-        "defaults:\n"
-        "  smtp: {host: 127.0.0.1, port: 25, tls: none, password: p}\n"
-        "  imap: {host: 127.0.0.1, port: 143, tls: none, password: p}\n"
-        "targets:\n"
-        + "".join(
-            f"  - {{name: t{i}, smtp: {{username: u{i}@x.test}}, "
-            f"imap: {{username: u{i}@x.test}}}}\n"
-            for i in range(targets)
-        )
-    )
 
 
 WATCHED: frozenset[CodeType] = frozenset(
@@ -63,16 +50,16 @@ def test_reading_and_summarising_run_no_cycle_collection_and_leave_it_as_found(
     collections: list[int],
 ) -> None:
     assert gc.isenabled()
-    loaded = config.parse(_config(TARGETS))
+    loaded = config.parse(short_config(TARGETS))
     text = cli.summary(loaded)
     assert len(loaded.targets) == TARGETS and f"{TARGETS} target(s)" in text
     assert gc.isenabled(), "the collector runs again afterwards"
     with pytest.raises(ConfigError, match=r"targets\[1\]\.smtp\.port"):
-        config.parse(_config(1) + "  - {name: b, smtp: {username: b@x.test, port: x}}\n")
+        config.parse(short_config(1) + "  - {name: b, smtp: {username: b@x.test, port: x}}\n")
     assert gc.isenabled(), "and after a refused configuration"
     gc.disable()
     try:
-        config.parse(_config(2))
+        config.parse(short_config(2))
         assert not gc.isenabled(), "a collector paused by the caller stays paused"
     finally:
         gc.enable()

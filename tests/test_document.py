@@ -12,10 +12,10 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.configcheck import full_config
 from exporter import config
 from exporter.config.document import MAX_NODES, Lines, parse_document
 from exporter.config.model import ConfigError
+from testing.targets import full_config
 
 SERVER = "{host: h, username: u@example.org, password: p}"
 
