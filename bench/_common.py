@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import json
 import os
 import platform
 import re
@@ -287,6 +288,14 @@ def target_entry(
         f"    imap: {{host: 127.0.0.1, port: {stack.imap_port}, tls: {tls}, "
         f"username: {user.address}, password: '{user.password}'{tls_config}{imap_extra}}}\n"
     )
+
+
+def publish(report: object, path: Path | None) -> None:
+    """Print the report as JSON, and write it to ``path`` too when given."""
+    text = json.dumps(report, indent=2)
+    if path is not None:
+        path.write_text(text + "\n")
+    print(text)
 
 
 def free_port() -> int:

@@ -36,7 +36,6 @@ import argparse
 import asyncio
 import contextlib
 import contextvars
-import json
 import random
 import shutil
 import subprocess
@@ -54,6 +53,7 @@ from bench._common import (
     TunedStack,
     free_port,
     machine,
+    publish,
     stop_process,
     summary,
     target_entry,
@@ -550,10 +550,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the full report here")
     args = parser.parse_args()
     report = asyncio.run(run(args))
-    text = json.dumps(report, indent=2)
-    if args.json:
-        args.json.write_text(text + "\n")
-    print(text)
+    publish(report, args.json)
     print(render(report))
     return 0
 

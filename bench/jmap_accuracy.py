@@ -17,14 +17,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
-import json
 import re
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Final
 
-from bench._common import IN_CREATE, IN_MOVED_TO, MaildirWatcher, TunedStack, _libc, machine
+from bench._common import (
+    IN_CREATE,
+    IN_MOVED_TO,
+    MaildirWatcher,
+    TunedStack,
+    _libc,
+    machine,
+    publish,
+)
 from bench.accuracy import Series, _accepts, patch_smtp_send
 from exporter import config, probes
 from exporter.outcome import Check
@@ -153,10 +160,7 @@ def main() -> int:
     patch_smtp_send()
     with tempfile.TemporaryDirectory(prefix="bench-jmap-") as tmp:
         report = asyncio.run(run(Path(tmp), args.roundtrips, args.poll_interval))
-    text = json.dumps(report, indent=2)
-    if args.json:
-        args.json.write_text(text + "\n")
-    print(text)
+    publish(report, args.json)
     return 0
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import shutil
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from bench._common import (
     cpu_seconds,
     free_port,
     machine,
+    publish,
     rss_mib,
     spawn,
     stack_cpu,
@@ -363,10 +363,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     report = asyncio.run(run(args))
-    text = json.dumps(report, indent=2)
-    if args.json:
-        args.json.write_text(text + "\n")
-    print(text)
+    publish(report, args.json)
     return 0
 
 

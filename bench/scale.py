@@ -35,7 +35,6 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import json
 import os
 import random
 import subprocess
@@ -56,6 +55,7 @@ from bench._common import (
     free_port,
     machine,
     machine_cpu,
+    publish,
     rss_mib,
     spawn,
     stack_cpu,
@@ -550,10 +550,7 @@ def main() -> int:
         result = uvloop.run(run(args))
     else:
         result = asyncio.run(run(args))
-    text = json.dumps(result, indent=2)
-    if args.json:
-        args.json.write_text(text + "\n")
-    print(text)
+    publish(result, args.json)
     return 0
 
 
