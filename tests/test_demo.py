@@ -84,6 +84,27 @@ def _command(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _demo(port: int, state: Path, *args: str) -> subprocess.Popen[str]:
+    """The demo, started as a user would, its web UI on ``port``, its output readable."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "scripts.demo",
+            *args,
+            "--web.listen-address",
+            f"127.0.0.1:{port}",
+            "--state-file",
+            str(state),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
 def _refused(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(2)
@@ -109,22 +130,7 @@ def _processes_using(path: str) -> list[str]:
 def test_break_delivery_pages_in_the_terminal_and_heal_resolves_it(tmp_path: Path) -> None:
     port = free_port()
     state = tmp_path / "demo.json"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "scripts.demo",
-            "--web.listen-address",
-            f"127.0.0.1:{port}",
-            "--state-file",
-            str(state),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    process = _demo(port, state)
     terminal = Terminal(process)
     try:
         terminal.wait_for(r"ready +all checks succeed", 90)
@@ -242,22 +248,7 @@ def test_an_outage_pages_once_and_a_cut_path_only_warns(
     dc and no page. About two minutes each."""
     port = free_port()
     state = tmp_path / "demo.json"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "scripts.demo",
-            "--web.listen-address",
-            f"127.0.0.1:{port}",
-            "--state-file",
-            str(state),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    process = _demo(port, state)
     terminal = Terminal(process)
     kind = "TICKETS" if fault == "path" else "PAGE"
     try:
@@ -288,24 +279,7 @@ def test_the_demo_watches_a_cyrus_mailbox_over_jmap(tmp_path: Path) -> None:
     everything stops with the demo."""
     port = free_port()
     state = tmp_path / "demo.json"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "scripts.demo",
-            "--receiver",
-            "jmap",
-            "--web.listen-address",
-            f"127.0.0.1:{port}",
-            "--state-file",
-            str(state),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    process = _demo(port, state, "--receiver", "jmap")
     terminal = Terminal(process)
     try:
         terminal.wait_for(r"ready +all checks succeed", 90)
