@@ -50,6 +50,9 @@ healing, by design. They are proven by the rule unit tests instead."""
 
 SHIPPED_TIMINGS = os.environ.get("MAILBOX_SHIPPED_TIMINGS") == "1"
 PATIENCE = 400 if SHIPPED_TIMINGS else 60
+RECOVERY = 2 * PATIENCE
+"""How long every page may take to resolve after an outage across all of a test's exporters:
+each target's checks must succeed again, and on a loaded machine the last of them comes late."""
 SPAN = 6
 """Seconds of failed probes a page needs, for probes every 2 seconds (shipped: 150)."""
 HOLD = "8s"
@@ -324,7 +327,7 @@ async def _healthy(pipeline: Pipeline) -> None:
             last[key] = alert["status"]
         return all(status == "resolved" for status in last.values())
 
-    await receiver.until(all_resolved, PATIENCE, "resolution of every page")
+    await receiver.until(all_resolved, RECOVERY, "resolution of every page")
     deadline = time.monotonic() + PATIENCE
     while time.monotonic() < deadline and any(
         name not in WINDOWED for name, _ in await _firing_in_prometheus(pipeline.prometheus)
