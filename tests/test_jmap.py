@@ -35,6 +35,8 @@ from testing.targets import smtp_section as _smtp
 
 _users = itertools.count(1)
 SETTINGS = settings(derandomize=True, max_examples=300, deadline=None)
+PUSH_SETTLES = 1.5
+"""Seconds for a round trip to send its probe and open the push channel."""
 
 
 # --- fixtures -------------------------------------------------------------------------------
@@ -403,11 +405,24 @@ def _via(proxy: Proxy, cyrus: CyrusServer, user: CyrusUser, poll: str = "500ms")
 
 
 async def test_push_wakes_the_receiver_where_the_server_offers_it(
-    cyrus: CyrusServer, account: CyrusUser, proxy: Proxy, context: ProbeContext
+    stack: MailStack,
+    cyrus: CyrusServer,
+    account: CyrusUser,
+    proxy: Proxy,
+    context: ProbeContext,
 ) -> None:
+    """Delivery is held until the receiver waits on the push channel, so that only the push
+    (not the first look, nor a poll every 10 s) can find the probe in time."""
     proxy.push = True
     target = _via(proxy, cyrus, account, poll="10s")
-    result = await probes.run(target, Check.ROUNDTRIP, context, transcript=True)
+    stack.defer_delivery()
+    try:
+        running = asyncio.create_task(probes.run(target, Check.ROUNDTRIP, context, transcript=True))
+        await asyncio.sleep(PUSH_SETTLES)
+        await asyncio.to_thread(stack.resume_delivery)
+        result = await running
+    finally:
+        stack.resume_delivery()
     assert result.success, result.detail
     assert any("waiting for the server's push" in line for line in result.transcript)
     assert proxy.announced >= 1 and result.found.cleanup_deleted == 1
