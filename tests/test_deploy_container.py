@@ -205,11 +205,15 @@ def entrypoint(
         for path in sorted(config_dir.iterdir())
         if path.name != "config.yml"
     ]
-    if state is not None:  # a bind mount: buildah's --volume gives way to the image's VOLUME
+    if state is not None:
         mounts.append(f"--mount=type=bind,source={state},destination={DEFAULT_STORAGE},rw")
     port, log = free_port(), config_dir.parent / "container.log"
     command = [*config["Entrypoint"], *config["Cmd"], f"--web.listen-address=127.0.0.1:{port}"]
     with working_container(image.name) as container, log.open("wb") as out:
+        if state is not None:
+            # Docker mounts a volume given for the image's VOLUME in place of an anonymous one;
+            # buildah would mount both there, in an order that changes from run to run.
+            buildah("config", f"--volume={DEFAULT_STORAGE}-", container)
         process = subprocess.Popen(
             ["buildah", "run", ISOLATION, *mounts, container, "--", *command, *args],
             stdout=out,
@@ -263,6 +267,7 @@ def test_the_entrypoint_probes_the_real_mail_stack_inside_the_image(
         checked = {"HEALTHCHECK_URL": f"{url}/-/healthy"}  # another port, as the docs say
         done = running.exec(healthcheck, checked)
         assert done.returncode == 0, done.stdout + done.stderr
+        assert (state / "probe.key").exists(), running.log.read_text()[-3000:]
         key = (state / "probe.key").stat()
         assert (key.st_uid, oct(key.st_mode)) == (10001, "0o100600"), "made by the image's user"
         assert running.terminate() == 0, running.log.read_text()[-3000:]
