@@ -327,12 +327,40 @@ async def _healthy(pipeline: Pipeline) -> None:
             last[key] = alert["status"]
         return all(status == "resolved" for status in last.values())
 
-    await receiver.until(all_resolved, RECOVERY, "resolution of every page")
+    try:
+        await receiver.until(all_resolved, RECOVERY, "resolution of every page")
+    except AssertionError as unresolved:
+        raise AssertionError(f"{unresolved}\n{await _what_fails(pipeline)}") from None
     deadline = time.monotonic() + PATIENCE
     while time.monotonic() < deadline and any(
         name not in WINDOWED for name, _ in await _firing_in_prometheus(pipeline.prometheus)
     ):
         await asyncio.sleep(0.5)
+
+
+async def _what_fails(pipeline: Pipeline) -> str:
+    """What Prometheus still fires, with each exporter's failing checks and last log lines:
+    the evidence a failed recovery needs."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{pipeline.prometheus}/api/v1/alerts") as response,
+    ):
+        alerts = (await response.json())["data"]["alerts"]
+    lines = [
+        f"firing: {a['labels']} {a['annotations'].get('description', '')}"
+        for a in alerts
+        if a["state"] == "firing" and a["labels"]["alertname"] not in WINDOWED
+    ]
+    for name, exporter in (("single", pipeline.single), ("many", pipeline.many)):
+        _, text = await exporter.get("/metrics")
+        lines += [
+            f"{name}: {line}"
+            for line in text.splitlines()
+            if line.startswith(("mailbox_probe_failed_info", "mailbox_probe_consecutive_failures"))
+            and not line.endswith(" 0.0")
+        ]
+        lines += [f"{name} log: {line}" for line in exporter.log.read_text().splitlines()[-30:]]
+    return "\n".join(lines)
 
 
 def _is(alert: dict[str, Any], want: dict[str, str]) -> bool:
