@@ -35,7 +35,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -57,10 +57,13 @@ TARGET = "demo"
 
 PROBE_INTERVAL, PROBE_TIMEOUT = "15s", "10s"
 EVALUATION_INTERVAL = "5s"
-LONGEST_HOLD = 30
-"""Seconds: the demo copy of the rules caps every ``for:`` and ``keep_firing_for:`` at this."""
 FAILING_FOR = 15
 """Seconds of failed probes a page needs in the demo's rules: two probes in a row."""
+LONGEST_HOLDS = {"for": 60, "keep_firing_for": 30}
+"""Seconds: the demo copy of the rules caps each kind of hold at this. A ``for:`` stays longer
+than a probe page takes from both locations (FAILING_FOR, up to a probe interval before the
+first failure, two evaluations: 40s), so that, as shipped, the error budget alerts wait for
+the probe page that quiets them."""
 LOCATIONS = ("office", "dc")
 """Where the demo's two exporters probe from: office directly, dc through :class:`Proxy`."""
 GROUP_INTERVAL = "10s"
@@ -72,7 +75,11 @@ SHORTENED = (
         "defaults: round trip 1m, logins 30s",
     ),
     (f"Prometheus scrapes and evaluates every {EVALUATION_INTERVAL}", "example: 15s"),
-    (f"rules: every for: and keep_firing_for: at most {LONGEST_HOLD}s", "shipped: up to 15m"),
+    (
+        f"rules: every for: at most {LONGEST_HOLDS['for']}s, keep_firing_for:"
+        f" at most {LONGEST_HOLDS['keep_firing_for']}s",
+        "shipped: up to 15m",
+    ),
     (f"rules: a check pages once its failures span {FAILING_FOR}s", "shipped: 150s"),
     (f"Alertmanager group_interval {GROUP_INTERVAL}, so resolutions come soon", "example: 5m"),
     (
@@ -85,7 +92,7 @@ SHORTENED = (
 NOTE = """\
 A fault pages after two failed probes in a row: here within about a minute, once per outage
 (one FIRING, one RESOLVED), from both locations in one page. Cutting dc's path opens a ticket
-for that location after 30s and pages nobody."""
+for that location after a minute and pages nobody."""
 
 
 CONFIG = """\
@@ -167,16 +174,17 @@ FAULTS: dict[str, Fault] = {
 COMMANDS = (*FAULTS, "heal")
 
 
-def shorten_holds(rules: str, longest: int) -> str:
-    """The rules with every ``for:`` and ``keep_firing_for:`` longer than ``longest`` seconds
-    cut to it; the text is otherwise unchanged (comments included)."""
+def shorten_holds(rules: str, longest: Mapping[str, int]) -> str:
+    """The rules with every hold (``for:``, ``keep_firing_for:``) longer than its kind's
+    ``longest`` seconds cut to it; the text is otherwise unchanged (comments included)."""
     units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
     def cut(match: re.Match[str]) -> str:
-        seconds = sum(int(n) * units[u] for n, u in re.findall(r"(\d+)(ms|[smhdwy])", match[2]))
-        return match[1] + (f"{longest}s" if seconds > longest else match[2])
+        limit = longest[match[2]]
+        seconds = sum(int(n) * units[u] for n, u in re.findall(r"(\d+)(ms|[smhdwy])", match[3]))
+        return match[1] + (f"{limit}s" if seconds > limit else match[3])
 
-    return re.sub(r"^(\s*(?:for|keep_firing_for): )(\S+)$", cut, rules, flags=re.MULTILINE)
+    return re.sub(r"^(\s*(for|keep_firing_for): )(\S+)$", cut, rules, flags=re.MULTILINE)
 
 
 def shorten_span(rules: str, seconds: int) -> str:
@@ -512,7 +520,7 @@ def _start_children(
     dc_config.write_text(dc_text)
     dc_listen = f"127.0.0.1:{free_port()}"
     rules = work / "mailbox.rules.yml"
-    rules.write_text(shorten_span(shorten_holds(RULES.read_text(), LONGEST_HOLD), FAILING_FOR))
+    rules.write_text(shorten_span(shorten_holds(RULES.read_text(), LONGEST_HOLDS), FAILING_FOR))
     (work / "alertmanager.yml").write_text(alertmanager_config(receiver_port))
     am_port, prom_port = preferred_port(9093), preferred_port(9090)
     if prom_port == am_port:
