@@ -12,206 +12,16 @@ local yaml = import '../lib/yaml.libsonnet';
         rules: [
           {
             comment:: |||
-              Reasons split the login checks' pages in two. Credentials (auth_rejected,
-              auth_temporary, oauth_token) page as MailboxLoginFailing; every other reason is the
-              server's: nothing listens (connect_refused), the service says it is unavailable
-              (unavailable: SMTP 421 / 4.3.x, IMAP BYE or [UNAVAILABLE], HTTP 5xx), it limits this
-              client (throttled), it cannot be reached (dns, network, timeout, tls) or answers wrongly.
-              Those page as MailboxServerUnreachable, and, seen on many targets or at one provider, as
-              MailboxWidespreadOutage / MailboxProviderOutage, which count failing targets whatever
-              their reason. A reason added to exporter/outcome.py therefore pages as the server's
-              unless it is added to the credentials list below (tests/test_reasons.py checks both).
-
-              Every probe page needs two or more failed probes in a row spanning %(span)ds (a blip
-              of two minutes never pages), seen so from %(outage)d locations or from every location
-              that watches the target if fewer do (with one location, or no %(label)s label, that
-              one). Phase and reason are the latest failure's, in the description: they are not
-              labels, so an alert keeps its identity while they change.
-            ||| % { span: $._config.failingForSeconds, outage: $._config.outageLocations, label: $._config.locationLabel },
-            alert: 'MailboxLoginFailing',
-            expr: where.page('{check=~".+_login"}', '{reason=~"auth_rejected|auth_temporary|oauth_token"}'),
-            labels: { severity: 'critical' },
-            annotations: {
-              summary: 'Logins fail on {{ $labels.target }} ({{ $labels.check }}) while the server answers',
-              runbook_url: 'docs/runbook.md#mailboxloginfailing',
-            } + yaml.folded(|||
-              New {{ $labels.check }} sessions to target {{ $labels.target }}%(where)s have failed
-              {{ $value }} times in a row%(latest)s. Users cannot log in, although the server is
-              reachable.%(seen)s
-            ||| % { where: where.where, latest: where.latest(), seen: where.seenFrom }),
-          },
-          {
-            alert: 'MailboxServerUnreachable',
-            expr: where.page('{check=~".+_login"}', '{reason!~"auth_rejected|auth_temporary|oauth_token"}'),
-            labels: { severity: 'critical' },
-            annotations: {
-              summary: '{{ $labels.check }} server of {{ $labels.target }} cannot be used',
-              runbook_url: 'docs/runbook.md#mailboxserverunreachable',
-            } + yaml.folded(|||
-              New {{ $labels.check }} sessions to target {{ $labels.target }}%(where)s have failed
-              {{ $value }} times in a row%(latest)s.%(seen)s
-            ||| % {
-              where: where.where,
-              latest: where.latest(|||
-                : {{ if eq .Labels.reason "unavailable" -}}
-                the server answers that the service is not available: an outage of the server or its
-                provider
-                {{- else if eq .Labels.reason "throttled" -}}
-                the server limits this client (connections, rate or quota)
-                {{- else -}}
-                the server cannot be reached or does not answer properly
-                {{- end }}
-              |||),
-              seen: where.seenFrom,
-            }),
-          },
-          {
-            comment:: |||
-              A round trip failing to connect or log in is left to the login alerts when the target
-              has the login check of that protocol: they are faster, and they stop paging when
-              logins recover, while the round trip shows its failure until its next run. For the
-              mail APIs (Graph, Gmail) logging in is getting a token and reading the mailbox.
-            |||,
-            alert: 'MailboxRoundTripFailing',
-            expr: where.page('{check="roundtrip"}', '{check="roundtrip", reason!~"not_delivered|junk"}', where.loc(|||
-              unless on (job, instance, <location>, target)
-              (
-                label_replace(
-                  mailbox_probe_failed_info{check="roundtrip"},
-                  "protocol", "$1$2", "phase", "(smtp|imap|pop3)_(?:connect|tls|auth)|(graph|gmail)_(?:auth|select)"
-                )
-                and on (job, instance, <location>, target, protocol)
-                label_replace(
-                  mailbox_probe_success{check=~".+_login"},
-                  "protocol", "$1", "check", "(.+)_login"
-                )
-              )
-            |||)),
-            labels: { severity: 'critical' },
-            annotations: {
-              summary: 'Mail cannot get through on {{ $labels.target }}',
-              runbook_url: 'docs/runbook.md#mailboxroundtripfailing',
-            } + yaml.folded(|||
-              The round trip of target {{ $labels.target }}%(where)s has failed {{ $value }} times
-              in a row%(latest)s.%(seen)s
-            ||| % { where: where.where, latest: where.latest(), seen: where.seenFrom }),
-          },
-          {
-            alert: 'MailboxDeliveryStalled',
-            expr: where.page('{check="roundtrip"}', '{check="roundtrip", reason="not_delivered"}'),
-            labels: { severity: 'critical' },
-            annotations: {
-              summary: 'Mail to {{ $labels.target }} is accepted but not delivered',
-              runbook_url: 'docs/runbook.md#mailboxdeliverystalled',
-            } + yaml.folded(|||
-              The last {{ $value }} probe messages to target {{ $labels.target }}%(where)s were
-              accepted by the SMTP server but did not arrive in the mailbox within the probe
-              timeout.%(seen)s
-            ||| % { where: where.where, seen: where.seenFrom }),
-          },
-          {
-            comment:: |||
-              Junk placement is a mail-flow problem for every user of the mailbox: mail from
-              outside may be filed there too.
-            |||,
-            alert: 'MailboxProbeFiledAsJunk',
-            expr: where.page('{check="roundtrip"}', '{check="roundtrip", reason="junk"}'),
-            labels: { severity: 'critical' },
-            annotations: {
-              summary: 'Mail to {{ $labels.target }} is filed as junk',
-              runbook_url: 'docs/runbook.md#mailboxprobefiledasjunk',
-            } + yaml.folded(|||
-              The last {{ $value }} probe messages to target {{ $labels.target }}%(where)s arrived
-              in the junk folder instead of the Inbox.%(seen)s
-            ||| % { where: where.where, seen: where.seenFrom }),
-          },
-          {
-            comment:: |||
-              A sending domain's SPF or DMARC verdict that passed within the day and no longer
-              does: its DNS (SPF record, DKIM key, DMARC policy) or its sending path changed.
-              Mail still arrives, so this warns instead of paging.
-            |||,
-            alert: 'MailboxAuthenticationFailing',
-            expr: |||
-              mailbox_authentication_result{method=~"spf|dmarc", result!="pass"} == 1
-              and on (job, instance, target, method)
-              max_over_time(mailbox_authentication_result{method=~"spf|dmarc", result="pass"}[1d]) == 1
-            |||,
-            'for': $._config.forDurations.MailboxAuthenticationFailing,
-            labels: { severity: 'warning' },
-            annotations: {
-              summary: '{{ $labels.method | toUpper }} of the probes to {{ $labels.target }} is {{ $labels.result }}',
-              runbook_url: 'docs/runbook.md#mailboxauthenticationfailing',
-            } + yaml.folded(|||
-              The receiving server's {{ $labels.method | toUpper }} verdict on the probe
-              messages of target {{ $labels.target }} is {{ $labels.result }}; it was pass
-              within the last day.
-            |||),
-          },
-          {
-            alert: 'MailboxCleanupFailing',
-            expr: 'increase(mailbox_cleanup_failures_total[30m]) >= 3',
-            labels: { severity: 'warning' },
-            annotations: {
-              summary: 'Probe messages are piling up in {{ $labels.target }}',
-              runbook_url: 'docs/runbook.md#mailboxcleanupfailing',
-            } + yaml.folded(|||
-              {{ $value | humanize }} round trips of target {{ $labels.target }} in the last 30
-              minutes could not delete their probe message.
-            |||),
-          },
-          {
-            alert: 'MailboxTLSCertificateExpiringSoon',
-            expr: 'mailbox_tls_certificate_expiry_timestamp_seconds - time() < 14 * 86400',
-            'for': $._config.forDurations.MailboxTLSCertificateExpiringSoon,
-            labels: { severity: 'warning' },
-            annotations: {
-              summary: 'TLS certificate of {{ $labels.target }} ({{ $labels.protocol }}) expires soon',
-              runbook_url: 'docs/runbook.md#mailboxtlscertificateexpiringsoon',
-            } + yaml.folded(|||
-              The {{ $labels.protocol }} server certificate of target {{ $labels.target }}
-              expires in {{ $value | humanizeDuration }}.
-            |||),
-          },
-          {
-            alert: 'MailboxCredentialExpiringSoon',
-            expr: 'mailbox_credential_expiry_timestamp_seconds - time() < 14 * 86400',
-            'for': $._config.forDurations.MailboxCredentialExpiringSoon,
-            labels: { severity: 'warning' },
-            annotations: {
-              summary: 'The app credential of {{ $labels.target }} ({{ $labels.protocol }}) expires soon',
-              runbook_url: 'docs/runbook.md#mailboxcredentialexpiringsoon',
-            } + yaml.folded(|||
-              The certificate or client secret that target {{ $labels.target }} authenticates
-              its {{ $labels.protocol }} app with expires in {{ $value | humanizeDuration }}:
-              after that no token can be had and its checks fail with auth_rejected.
-            |||),
-          },
-          {
-            alert: 'MailboxTLSCertificateExpired',
-            expr: 'mailbox_tls_certificate_expiry_timestamp_seconds - time() <= 0',
-            labels: { severity: 'critical' },
-            annotations: {
-              summary: 'TLS certificate of {{ $labels.target }} ({{ $labels.protocol }}) has expired',
-              runbook_url: 'docs/runbook.md#mailboxtlscertificateexpired',
-            } + yaml.folded(|||
-              The {{ $labels.protocol }} server certificate of target {{ $labels.target }} has
-              expired: clients that verify certificates cannot connect.
-            |||),
-          },
-        ],
-      },
-      {
-        name: 'mailbox-widespread',
-        rules: [
-          {
-            comment:: |||
               Many targets of one exporter failing together: one page instead of one per target
               (Alertmanager inhibits the per-target pages; see deploy/alertmanager/alertmanager.yml).
               Targets count once they have failed once (and, with several locations, enough
               locations see them failing), and one of them must page as a probe page would: so this
               fires no later than the first per-target page, and a blip pages nobody. A location's
               own network failing is MailboxLocationNetworkDown, not this.
+
+              This alert and MailboxProviderOutage come first in the group, before the pages they
+              inhibit: in each evaluation they reach Alertmanager first, and the pages they hold
+              (see the per-target pages) read them as they are now.
             |||,
             alert: 'MailboxWidespreadOutage',
             expr: |||
@@ -307,6 +117,195 @@ local yaml = import '../lib/yaml.libsonnet';
               {{- else }} Not acknowledged: no open incident of a watched service on its status page.
               {{- end }}
               {{- end }}
+            |||),
+          },
+          {
+            comment:: |||
+              Reasons split the login checks' pages in two. Credentials (auth_rejected,
+              auth_temporary, oauth_token) page as MailboxLoginFailing; every other reason is the
+              server's: nothing listens (connect_refused), the service says it is unavailable
+              (unavailable: SMTP 421 / 4.3.x, IMAP BYE or [UNAVAILABLE], HTTP 5xx), it limits this
+              client (throttled), it cannot be reached (dns, network, timeout, tls) or answers wrongly.
+              Those page as MailboxServerUnreachable, and, seen on many targets or at one provider, as
+              MailboxWidespreadOutage / MailboxProviderOutage, which count failing targets whatever
+              their reason. A reason added to exporter/outcome.py therefore pages as the server's
+              unless it is added to the credentials list below (tests/test_reasons.py checks both).
+
+              Every probe page needs two or more failed probes in a row spanning %(span)ds (a blip
+              of two minutes never pages), seen so from %(outage)d locations or from every location
+              that watches the target if fewer do (with one location, or no %(label)s label, that
+              one). Phase and reason are the latest failure's, in the description: they are not
+              labels, so an alert keeps its identity while they change.
+            ||| % { span: $._config.failingForSeconds, outage: $._config.outageLocations, label: $._config.locationLabel },
+            alert: 'MailboxLoginFailing',
+            expr: where.page('MailboxLoginFailing', '{check=~".+_login"}', '{reason=~"auth_rejected|auth_temporary|oauth_token"}'),
+            labels: { severity: 'critical' },
+            annotations: {
+              summary: 'Logins fail on {{ $labels.target }} ({{ $labels.check }}) while the server answers',
+              runbook_url: 'docs/runbook.md#mailboxloginfailing',
+            } + yaml.folded(|||
+              New {{ $labels.check }} sessions to target {{ $labels.target }}%(where)s have failed
+              {{ $value }} times in a row%(latest)s. Users cannot log in, although the server is
+              reachable.%(seen)s
+            ||| % { where: where.where, latest: where.latest(), seen: where.seenFrom }),
+          },
+          {
+            alert: 'MailboxServerUnreachable',
+            expr: where.page('MailboxServerUnreachable', '{check=~".+_login"}', '{reason!~"auth_rejected|auth_temporary|oauth_token"}'),
+            labels: { severity: 'critical' },
+            annotations: {
+              summary: '{{ $labels.check }} server of {{ $labels.target }} cannot be used',
+              runbook_url: 'docs/runbook.md#mailboxserverunreachable',
+            } + yaml.folded(|||
+              New {{ $labels.check }} sessions to target {{ $labels.target }}%(where)s have failed
+              {{ $value }} times in a row%(latest)s.%(seen)s
+            ||| % {
+              where: where.where,
+              latest: where.latest(|||
+                : {{ if eq .Labels.reason "unavailable" -}}
+                the server answers that the service is not available: an outage of the server or its
+                provider
+                {{- else if eq .Labels.reason "throttled" -}}
+                the server limits this client (connections, rate or quota)
+                {{- else -}}
+                the server cannot be reached or does not answer properly
+                {{- end }}
+              |||),
+              seen: where.seenFrom,
+            }),
+          },
+          {
+            comment:: |||
+              A round trip failing to connect or log in is left to the login alerts when the target
+              has the login check of that protocol: they are faster, and they stop paging when
+              logins recover, while the round trip shows its failure until its next run. For the
+              mail APIs (Graph, Gmail) logging in is getting a token and reading the mailbox.
+            |||,
+            alert: 'MailboxRoundTripFailing',
+            expr: where.page('MailboxRoundTripFailing', '{check="roundtrip"}', '{check="roundtrip", reason!~"not_delivered|junk"}', where.loc(|||
+              unless on (job, instance, <location>, target)
+              (
+                label_replace(
+                  mailbox_probe_failed_info{check="roundtrip"},
+                  "protocol", "$1$2", "phase", "(smtp|imap|pop3)_(?:connect|tls|auth)|(graph|gmail)_(?:auth|select)"
+                )
+                and on (job, instance, <location>, target, protocol)
+                label_replace(
+                  mailbox_probe_success{check=~".+_login"},
+                  "protocol", "$1", "check", "(.+)_login"
+                )
+              )
+            |||)),
+            labels: { severity: 'critical' },
+            annotations: {
+              summary: 'Mail cannot get through on {{ $labels.target }}',
+              runbook_url: 'docs/runbook.md#mailboxroundtripfailing',
+            } + yaml.folded(|||
+              The round trip of target {{ $labels.target }}%(where)s has failed {{ $value }} times
+              in a row%(latest)s.%(seen)s
+            ||| % { where: where.where, latest: where.latest(), seen: where.seenFrom }),
+          },
+          {
+            alert: 'MailboxDeliveryStalled',
+            expr: where.page('MailboxDeliveryStalled', '{check="roundtrip"}', '{check="roundtrip", reason="not_delivered"}'),
+            labels: { severity: 'critical' },
+            annotations: {
+              summary: 'Mail to {{ $labels.target }} is accepted but not delivered',
+              runbook_url: 'docs/runbook.md#mailboxdeliverystalled',
+            } + yaml.folded(|||
+              The last {{ $value }} probe messages to target {{ $labels.target }}%(where)s were
+              accepted by the SMTP server but did not arrive in the mailbox within the probe
+              timeout.%(seen)s
+            ||| % { where: where.where, seen: where.seenFrom }),
+          },
+          {
+            comment:: |||
+              Junk placement is a mail-flow problem for every user of the mailbox: mail from
+              outside may be filed there too.
+            |||,
+            alert: 'MailboxProbeFiledAsJunk',
+            expr: where.page('MailboxProbeFiledAsJunk', '{check="roundtrip"}', '{check="roundtrip", reason="junk"}'),
+            labels: { severity: 'critical' },
+            annotations: {
+              summary: 'Mail to {{ $labels.target }} is filed as junk',
+              runbook_url: 'docs/runbook.md#mailboxprobefiledasjunk',
+            } + yaml.folded(|||
+              The last {{ $value }} probe messages to target {{ $labels.target }}%(where)s arrived
+              in the junk folder instead of the Inbox.%(seen)s
+            ||| % { where: where.where, seen: where.seenFrom }),
+          },
+          {
+            comment:: |||
+              A sending domain's SPF or DMARC verdict that passed within the day and no longer
+              does: its DNS (SPF record, DKIM key, DMARC policy) or its sending path changed.
+              Mail still arrives, so this warns instead of paging.
+            |||,
+            alert: 'MailboxAuthenticationFailing',
+            expr: |||
+              mailbox_authentication_result{method=~"spf|dmarc", result!="pass"} == 1
+              and on (job, instance, target, method)
+              max_over_time(mailbox_authentication_result{method=~"spf|dmarc", result="pass"}[1d]) == 1
+            |||,
+            'for': $._config.forDurations.MailboxAuthenticationFailing,
+            labels: { severity: 'warning' },
+            annotations: {
+              summary: '{{ $labels.method | toUpper }} of the probes to {{ $labels.target }} is {{ $labels.result }}',
+              runbook_url: 'docs/runbook.md#mailboxauthenticationfailing',
+            } + yaml.folded(|||
+              The receiving server's {{ $labels.method | toUpper }} verdict on the probe
+              messages of target {{ $labels.target }} is {{ $labels.result }}; it was pass
+              within the last day.
+            |||),
+          },
+          {
+            alert: 'MailboxCleanupFailing',
+            expr: 'increase(mailbox_cleanup_failures_total[30m]) >= 3',
+            labels: { severity: 'warning' },
+            annotations: {
+              summary: 'Probe messages are piling up in {{ $labels.target }}',
+              runbook_url: 'docs/runbook.md#mailboxcleanupfailing',
+            } + yaml.folded(|||
+              {{ $value | humanize }} round trips of target {{ $labels.target }} in the last 30
+              minutes could not delete their probe message.
+            |||),
+          },
+          {
+            alert: 'MailboxTLSCertificateExpiringSoon',
+            expr: 'mailbox_tls_certificate_expiry_timestamp_seconds - time() < 14 * 86400',
+            'for': $._config.forDurations.MailboxTLSCertificateExpiringSoon,
+            labels: { severity: 'warning' },
+            annotations: {
+              summary: 'TLS certificate of {{ $labels.target }} ({{ $labels.protocol }}) expires soon',
+              runbook_url: 'docs/runbook.md#mailboxtlscertificateexpiringsoon',
+            } + yaml.folded(|||
+              The {{ $labels.protocol }} server certificate of target {{ $labels.target }}
+              expires in {{ $value | humanizeDuration }}.
+            |||),
+          },
+          {
+            alert: 'MailboxCredentialExpiringSoon',
+            expr: 'mailbox_credential_expiry_timestamp_seconds - time() < 14 * 86400',
+            'for': $._config.forDurations.MailboxCredentialExpiringSoon,
+            labels: { severity: 'warning' },
+            annotations: {
+              summary: 'The app credential of {{ $labels.target }} ({{ $labels.protocol }}) expires soon',
+              runbook_url: 'docs/runbook.md#mailboxcredentialexpiringsoon',
+            } + yaml.folded(|||
+              The certificate or client secret that target {{ $labels.target }} authenticates
+              its {{ $labels.protocol }} app with expires in {{ $value | humanizeDuration }}:
+              after that no token can be had and its checks fail with auth_rejected.
+            |||),
+          },
+          {
+            alert: 'MailboxTLSCertificateExpired',
+            expr: 'mailbox_tls_certificate_expiry_timestamp_seconds - time() <= 0',
+            labels: { severity: 'critical' },
+            annotations: {
+              summary: 'TLS certificate of {{ $labels.target }} ({{ $labels.protocol }}) has expired',
+              runbook_url: 'docs/runbook.md#mailboxtlscertificateexpired',
+            } + yaml.folded(|||
+              The {{ $labels.protocol }} server certificate of target {{ $labels.target }} has
+              expired: clients that verify certificates cannot connect.
             |||),
           },
         ],

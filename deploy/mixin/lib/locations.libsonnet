@@ -56,9 +56,21 @@ function(config)
     seen: 'mailbox:target_failing_seen',
     indent: indent,
 
-    // The expression of a per-target page: `selector` picks the checks, `reasons` the
+    // The expression of the per-target page `alert`: `selector` picks the checks, `reasons` the
     // matcher on the last failure's reason, `unless` an extra exclusion (with its operator).
-    page(selector, reasons, unless='')::
+    //
+    // A page that fires stays firing while an outage alert that inhibits it fires
+    // (MailboxWidespreadOutage, MailboxProviderOutage): Alertmanager sends no resolution for an
+    // inhibited alert (alertmanager#2754), so a page sent before the outage alert would never
+    // be resolved where it was sent. Held, it resolves in the evaluation the outage alert
+    // resolves in (they come first in the group), no longer inhibited: its resolution is
+    // sent, and a page that was never sent stays unsent.
+    page(alert, selector, reasons, unless='')::
+      local held = |||
+        %(failures)s%(selector)s
+          * on (%(perTarget)s) group_left (provider) mailbox_target_info
+          and on (%(perCheck)s) ALERTS{alertname="%(alert)s", alertstate="firing"}
+      ||| % { failures: failures, selector: selector, perTarget: perTarget, perCheck: perCheck, alert: alert };
       |||
         (
         %(failing)s
@@ -68,13 +80,19 @@ function(config)
           %(confirmed)s
         )
         * on (%(perTarget)s) group_left (provider) mailbox_target_info
+        or
+        %(held)s  and on (%(exporter)s) ALERTS{alertname="MailboxWidespreadOutage", alertstate="firing"}
+        or
+        %(held)s  and on (provider) ALERTS{alertname="MailboxProviderOutage", alertstate="firing"}
       ||| % {
         failing: indent(failingLong(selector), '  '),
         perCheck: perCheck,
         perTarget: perTarget,
+        exporter: exporter,
         reasons: reasons,
         unless: if unless == '' then '' else indent(unless, '  ') + '\n',
         confirmed: 'mailbox:target_outage',
+        held: held,
       },
 
     // Targets of one exporter failing at all, where enough locations see them failing.
@@ -124,5 +142,8 @@ function(config)
       + '{{ if index (first .).Labels "<location>" }} Failing from'
       + '{{ range $i, $s := sortByLabel "<location>" . }}{{ if $i }},{{ end }} {{ index $s.Labels "<location>" }}{{ end }}.'
       + '{{ end }}{{ end }}'
+      // A page held open by an outage alert (see `page`) while its check works again.
+      + '{{ if eq $value 0.0 }} It works again; this page stays open until the outage alert'
+      + ' that holds it back resolves.{{ end }}'
     ),
   }
