@@ -66,7 +66,7 @@ first failure, two evaluations: 40s), so that, as shipped, the error budget aler
 the probe page that quiets them."""
 LOCATIONS = ("office", "dc")
 """Where the demo's two exporters probe from: office directly, dc through :class:`Proxy`."""
-GROUP_INTERVAL = "10s"
+GROUP_WAIT, GROUP_INTERVAL = "10s", "10s"
 BACKOFF_INITIAL, BACKOFF_MAX = "15s", "30s"
 
 SHORTENED = (
@@ -81,6 +81,7 @@ SHORTENED = (
         "shipped: up to 15m",
     ),
     (f"rules: a check pages once its failures span {FAILING_FOR}s", "shipped: 150s"),
+    (f"Alertmanager group_wait {GROUP_WAIT} for tickets too", "example: 30s, pages 10s"),
     (f"Alertmanager group_interval {GROUP_INTERVAL}, so resolutions come soon", "example: 5m"),
     (
         f"login back-off after refused logins {BACKOFF_INITIAL} to {BACKOFF_MAX}",
@@ -92,7 +93,7 @@ SHORTENED = (
 NOTE = """\
 A fault pages after two failed probes in a row: here within about a minute, once per outage
 (one FIRING, one RESOLVED), from both locations in one page. Cutting dc's path opens a ticket
-for that location after a minute and pages nobody."""
+for that location within two minutes and pages nobody."""
 
 
 CONFIG = """\
@@ -197,10 +198,10 @@ def shorten_span(rules: str, seconds: int) -> str:
 
 
 def alertmanager_config(receiver_port: int) -> str:
-    """The example routing with `GROUP_INTERVAL` and no maintenance window, its webhooks sent
-    to this process."""
+    """The example routing with `GROUP_WAIT`, `GROUP_INTERVAL` and no maintenance window, its
+    webhooks sent to this process."""
     config = yaml.safe_load(ALERTMANAGER.read_text())
-    config["route"]["group_interval"] = GROUP_INTERVAL
+    config["route"].update(group_wait=GROUP_WAIT, group_interval=GROUP_INTERVAL)
     for route in config["route"]["routes"]:
         # The demo pages whatever the time: the example's weekly maintenance window would mute it.
         route.pop("mute_time_intervals", None)

@@ -27,8 +27,9 @@ pytestmark = pytest.mark.services  # the demo: mail stack, exporter, Prometheus,
 
 ROOT = Path(__file__).resolve().parent.parent
 
-PAGE_WITHIN = 120
-"""Seconds from ``break delivery`` to the printed page: the demo promises about two minutes."""
+PAGE_WITHIN = 150
+"""Seconds from a ``break`` to the printed page or ticket: the demo promises two minutes, and
+a loaded machine probes and evaluates late."""
 RESOLVED_WITHIN = 60
 
 
@@ -228,6 +229,7 @@ def test_the_demo_alertmanager_sends_every_receiver_here() -> None:
     urls = [h["url"] for r in config["receivers"] for h in r["webhook_configs"]]
     assert urls and all(u.startswith("http://127.0.0.1:4321/") for u in urls), urls
     assert config["route"]["group_interval"] == demo.GROUP_INTERVAL
+    assert config["route"]["group_wait"] == demo.GROUP_WAIT
     shipped = yaml.safe_load(demo.ALERTMANAGER.read_text())
     assert config["inhibit_rules"] == shipped["inhibit_rules"]
     for route in shipped["route"]["routes"]:
