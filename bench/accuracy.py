@@ -59,6 +59,7 @@ from bench._common import (
     target_entry,
 )
 from exporter import config, probes
+from exporter.config import Target
 from exporter.outcome import Check
 from exporter.transports.smtp import SmtpSession
 from testing.mailstack import MailStack, MailUser
@@ -155,27 +156,43 @@ async def exporter_series(
         entry = pop3_entry(stack, user, name, imap_extra)
     else:
         entry = target_entry(stack, user, name, imap_extra=imap_extra)
+    maildir = stack.maildir(user)
+
+    def arrived(since: float) -> float | None:
+        arrival = watcher.first_new_after(maildir, since)
+        return None if arrival is None else arrival.wall
+
     target = config.parse("targets:\n" + entry).targets[0]
+    return await timed_series(target, arrived, count, pause)
+
+
+async def timed_series(
+    target: Target, arrived: Callable[[float], float | None], count: int, pause: float
+) -> Series:
+    """``count`` round trips of ``target`` one after another, each reported delivery time
+    beside the truth: ``arrived(since)`` is the wall time the probe reached the mailbox (None
+    if it did not), minus the SMTP server's acceptance stamped by :func:`patch_smtp_send`."""
     accepts: list[float] = []
     _accepts.set(accepts)
     context = probe_context()
-    maildir = stack.maildir(user)
     series = Series()
-    for _ in range(count):
-        begin = time.time()
-        before = len(accepts)
-        result = await probes.run(target, Check.ROUNDTRIP, context)
-        if not result.success or result.delivery_seconds is None or len(accepts) == before:
-            series.failures += 1
-            continue
-        accepted = accepts[-1]
-        arrival = watcher.first_new_after(maildir, begin)
-        if arrival is None:
-            series.unmatched += 1
-            continue
-        series.reported.append(result.delivery_seconds)
-        series.truth.append(arrival.wall - accepted)
-        await asyncio.sleep(pause)
+    try:
+        for _ in range(count):
+            begin = time.time()
+            before = len(accepts)
+            result = await probes.run(target, Check.ROUNDTRIP, context)
+            if not result.success or result.delivery_seconds is None or len(accepts) == before:
+                series.failures += 1
+                continue
+            arrival = arrived(begin)
+            if arrival is None:
+                series.unmatched += 1
+                continue
+            series.reported.append(result.delivery_seconds)
+            series.truth.append(arrival - accepts[-1])
+            await asyncio.sleep(pause)
+    finally:
+        await context.close()
     return series
 
 

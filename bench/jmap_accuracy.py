@@ -19,7 +19,6 @@ import asyncio
 import ctypes
 import re
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Final
 
@@ -32,12 +31,11 @@ from bench._common import (
     machine,
     publish,
 )
-from bench.accuracy import Series, _accepts, patch_smtp_send
-from exporter import config, probes
-from exporter.outcome import Check
+from bench.accuracy import patch_smtp_send, timed_series
+from exporter import config
+from exporter.config import Target
 from testing.cyrus import DOMAIN, CyrusServer, CyrusUser
 from testing.mailstack import MailStack, MailUser
-from testing.targets import probe_context
 
 MESSAGE_FILE: Final = re.compile(r"\d+\.")
 """A message in a Cyrus mailbox directory (``cyrus.index`` and the like are not)."""
@@ -63,42 +61,15 @@ class SpoolWatcher(MaildirWatcher):
         return None
 
 
-def _target(stack: MailStack, sender: MailUser, watch: str) -> str:
+def _target(stack: MailStack, sender: MailUser, watch: str) -> Target:
     smtp = (
         f"{{host: 127.0.0.1, port: {stack.smtp_port}, tls: none, "
         f"username: {sender.address}, password: '{sender.password}'}}"
     )
-    return (
+    return config.parse(
         "targets:\n  - name: t\n    checks: [roundtrip]\n    interval: 10s\n    timeout: 10s\n"
         f"    smtp: {smtp}\n    {watch}\n"
-    )
-
-
-async def series(target_yaml: str, arrived: Any, count: int) -> Series:
-    """``count`` round trips one after another; ``arrived(since)`` gives the truth."""
-    target = config.parse(target_yaml).targets[0]
-    accepts: list[float] = []
-    _accepts.set(accepts)
-    context = probe_context()
-    found = Series()
-    try:
-        for _ in range(count):
-            begin = time.time()
-            before = len(accepts)
-            result = await probes.run(target, Check.ROUNDTRIP, context)
-            if not result.success or result.delivery_seconds is None or len(accepts) == before:
-                found.failures += 1
-                continue
-            arrival = arrived(begin)
-            if arrival is None:
-                found.unmatched += 1
-                continue
-            found.reported.append(result.delivery_seconds)
-            found.truth.append(arrival - accepts[-1])
-            await asyncio.sleep(PAUSE)
-    finally:
-        await context.close()
-    return found
+    ).targets[0]
 
 
 async def run(workdir: Path, count: int, poll_interval: str) -> dict[str, Any]:
@@ -131,12 +102,15 @@ async def run(workdir: Path, count: int, poll_interval: str) -> dict[str, Any]:
                 return None if arrival is None else arrival.wall
 
             over_imap, over_jmap = await asyncio.gather(
-                asyncio.create_task(series(_target(stack, sender, imap), maildir_arrival, count)),
                 asyncio.create_task(
-                    series(
+                    timed_series(_target(stack, sender, imap), maildir_arrival, count, PAUSE)
+                ),
+                asyncio.create_task(
+                    timed_series(
                         _target(stack, sender, jmap),
                         lambda since: watcher.first_message_after(spool, since),
                         count,
+                        PAUSE,
                     )
                 ),
             )
