@@ -38,6 +38,7 @@ from aiohttp import web
 from testing.exporter_process import Running, free_port, start
 from testing.mailstack import MailStack
 from testing.proxy import Proxy
+from testing.service import stop, until_ready
 from testing.targets import target_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,21 +112,6 @@ class Receiver:
 def _process(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-
-
-async def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-        for _ in range(150):
-            if process.poll() is not None:
-                raise AssertionError(log.read_text())
-            try:
-                async with session.get(url) as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"{url} never became ready:\n{log.read_text()[-2000:]}")
 
 
 @dataclass
@@ -277,8 +263,13 @@ async def pipeline(
         prom_log,
     )
     try:
-        await _wait_http(f"http://127.0.0.1:{am_port}/-/ready", alertmanager, am_log)
-        await _wait_http(f"http://127.0.0.1:{prom_port}/-/ready", prometheus, prom_log)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            await until_ready(
+                "alertmanager", alertmanager, session, f"http://127.0.0.1:{am_port}/-/ready", am_log
+            )
+            await until_ready(
+                "prometheus", prometheus, session, f"http://127.0.0.1:{prom_port}/-/ready", prom_log
+            )
         yield Pipeline(
             receiver,
             single,
@@ -289,8 +280,7 @@ async def pipeline(
         )
     finally:
         for process in (prometheus, alertmanager):
-            process.terminate()
-            process.wait(10)
+            stop(process)
         for exporter in exporters:
             await exporter.aclose()
         for pair in proxies.values():
