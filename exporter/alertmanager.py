@@ -27,13 +27,13 @@ from exporter.config.site import Location, Maintenance
 from exporter.logs import fields
 from exporter.silences import SilenceError, Silences, SilenceState
 from exporter.transports import net
+from exporter.transports.oauth import read_bounded
 
 log = logging.getLogger("exporter.maintenance")
 
 SILENCES_PATH: Final = "/api/v2/silences"
 MAX_BODY: Final = 8 * 1024 * 1024
 """Largest answer read: a thousand silences with long comments fit many times over."""
-READ_CHUNK: Final = 64 * 1024
 MAX_ERROR: Final = 200
 """Characters of a failure's description kept for the page and the log."""
 
@@ -158,13 +158,10 @@ class SilenceWatch:
         async with session.get(url, headers=_headers(settings), allow_redirects=False) as response:
             if response.status != 200:
                 raise ReadFailure(f"Alertmanager answered HTTP {response.status}")
-            # content.read(n) returns what has arrived, up to n: read to the end, within bounds.
-            body = bytearray()
-            async for chunk in response.content.iter_chunked(READ_CHUNK):
-                body += chunk
-                if len(body) > MAX_BODY:
-                    raise ReadFailure(f"the answer is larger than {MAX_BODY} bytes")
-        return bytes(body)
+            body = await read_bounded(response, MAX_BODY)
+        if body is None:
+            raise ReadFailure(f"the answer is larger than {MAX_BODY} bytes")
+        return body
 
     def _failed(self, error: str) -> None:
         if not self.state.error:
